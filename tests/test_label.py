@@ -1,0 +1,166 @@
+"""`urbanln label`: zonal statistics from rasters and joins from tables."""
+
+import json
+import math
+
+import datasets
+import numpy as np
+import pytest
+
+from tests.fakes.rasters import make_geotiff
+from urbanln_cli.stages.label import LabelConfig, RasterTarget, label
+from urbanln_cli.stages.tile import TileConfig, tile
+
+
+def _population(tmp_path, **kw):
+    rng = np.random.default_rng(1)
+    pop = (rng.random((1, 30, 40)) * 100).astype(np.float32)
+    pop[0, :5, :7] = -1  # nodata
+    make_geotiff(tmp_path / "pop.tif", data=pop, res=10.0, nodata=-1, **kw)
+    return np.ma.masked_equal(pop[0], -1)
+
+
+def _tiles(tmp_path, size=25, res=2.0, width=200, height=150, name="city", **kw):
+    make_geotiff(tmp_path / f"{name}.tif", width=width, height=height, res=res, **kw)
+    out = tmp_path / f"{name}_tiles"
+    tile(TileConfig(inputs=(tmp_path / f"{name}.tif",), out=out, size=size, min_valid=0))
+    return out
+
+
+def _labels(path):
+    return datasets.load_from_disk(str(path)).to_pandas().set_index("tile_id")
+
+
+def test_raster_target_parsing():
+    assert RasterTarget.parse("population=pop.tif:sum") == RasterTarget("population", __import__("pathlib").Path("pop.tif"), "sum")
+    assert RasterTarget.parse("light=/data/viirs.tif").agg == "mean"
+    from urbanln_cli.errors import UsageProblem
+
+    with pytest.raises(UsageProblem, match="unknown aggregation"):
+        RasterTarget.parse("light=viirs.tif:avg")
+    with pytest.raises(UsageProblem, match="NAME=PATH"):
+        RasterTarget.parse("viirs.tif")
+
+
+def test_zonal_sum_reproduces_raster_total(tmp_path):
+    pop = _population(tmp_path)
+    # 2 m imagery over the same 400 m × 300 m extent, 50 m tiles: 8 × 6 tiles, 5 × 5 cells each
+    tiles = _tiles(tmp_path)
+    result = label(LabelConfig(tiles=tiles, out=tmp_path / "labels", rasters=(RasterTarget.parse(f"population={tmp_path / 'pop.tif'}:sum"),)))
+    labels = _labels(tmp_path / "labels")
+    assert result.rows == 48
+    assert labels["population"].sum() == pytest.approx(float(pop.sum(dtype=np.float64)), rel=1e-9)
+    # one tile by hand: rows 5..9, cols 10..14 of the population grid
+    assert labels.loc["city/r25_c50", "population"] == pytest.approx(float(pop[5:10, 10:15].sum(dtype=np.float64)), rel=1e-9)
+    assert math.isnan(labels.loc["city/r0_c0", "population"])  # all nodata
+    manifest = json.loads((tmp_path / "labels" / "urbanln.json").read_text())
+    assert manifest["counts"]["nodata_population"] == 1 and manifest["counts"]["nan_population"] == 1
+    assert manifest["targets"]["population"]["agg"] == "sum"
+
+
+def test_partial_cells_are_weighted_by_cover(tmp_path):
+    pop = _population(tmp_path)
+    # 15 m tiles do not line up with 10 m cells; the sums must still add up
+    tiles = _tiles(tmp_path, size=15, res=1.0, width=400, height=300, name="odd")
+    label(LabelConfig(tiles=tiles, out=tmp_path / "labels", rasters=(RasterTarget("population", tmp_path / "pop.tif", "sum"),)))
+    labels = _labels(tmp_path / "labels")
+    assert labels["population"].sum() == pytest.approx(float(pop.sum(dtype=np.float64)), rel=1e-9)
+
+
+def test_reprojected_footprints(tmp_path):
+    from rasterio.warp import transform_bounds
+
+    # a constant-density raster in lon/lat under tiles cut in UTM
+    tiles = _tiles(tmp_path, size=50, res=2.0, width=200, height=200)
+    west, south, east, north = transform_bounds("EPSG:32633", "EPSG:4326", 500_000, 4_999_600, 500_400, 5_000_000)
+    res = 0.0005
+    ones = np.ones((1, int((north - south) / res) + 20, int((east - west) / res) + 20), np.float32)
+    make_geotiff(tmp_path / "dens.tif", data=ones, crs="EPSG:4326", origin=(west - 10 * res, north + 10 * res), res=res)
+    label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget("cells", tmp_path / "dens.tif", "sum"), RasterTarget("one", tmp_path / "dens.tif", "mean"))))
+    labels = _labels(tmp_path / "l")
+    lat = math.radians(labels["lat"].mean())
+    cell_area = (res * math.pi / 180 * 6_371_008.8) ** 2 * math.cos(lat)
+    expected = 100.0 * 100.0 / cell_area  # each 100 m tile covers this many cells
+    assert np.allclose(labels["cells"], expected, rtol=0.02)
+    assert np.allclose(labels["one"], 1.0)
+
+
+def test_fractions_max_median_and_outside(tmp_path):
+    classes = np.zeros((1, 10, 10), np.uint8)
+    classes[0, :, 5:] = 3
+    classes[0, 8:, :] = 7
+    make_geotiff(tmp_path / "lc.tif", data=classes, res=10.0)
+    tiles = _tiles(tmp_path, size=50, res=2.0, width=150, height=50)  # the 2nd and 3rd tiles lie east of the raster
+    label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(
+        RasterTarget("lc", tmp_path / "lc.tif", "fractions"),
+        RasterTarget("top", tmp_path / "lc.tif", "max"),
+        RasterTarget("mid", tmp_path / "lc.tif", "median"),
+    )))
+    labels = _labels(tmp_path / "l")
+    first = labels.loc["city/r0_c0"]  # cells rows 0..9, cols 0..9
+    assert first["lc_0"] == pytest.approx(0.4) and first["lc_3"] == pytest.approx(0.4) and first["lc_7"] == pytest.approx(0.2)
+    assert first["top"] == 7 and first["mid"] == 3
+    outside = labels.loc["city/r0_c50"]
+    assert math.isnan(outside["lc_0"]) and math.isnan(outside["top"])
+    manifest = json.loads((tmp_path / "l" / "urbanln.json").read_text())
+    assert manifest["counts"]["outside_lc"] == 2
+
+
+def test_table_join_by_id_with_duplicates(tmp_path):
+    tiles = _tiles(tmp_path, size=100, width=200, height=100)
+    table = tmp_path / "t.csv"
+    table.write_text("tile,carbon,gdp,name\ncity/r0_c0,1.0,5,a\ncity/r0_c0,3.0,7,b\nother,9,9,c\n")
+    result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", table=table, id_column="tile"))
+    labels = _labels(tmp_path / "l")
+    assert result.targets == ["carbon", "gdp"]  # the text column is not a target
+    assert labels.loc["city/r0_c0", "carbon"] == 2.0 and labels.loc["city/r0_c0", "gdp"] == 6.0
+    assert math.isnan(labels.loc["city/r0_c100", "carbon"])
+    assert result.counts["table_duplicate_rows"] == 1 and result.counts["table_unmatched_tiles"] == 1
+    label(LabelConfig(tiles=tiles, out=tmp_path / "first", table=table, id_column="tile", dup="first", columns=("carbon",)))
+    assert _labels(tmp_path / "first").loc["city/r0_c0", "carbon"] == 1.0
+
+
+def test_table_join_nearest_within_distance(tmp_path):
+    tiles = _tiles(tmp_path, size=100, width=200, height=100)
+    centres = datasets.load_from_disk(str(tiles)).to_pandas()
+    table = tmp_path / "t.csv"
+    a = centres.iloc[0]
+    b = centres.iloc[1]
+    # point A ~1 m from tile 0's centre; point B ~150 m north of tile 1's (farther than half a 200 m tile, nearer than A)
+    table.write_text(f"lon,lat,carbon\n{a.lon + 1e-5},{a.lat},4.5\n{b.lon},{b.lat + 0.00135},8\n")
+    result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", table=table))
+    labels = _labels(tmp_path / "l")
+    assert labels.loc[a.tile_id, "carbon"] == 4.5
+    assert math.isnan(labels.loc[b.tile_id, "carbon"])
+    assert result.counts["table_too_far"] == 1
+    label(LabelConfig(tiles=tiles, out=tmp_path / "l2", table=table, max_distance=1000))
+    assert _labels(tmp_path / "l2").loc[b.tile_id, "carbon"] == 8
+
+
+def test_cli_label_and_errors(tmp_path, cli):
+    _population(tmp_path)
+    tiles = _tiles(tmp_path)
+    result = cli("label", tiles, "--raster", f"population={tmp_path / 'pop.tif'}:sum", "-o", tmp_path / "labels")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "labels")
+    assert "wrote 1 target(s) for 48 tiles" in result.stderr
+    # the wrong artifact: labels where tiles are expected
+    result = cli("label", tmp_path / "labels", "--raster", f"p={tmp_path / 'pop.tif'}", "-o", tmp_path / "x")
+    assert result.exit_code == 3 and result.stdout == ""
+    assert "error: " in result.stderr and "holds labels, but tiles is expected" in result.stderr
+    assert "hint: create tiles with `urbanln tile" in result.stderr
+    # ids that match nothing
+    table = tmp_path / "t.csv"
+    table.write_text("id,carbon\n1,2\n")
+    result = cli("label", tiles, "--table", table, "--id-column", "id", "-o", tmp_path / "y")
+    assert result.exit_code == 3 and "no tile id appears" in result.stderr and "hint: " in result.stderr
+    # a missing raster
+    result = cli("label", tiles, "--raster", "p=nope.tif", "-o", tmp_path / "z")
+    assert result.exit_code == 3 and "raster not found: nope.tif" in result.stderr
+    # no targets at all
+    result = cli("label", tiles, "-o", tmp_path / "z")
+    assert result.exit_code == 2 and "no targets given" in result.stderr
+    # the output exists
+    result = cli("label", tiles, "--raster", f"population={tmp_path / 'pop.tif'}:sum", "-o", tmp_path / "labels")
+    assert result.exit_code == 1 and "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert not list(tmp_path.glob(".*staging*"))

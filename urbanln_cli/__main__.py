@@ -1,0 +1,3 @@
+from urbanln_cli.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""What every command shares: the stderr console, progress bars, output and run info."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import sys
+from typing import Any, Callable, Iterator
+
+import typer
+from rich.console import Console
+
+# stdout carries data only; everything for people goes to stderr.
+console = Console(stderr=True, highlight=False)
+_state = {"quiet": False, "verbose": False}
+
+
+def set_verbosity(*, verbose: bool, quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    _state.update(quiet=quiet, verbose=verbose)
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING
+    logger = logging.getLogger("urbanln_cli")
+    logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=verbose, markup=False)]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def err_style(text: str, color: str) -> str:
+    """Colour a label on stderr unless NO_COLOR is set or stderr is not a terminal."""
+    if os.environ.get("NO_COLOR") or not sys.stderr.isatty():
+        return text
+    return typer.style(text, fg=color, bold=True)
+
+
+def summary(text: str) -> None:
+    """The final one-line summary, on stderr."""
+    if not _state["quiet"]:
+        console.print(text, soft_wrap=True, markup=False)
+
+
+def warn(text: str) -> None:
+    if not _state["quiet"]:
+        console.print(f"warning: {text}", soft_wrap=True, markup=False, style="yellow")
+
+
+def emit(data: Any, as_json: bool) -> None:
+    """Write the command's result to stdout: a path, or JSON with --json."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        typer.echo(str(data))
+
+
+def run_info(ctx: typer.Context):
+    from urbanln_cli.artifacts import RunInfo
+    from urbanln_cli.config import param_sources
+
+    argv = [ctx.find_root().info_name or "urbanln", *sys.argv[1:]] if sys.argv else []
+    params = {k: v for k, v in param_sources(ctx).items() if k != "as_json"}  # output format, not a parameter of the work
+    return RunInfo(command=shlex.join(argv), params=params)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, off when stderr is not a terminal or with -q.
+
+    Yields ``update(done, total)``, the callback stages take.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
+    enabled = console.is_terminal and not _state["quiet"]
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+    task = progress.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        yield update

@@ -1,0 +1,68 @@
+"""``urbanln label``: attach targets to tiles."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from urbanln_cli.commands import _common
+
+
+class Dup(str, Enum):
+    mean = "mean"
+    first = "first"
+
+
+def label(
+    ctx: typer.Context,
+    tiles: Annotated[Path, typer.Argument(help="Tiles dataset from `urbanln tile`.")] = Path("tiles"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output labels dataset folder.")] = Path("labels"),
+    raster: Annotated[
+        Optional[List[str]],
+        typer.Option(help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, or fractions (one column per class of a categorical raster).", show_default=False),
+    ] = None,
+    table: Annotated[Optional[Path], typer.Option(help="CSV or parquet table of targets.", show_default=False)] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Join the table where this column equals tile_id. [default: join by nearest lon/lat]", show_default=False)] = None,
+    lon_column: Annotated[str, typer.Option(help="Table column with longitude (nearest join).")] = "lon",
+    lat_column: Annotated[str, typer.Option(help="Table column with latitude (nearest join).")] = "lat",
+    max_distance: Annotated[Optional[float], typer.Option(help="Nearest join: farthest match in metres. [default: half the tile's width]", show_default=False)] = None,
+    dup: Annotated[Dup, typer.Option(help="How to merge table rows with the same id (or point).")] = Dup.mean,
+    columns: Annotated[Optional[str], typer.Option(help="Comma-separated table columns to take. [default: every numeric column]", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
+) -> None:
+    """Attach targets (carbon, population, GDP, night light, land cover…) to tiles.
+
+    Raster statistics are taken over each tile's footprint, reprojected to the
+    raster's CRS, weighting cells by the share the tile covers. Missing values are NaN.
+    """
+    from urbanln_cli.stages.label import LabelConfig, RasterTarget, label as run_label
+
+    config = LabelConfig(
+        tiles=tiles,
+        out=out,
+        rasters=tuple(RasterTarget.parse(r) for r in raster or ()),
+        table=table,
+        id_column=id_column,
+        lon_column=lon_column,
+        lat_column=lat_column,
+        max_distance=max_distance,
+        dup=dup.value,
+        columns=tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None,
+        overwrite=overwrite,
+    )
+    with _common.progress_bar("labelling") as update:
+        result = run_label(config, progress=update, run=_common.run_info(ctx))
+    detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(result.counts.items()))
+    _common.summary(f"wrote {len(result.targets)} target(s) for {result.rows} tiles to {result.out}" + (f"; {detail}" if detail else ""))
+    _common.emit(
+        {"out": str(result.out), "rows": result.rows, "targets": result.targets, "counts": result.counts} if as_json else result.out,
+        as_json,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("label")(label)

@@ -1,0 +1,97 @@
+"""TOML configuration: one table per command, validated against its options.
+
+Precedence is flag > environment variable > config table > default. The config
+file becomes click's ``default_map``, so click itself applies that order and
+reports where every value came from (see ``param_sources``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from urbanln_cli.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean X?)' suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", hint="pass an existing TOML file to --config")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def to_default_map(config: Mapping[str, Any], commands: Mapping[str, Any], path: Path | str = "config") -> dict:
+    """Check every table and key against the commands' options; return click's default_map.
+
+    ``commands`` maps a command name to its click.Command. Keys may use dashes
+    or underscores (``min-valid`` or ``min_valid``).
+    """
+    default_map: dict[str, dict[str, Any]] = {}
+    for table, values in config.items():
+        if table not in commands:
+            raise ConfigError(
+                f"{path}: unknown table [{table}]{suggest(table, commands)}",
+                hint=f"tables are command names: {', '.join(sorted(commands))}",
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{path}: '{table}' must be a table, like [{table}]")
+        params = {p.name: p for p in commands[table].params if p.name}
+        option_names = {name.replace("_", "-") for name in params}
+        table_map: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in params:
+                raise ConfigError(
+                    f"{path}: unknown key '{key}' in [{table}]{suggest(key.replace('_', '-'), option_names)}",
+                    hint=f"valid keys for [{table}]: {', '.join(sorted(option_names))}",
+                )
+            table_map[name] = value
+        default_map[table] = table_map
+    return default_map
+
+
+_SOURCE_NAMES = {
+    "COMMANDLINE": "flag",
+    "ENVIRONMENT": "env",
+    "DEFAULT_MAP": "config",
+    "DEFAULT": "default",
+    "PROMPT": "prompt",
+}
+
+
+def param_sources(ctx) -> dict[str, dict[str, Any]]:
+    """Each parameter of a click context with its value and where it came from."""
+    out = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        out[name] = {
+            "value": _jsonable(value),
+            "source": _SOURCE_NAMES.get(source.name, source.name.lower()) if source else "default",
+        }
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "value") and not isinstance(value, (int, float, str, bool)):
+        return value.value  # enums
+    return value

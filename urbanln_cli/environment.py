@@ -1,0 +1,53 @@
+"""Facts about this machine: package versions, GPU, and the Ollama server."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from importlib import metadata
+from typing import Any
+
+from urbanln_cli import __version__
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+
+
+def report(host: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
+    info: dict[str, Any] = {"urbanln": __version__, "python": platform.python_version()}
+    for name in ("torch", "open_clip_torch", "transformers", "datasets", "rasterio", "ollama"):
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    info.update(_gpu())
+    info.update(ollama_status(host, timeout))
+    return info
+
+
+def _gpu() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"cuda": "torch not installed"}
+    if not torch.cuda.is_available():
+        return {"cuda": f"not available (torch built for CUDA {torch.version.cuda})" if torch.version.cuda else "not available (CPU build)"}
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"cuda": torch.version.cuda, "gpus": names}
+
+
+def ollama_status(host: str | None, timeout: float = 3.0) -> dict[str, Any]:
+    """Whether an Ollama server answers at ``host``, and which models it has pulled."""
+    import httpx
+    import ollama
+
+    host = host or DEFAULT_OLLAMA_HOST
+    client = ollama.Client(host=host, timeout=httpx.Timeout(timeout))
+    try:
+        listed = client.list()
+    except (httpx.HTTPError, ConnectionError, ollama.ResponseError) as exc:
+        return {"ollama_host": host, "ollama": f"not reachable ({type(exc).__name__}: {exc})"}
+    models = [m.model for m in listed.models]
+    status: dict[str, Any] = {"ollama_host": host, "ollama": "ok", "ollama_models": models}
+    with contextlib.suppress(Exception):
+        status["ollama_version"] = httpx.get(f"{host.rstrip('/')}/api/version", timeout=timeout).json().get("version")
+    return status

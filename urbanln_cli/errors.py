@@ -1,0 +1,68 @@
+"""Errors a user can act on. Each class carries its exit code and a default hint.
+
+The CLI's one handler (``cli.UrbanlnGroup``) prints ``error: …`` and ``hint: …``
+on stderr and exits with ``exit_code``; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class UrbanlnError(Exception):
+    """Base class: exit code 1 (general failure)."""
+
+    exit_code = 1
+    default_hint: str | None = None
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+
+class UsageProblem(UrbanlnError):
+    """Bad options, bad config, bad argument values: exit code 2."""
+
+    exit_code = 2
+    default_hint = "run the command with --help to see its options"
+
+
+class ConfigError(UsageProblem):
+    default_hint = "check the --config file; tables are named after commands, keys after their options"
+
+
+class InputError(UrbanlnError):
+    """A missing, unreadable or wrong input file or artifact: exit code 3."""
+
+    exit_code = 3
+
+
+class WrongArtifactError(InputError):
+    pass
+
+
+class OutputExistsError(UrbanlnError):
+    default_hint = "pass --overwrite to replace it, or choose another -o/--out"
+
+
+class ServiceUnavailable(UrbanlnError):
+    """A service we depend on (an Ollama server, a model) is not there: exit code 4."""
+
+    exit_code = 4
+
+
+class Interrupted(UrbanlnError):
+    """Ctrl-C: partial work is kept for resume; exit code 130."""
+
+    exit_code = 130
+    default_hint = "run the same command again to resume; finished work is kept"
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "general failure (including an output that exists without --overwrite)",
+    2: "usage: bad option, argument or config key",
+    3: "bad or missing input file or artifact",
+    4: "service unavailable (Ollama down, model not pulled)",
+    130: "interrupted; partial work is kept and the same command resumes",
+}

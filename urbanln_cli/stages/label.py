@@ -1,0 +1,297 @@
+"""Stage ``label``: attach targets to tiles from rasters and tables (a ``labels`` artifact).
+
+Raster targets are zonal statistics over each tile's footprint (see ``zonal``).
+Table targets join by an id column, or by the nearest point within a distance.
+Missing values are NaN, and every reason for one is counted in the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from urbanln_cli import artifacts, geo
+from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.zonal import AGGREGATIONS, ZonalRaster, aggregate
+
+RESERVED = {"tile_id", "lon", "lat", "group"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class RasterTarget:
+    name: str
+    path: Path
+    agg: str = "mean"
+
+    @classmethod
+    def parse(cls, text: str) -> "RasterTarget":
+        """``NAME=PATH[:AGG]``; AGG is one of sum, mean, max, median, fractions."""
+        name, sep, rest = text.partition("=")
+        if not sep or not name or not rest:
+            raise UsageProblem(f"--raster {text!r} is not NAME=PATH[:AGG]", hint="e.g. --raster population=worldpop.tif:sum")
+        path, agg = rest, "mean"
+        head, colon, tail = rest.rpartition(":")
+        if colon and tail in AGGREGATIONS:
+            path, agg = head, tail
+        elif colon and head and "/" not in tail and "\\" not in tail and "." not in tail:
+            raise UsageProblem(f"--raster {text!r}: unknown aggregation {tail!r}", hint=f"use one of {', '.join(AGGREGATIONS)}")
+        return cls(name.strip(), Path(path), agg)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    tiles: Path = Path("tiles")
+    out: Path = Path("labels")
+    rasters: tuple[RasterTarget, ...] = ()
+    table: Path | None = None
+    id_column: str | None = None  # join the table by this column = tile_id; else by nearest lon/lat
+    lon_column: str = "lon"
+    lat_column: str = "lat"
+    max_distance: float | None = None  # metres; default half the tile's width
+    dup: str = "mean"
+    columns: tuple[str, ...] | None = None  # table columns to take; default every numeric one
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if not self.rasters and self.table is None:
+            raise UsageProblem("no targets given", hint="add --raster NAME=PATH[:AGG] and/or --table PATH")
+        if self.dup not in ("mean", "first"):
+            raise UsageProblem(f"--dup {self.dup!r} is not mean or first")
+        if self.max_distance is not None and self.max_distance <= 0:
+            raise UsageProblem(f"--max-distance {self.max_distance} must be positive")
+        names = [r.name for r in self.rasters]
+        for name in names:
+            if not _NAME.match(name) or name in RESERVED:
+                raise UsageProblem(f"target name {name!r} is not allowed", hint="use letters, digits and _; not tile_id, lon, lat or group")
+        if len(set(names)) != len(names):
+            raise UsageProblem("two --raster targets have the same name", hint="give each target its own NAME")
+
+
+@dataclass
+class LabelResult:
+    out: Path
+    rows: int
+    targets: list[str]
+    counts: dict[str, int]
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def label(config: LabelConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> LabelResult:
+    config.check()
+    artifacts.check_output(config.out, config.overwrite)
+    tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
+    tiles = tiles_ds.remove_columns([c for c in ("image",) if c in tiles_ds.column_names]).to_pandas()
+    counts: dict[str, int] = {}
+    columns: dict[str, np.ndarray] = {}
+    sources: dict[str, Any] = {}
+    report = progress or (lambda done, total: None)
+    total = len(tiles) * len(config.rasters) + (len(tiles) if config.table else 0)
+    done = 0
+
+    for target in config.rasters:
+        values, target_counts = _raster_target(tiles, target, lambda n: report(done + n, total))
+        done += len(tiles)
+        for name in values:
+            if name in columns:
+                raise UsageProblem(f"two targets produce the column {name!r}", hint="rename one of the --raster targets")
+        columns.update(values)
+        counts.update({f"{k}_{target.name}": v for k, v in target_counts.items() if v})
+        sources[target.name] = {"from": "raster", "path": str(target.path), "agg": target.agg, "columns": sorted(values)}
+    if config.table is not None:
+        values, table_counts = _table_targets(tiles, config)
+        for name in values:
+            if name in columns or name in RESERVED:
+                raise UsageProblem(f"table column {name!r} clashes with another target", hint="pick columns with --columns")
+        columns.update(values)
+        counts.update({k: v for k, v in table_counts.items() if v})
+        sources.update({name: {"from": "table", "path": str(config.table), "join": "id" if config.id_column else "nearest"} for name in values})
+        report(total, total)
+    for name, col in columns.items():
+        missing = int(np.isnan(col).sum())
+        if missing:
+            counts[f"nan_{name}"] = missing
+
+    import datasets
+
+    data = {
+        "tile_id": tiles["tile_id"].tolist(),
+        "lon": tiles["lon"].astype("float64").tolist(),
+        "lat": tiles["lat"].astype("float64").tolist(),
+        "group": tiles["group"].tolist(),
+        **{name: col.tolist() for name, col in columns.items()},
+    }
+    features = datasets.Features(
+        {"tile_id": datasets.Value("string"), "lon": datasets.Value("float64"), "lat": datasets.Value("float64"), "group": datasets.Value("string")}
+        | {name: datasets.Value("float64") for name in columns}
+    )
+    ds = datasets.Dataset.from_dict(data, features=features)
+    inputs = [artifacts.fingerprint(config.tiles)] + [artifacts.fingerprint(t.path) for t in config.rasters]
+    if config.table is not None:
+        inputs.append(artifacts.fingerprint(config.table))
+    manifest = artifacts.new_manifest(
+        "labels",
+        run=run or artifacts.RunInfo.from_config(config),
+        inputs=inputs,
+        rows=ds.num_rows,
+        counts=counts,
+        extra={"targets": sources, "tiles_artifact": tiles_manifest.get("artifact_id")},
+    )
+    artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
+    return LabelResult(config.out, ds.num_rows, list(columns), counts, manifest)
+
+
+# ---------------------------------------------------------------- rasters
+
+
+def _footprint(tile) -> tuple[str, tuple[float, float, float, float]] | None:
+    """(crs, bounds) of a tile; from lon/lat and ground size when it has no CRS."""
+    if tile.crs and all(math.isfinite(v) for v in (tile.minx, tile.miny, tile.maxx, tile.maxy)):
+        return tile.crs, (tile.minx, tile.miny, tile.maxx, tile.maxy)
+    if math.isfinite(tile.lon) and math.isfinite(tile.lat) and math.isfinite(tile.gsd) and tile.gsd > 0:
+        half = tile.gsd * tile.width / 2
+        dlat = math.degrees(half / geo.EARTH_RADIUS_M)
+        dlon = dlat / max(1e-6, math.cos(math.radians(tile.lat)))
+        return geo.WGS84, (tile.lon - dlon, tile.lat - dlat, tile.lon + dlon, tile.lat + dlat)
+    return None
+
+
+def _raster_target(tiles, target: RasterTarget, on_progress) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    raster = ZonalRaster(target.path)
+    counts = {"outside": 0, "nodata": 0, "partial": 0, "no_geometry": 0}
+    results: list[Any] = []
+    try:
+        for i, tile in enumerate(tiles.itertuples(index=False)):
+            footprint = _footprint(tile)
+            if footprint is None:
+                counts["no_geometry"] += 1
+                results.append({} if target.agg == "fractions" else math.nan)
+            else:
+                zone = raster.zone(*footprint)
+                if zone.status != "ok":
+                    counts[zone.status] += 1
+                results.append(aggregate(zone, target.agg))
+            if i % 64 == 63:
+                on_progress(i + 1)
+    finally:
+        raster.close()
+    on_progress(len(tiles))
+    if target.agg != "fractions":
+        return {target.name: np.asarray(results, np.float64)}, counts
+    classes = sorted({c for r in results for c in r})
+    columns = {}
+    for c in classes:
+        label = f"{target.name}_{int(c) if float(c).is_integer() else c}"
+        columns[label] = np.asarray([r.get(c, 0.0) if r else math.nan for r in results], np.float64)
+    return columns, counts
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise InputError(f"table not found: {path}", hint="pass a CSV or parquet file to --table")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
+            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except Exception as exc:  # pandas/pyarrow raise many parser error types
+        raise InputError(f"cannot read table {path}: {exc}", hint="check that it is a valid CSV or parquet file") from None
+    raise InputError(f"unsupported table format: {path}", hint="use .csv, .tsv or .parquet")
+
+
+def _table_targets(tiles, config: LabelConfig) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    import pandas as pd
+
+    table = _read_table(config.table)
+    keys = [config.id_column] if config.id_column else [config.lon_column, config.lat_column]
+    missing = [k for k in keys if k not in table.columns]
+    if missing:
+        raise InputError(
+            f"{config.table} has no column {', '.join(repr(m) for m in missing)}",
+            hint=f"its columns are: {', '.join(map(str, table.columns))}",
+        )
+    skip = {config.id_column, config.lon_column, config.lat_column}
+    if config.columns:
+        unknown = [c for c in config.columns if c not in table.columns]
+        if unknown:
+            raise InputError(f"{config.table} has no column {', '.join(map(repr, unknown))}", hint=f"its columns are: {', '.join(map(str, table.columns))}")
+        value_cols = list(config.columns)
+    else:
+        value_cols = [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+    if not value_cols:
+        raise InputError(f"{config.table} has no numeric columns to use as targets", hint="name them with --columns")
+    for c in value_cols:
+        if not _NAME.match(str(c)) or c in RESERVED:
+            raise UsageProblem(f"table column {c!r} cannot be a target name", hint="rename it, or choose --columns")
+        table[c] = pd.to_numeric(table[c], errors="coerce")
+    if config.id_column:
+        return _join_by_id(tiles, table, config, value_cols)
+    return _join_nearest(tiles, table, config, value_cols)
+
+
+def _join_by_id(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    ids = table[config.id_column].astype(str)
+    grouped = table[value_cols].groupby(ids, sort=False)
+    merged = grouped.mean() if config.dup == "mean" else grouped.first()
+    duplicates = int(len(table) - len(merged))
+    aligned = merged.reindex(tiles["tile_id"].astype(str))
+    matched = int(aligned.index.isin(merged.index).sum())
+    if matched == 0:
+        raise InputError(
+            f"no tile id appears in column {config.id_column!r} of {config.table}",
+            hint=f"tile ids look like {tiles['tile_id'].iloc[0]!r}, the table's like {ids.iloc[0] if len(ids) else None!r}; "
+            "or join by location (omit --id-column)",
+        )
+    counts = {"table_unmatched_tiles": len(tiles) - matched, "table_duplicate_rows": duplicates, "table_unused_rows": int(len(merged) - matched)}
+    return {str(c): aligned[c].to_numpy(np.float64) for c in value_cols}, counts
+
+
+def _join_nearest(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    from sklearn.neighbors import BallTree
+
+    import pandas as pd
+
+    coords = [config.lat_column, config.lon_column]
+    table[coords] = table[coords].apply(pd.to_numeric, errors="coerce")
+    table = table.dropna(subset=coords)
+    # rows at the same point are duplicates: aggregate them like duplicate ids
+    grouped = table.groupby(coords, sort=False)[value_cols]
+    merged = (grouped.mean() if config.dup == "mean" else grouped.first()).reset_index()
+    duplicates = len(table) - len(merged)
+    table, points = merged, merged[coords].to_numpy(np.float64)
+    if len(points) == 0:
+        raise InputError(f"{config.table} has no rows with numeric {config.lon_column}/{config.lat_column}", hint="or join by id with --id-column")
+    lonlat = tiles[["lat", "lon"]].to_numpy(np.float64)
+    located = np.isfinite(lonlat).all(axis=1)
+    if not located.any():
+        raise InputError("the tiles have no lon/lat to join by location", hint="join by id with --id-column, or tile with --locations")
+    if config.max_distance is not None:
+        limits = np.full(len(tiles), config.max_distance)
+    else:
+        limits = tiles["gsd"].to_numpy(np.float64) * tiles["width"].to_numpy(np.float64) / 2
+        if not np.isfinite(limits[located]).any():
+            raise UsageProblem("tiles have no ground sample distance to size the search", hint="pass --max-distance METRES")
+    tree = BallTree(np.radians(points), metric="haversine")
+    dist, idx = tree.query(np.radians(lonlat[located]), k=1)
+    dist_m = np.full(len(tiles), np.inf)
+    nearest = np.zeros(len(tiles), np.int64)
+    dist_m[located], nearest[located] = dist[:, 0] * geo.EARTH_RADIUS_M, idx[:, 0]
+    hit = located & (dist_m <= limits)
+    values = {}
+    for c in value_cols:
+        col = np.full(len(tiles), np.nan)
+        col[hit] = table[c].to_numpy(np.float64)[nearest[hit]]
+        values[str(c)] = col
+    counts = {"table_no_location": int((~located).sum()), "table_too_far": int((located & ~hit).sum()), "table_duplicate_rows": duplicates}
+    return values, counts
+

@@ -1,0 +1,270 @@
+"""Stage ``tile``: cut imagery into region tiles (a ``tiles`` dataset artifact).
+
+Jobs are grouped into shards of ``SHARD_SIZE`` tiles. Each shard is rendered
+(in this process or in a worker process) straight into an Arrow file in
+``<out>.partial/``; a rerun after a crash or Ctrl-C skips finished shards.
+Memory stays flat: a worker holds one window and one small write batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from urbanln_cli import __version__, artifacts, imagery
+from urbanln_cli.errors import Interrupted, UsageProblem
+
+SHARD_SIZE = 64
+WRITE_BATCH = 16  # rows buffered before an Arrow write; bounds memory per worker
+
+Progress = Callable[[int, int], None]
+
+
+def tile_features():
+    from datasets import Features, Image, Value
+
+    return Features(
+        {
+            "tile_id": Value("string"),
+            "image": Image(),
+            "source": Value("string"),
+            "row_off": Value("int64"),
+            "col_off": Value("int64"),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "crs": Value("string"),
+            "minx": Value("float64"),
+            "miny": Value("float64"),
+            "maxx": Value("float64"),
+            "maxy": Value("float64"),
+            "lon": Value("float64"),
+            "lat": Value("float64"),
+            "gsd": Value("float32"),
+            "group": Value("string"),
+            "valid_fraction": Value("float32"),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    inputs: tuple[Path, ...]
+    out: Path = Path("tiles")
+    size: int = 256
+    stride: int | None = None  # default: size (no overlap)
+    resize: int | None = None
+    format: str = "png"
+    min_valid: float = 0.5
+    group: str | None = None
+    bands: tuple[int, ...] | None = None
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    locations: Path | None = None
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    workers: int | None = None  # default: all cores, at most 8
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if not self.inputs:
+            raise UsageProblem("no input given", hint="urbanln tile city.tif [more.tif folder/ xyz/]")
+        if self.size < 8:
+            raise UsageProblem(f"--size {self.size} is too small", hint="tiles are at least 8 pixels; 256 is usual")
+        if self.stride is not None and not 1 <= self.stride:
+            raise UsageProblem(f"--stride {self.stride} must be at least 1")
+        if self.resize is not None and self.resize < 8:
+            raise UsageProblem(f"--resize {self.resize} is too small")
+        if self.format not in ("png", "jpeg"):
+            raise UsageProblem(f"--format {self.format!r} is not png or jpeg")
+        if not 0.0 <= self.min_valid <= 1.0:
+            raise UsageProblem(f"--min-valid {self.min_valid} is not between 0 and 1")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise UsageProblem(f"percentiles {self.percentiles} must satisfy 0 <= low < high <= 100")
+        if self.workers is not None and self.workers < 1:
+            raise UsageProblem(f"--workers {self.workers} must be at least 1")
+
+
+@dataclass
+class TileResult:
+    out: Path
+    rows: int
+    counts: dict[str, int]
+    shards: int
+    resumed_shards: int
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.RunInfo | None = None) -> TileResult:
+    """Cut ``config.inputs`` into tiles and write the ``tiles`` artifact at ``config.out``."""
+    config.check()
+    artifacts.check_output(config.out, config.overwrite)
+    stride = config.stride or config.size
+    plan = imagery.discover(
+        config.inputs,
+        size=config.size,
+        stride=stride,
+        group=config.group,
+        bands=config.bands,
+        locations=config.locations,
+        percentiles=config.percentiles,
+    )
+    _check_unique_ids(plan)
+    options = imagery.RenderOptions(config.size, config.resize, config.format, config.min_valid, config.crop)
+    shards = [plan.jobs[i : i + SHARD_SIZE] for i in range(0, len(plan.jobs), SHARD_SIZE)]
+    inputs = [artifacts.fingerprint(p) for p in plan.inputs]
+    if config.locations:
+        inputs.append(artifacts.fingerprint(config.locations))
+    store = artifacts.ShardStore(
+        config.out,
+        {
+            "stage": "tiles",
+            "urbanln": __version__,
+            "inputs": inputs,
+            "options": options,
+            "stride": stride,
+            "group": config.group,
+            "bands": config.bands,
+            "percentiles": config.percentiles,
+            "jobs": len(plan.jobs),
+            "shard_size": SHARD_SIZE,
+        },
+    )
+    todo = [i for i in range(len(shards)) if not store.is_done(i)]
+    resumed = len(shards) - len(todo)
+    pending = set(todo)
+    done_tiles = sum(len(shards[i]) for i in range(len(shards)) if i not in pending)
+    report = progress or (lambda done, total: None)
+    report(done_tiles, len(plan.jobs))
+
+    def finished(n: int) -> None:
+        nonlocal done_tiles
+        done_tiles += n
+        report(done_tiles, len(plan.jobs))
+
+    # Starting a worker costs about a second, so by default each one needs 4+ shards to be worth it.
+    workers = config.workers or min(os.cpu_count() or 1, 8, len(todo) // 4)
+    workers = min(workers, len(todo))
+    try:
+        if workers <= 1:
+            _render_in_process(plan, options, shards, todo, store, finished)
+        else:
+            _render_in_pool(plan, options, shards, todo, store, finished, workers)
+    except KeyboardInterrupt:
+        finished_now = sum(store.is_done(i) for i in range(len(shards)))
+        raise Interrupted(f"tiling interrupted: {finished_now} of {len(shards)} shards are kept in {store.dir}") from None
+
+    counts = dict(plan.counts)
+    problems = list(plan.problems)
+    for i in range(len(shards)):
+        shard_report = store.report(i)
+        for key, n in shard_report["counts"].items():
+            counts[key] = counts.get(key, 0) + n
+        problems.extend(shard_report["problems"])
+    ds = store.dataset(len(shards), tile_features())
+    counts["tiles"] = ds.num_rows
+    counts = {k: v for k, v in counts.items() if v}
+    manifest = artifacts.new_manifest(
+        "tiles",
+        run=run or artifacts.RunInfo.from_config(config),
+        inputs=inputs,
+        rows=ds.num_rows,
+        counts=counts,
+        extra={
+            "problems": problems[:100],
+            "rasters": [{"path": r.path, "crs": r.crs, "bands": r.bands, "stretch": r.stretch} for r in plan.rasters],
+        },
+    )
+    artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
+    del ds
+    store.remove()
+    return TileResult(config.out, manifest["rows"], counts, len(shards), resumed, manifest)
+
+
+def _check_unique_ids(plan: imagery.Plan) -> None:
+    prefixes = [r.prefix for r in plan.rasters] + [p.tile_id for p in plan.pictures]
+    seen: set[str] = set()
+    for prefix in prefixes:
+        if prefix in seen:
+            raise UsageProblem(
+                f"two inputs would give the same tile ids ({prefix!r})",
+                hint="inputs are named by their file or folder name; rename one, or tile them in separate calls",
+            )
+        seen.add(prefix)
+
+
+# ---------------------------------------------------------------- shard rendering
+
+_renderer: imagery.Renderer | None = None
+
+
+def _init_worker(rasters, pictures, options) -> None:
+    global _renderer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and lets running shards finish
+    _renderer = imagery.Renderer(rasters, pictures, options)
+
+
+def _render_shard(index: int, jobs: list, tmp: str, final: str, report_path: str, on_tile=None) -> int:
+    """Render one shard into an Arrow file and commit it. Returns the number of jobs done."""
+    from datasets.arrow_writer import ArrowWriter
+
+    assert _renderer is not None
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    writer = ArrowWriter(features=tile_features(), path=tmp, writer_batch_size=WRITE_BATCH)
+    try:
+        for job in jobs:
+            row = _renderer.render(job)
+            if isinstance(row, str):
+                counts[f"skipped_{row}"] = counts.get(f"skipped_{row}", 0) + 1
+                if row == "unreadable":
+                    problems.append(_describe_job(job))
+            else:
+                writer.write(row)
+            if on_tile:
+                on_tile(1)
+        writer.finalize()
+    finally:
+        writer.close()
+    artifacts.commit_shard(Path(tmp), Path(final), Path(report_path), {"index": index, "counts": counts, "problems": problems})
+    return len(jobs)
+
+
+def _describe_job(job) -> str:
+    index, a, b = job
+    if index >= 0:
+        return f"{_renderer.rasters[index].path}: unreadable window at row {a}, col {b}"
+    return f"{_renderer.pictures[a].path}: unreadable image"
+
+
+def _shard_args(store: artifacts.ShardStore, shards, i: int) -> tuple:
+    final = store.path(i)
+    return i, shards[i], str(final.with_name(final.name + f".tmp-{os.getpid()}")), str(final), str(store.report_path(i))
+
+
+def _render_in_process(plan, options, shards, todo, store, finished) -> None:
+    global _renderer
+    _renderer = imagery.Renderer(plan.rasters, plan.pictures, options)
+    try:
+        for i in todo:
+            _render_shard(*_shard_args(store, shards, i), on_tile=finished)
+    finally:
+        _renderer.close()
+        _renderer = None
+
+
+def _render_in_pool(plan, options, shards, todo, store, finished, workers: int) -> None:
+    # spawn, not fork: the parent may hold threads (rich's progress refresh) whose locks fork would copy.
+    context = multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(plan.rasters, plan.pictures, options))
+    try:
+        futures = [pool.submit(_render_shard, *_shard_args(store, shards, i)) for i in todo]
+        for future in cf.as_completed(futures):
+            finished(future.result())
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
