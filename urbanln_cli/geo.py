@@ -37,12 +37,24 @@ def ground_sample_distance(crs: str, bounds: tuple[float, float, float, float], 
     Measured along the ground across the tile's mid-lines, so it is right for
     geographic and Web-Mercator grids as well as metric projections.
     """
-    minx, miny, maxx, maxy = bounds
-    cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
-    lons, lats = to_wgs84(crs, [minx, maxx, cx, cx], [cy, cy, miny, maxy])
-    across = haversine_m(lons[0], lats[0], lons[1], lats[1]) / width_px
-    down = haversine_m(lons[2], lats[2], lons[3], lats[3]) / height_px
-    return (across + down) / 2
+    return centres_and_gsd(crs, [bounds], width_px, height_px)[1][0]
+
+
+def centres_and_gsd(crs: str, bounds: list[tuple[float, float, float, float]], width_px: int, height_px: int):
+    """Centre lon/lat and ground sample distance of many windows, with one reprojection call."""
+    xs, ys = [], []
+    for minx, miny, maxx, maxy in bounds:
+        cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
+        xs += [cx, minx, maxx, cx, cx]
+        ys += [cy, cy, cy, miny, maxy]
+    lons, lats = to_wgs84(crs, xs, ys)
+    centres, gsds = [], []
+    for i in range(0, len(xs), 5):
+        centres.append((lons[i], lats[i]))
+        across = haversine_m(lons[i + 1], lats[i + 1], lons[i + 2], lats[i + 2]) / width_px
+        down = haversine_m(lons[i + 3], lats[i + 3], lons[i + 4], lats[i + 4]) / height_px
+        gsds.append((across + down) / 2)
+    return centres, gsds
 
 
 def xyz_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:

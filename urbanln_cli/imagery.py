@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -28,6 +28,7 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img"}
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 XYZ_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 JPEG_QUALITY = 90
+GDAL_CACHE_BYTES = 64 << 20
 NAN = float("nan")
 
 
@@ -44,6 +45,9 @@ class Raster:
     transform: tuple[float, ...] | None
     bands: tuple[int, ...]
     stretch: tuple[tuple[float, float], ...] | None  # per-band (low, high) for non-uint8 data
+    # How to tell nodata: None = every pixel is valid; a tuple = per-band nodata values
+    # (compared in memory); "gdal" = read GDAL's mask bands (alpha or internal masks).
+    nodata: tuple[float, ...] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,7 +277,19 @@ def _open_raster(path: Path, prefix: str, group: str, bands, percentiles, strict
             transform=tuple(ds.transform)[:6] if georeferenced else None,
             bands=chosen,
             stretch=stretch,
+            nodata=_nodata_rule(ds, chosen),
         )
+
+
+def _nodata_rule(ds, bands) -> tuple[float, ...] | str | None:
+    """Per-band nodata values when that is all GDAL would mask, so windows need no second read."""
+    flags = [ds.mask_flag_enums[b - 1] for b in bands]
+    names = [{f.name for f in band} for band in flags]
+    if all(n == {"all_valid"} for n in names):
+        return None
+    if all(n == {"nodata"} for n in names):
+        return tuple(float(ds.nodatavals[b - 1]) for b in bands)
+    return "gdal"
 
 
 def _crs_string(crs) -> str:
@@ -322,6 +338,14 @@ class Unreadable(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Skip:
+    """A job that gave no tile: why (a count key), and a line for the user when it matters."""
+
+    reason: str
+    detail: str = ""
+
+
 class Renderer:
     """Turns jobs into tile rows. Keeps the last raster open, since jobs come in raster order."""
 
@@ -329,29 +353,55 @@ class Renderer:
         self.rasters, self.pictures, self.opt = rasters, pictures, options
         self._open_index: int | None = None
         self._open_ds = None
+        self._env = None
 
     def close(self) -> None:
         if self._open_ds is not None:
             self._open_ds.close()
-            self._open_ds, self._open_index = None, None
+            self._env.__exit__(None, None, None)
+            self._open_ds, self._open_index, self._env = None, None, None
 
-    def render(self, job: tuple[int, int, int]) -> dict[str, Any] | str:
-        """A tile row, or the reason the job was skipped."""
-        index, a, b = job
-        try:
-            return self._window(index, a, b) if index >= 0 else self._picture(self.pictures[a])
-        except Unreadable:
-            return "unreadable"
+    def render_all(self, jobs: list[tuple[int, int, int]]) -> Iterator[dict[str, Any] | Skip]:
+        """A tile row, or a Skip, for each job in order."""
+        geometry = self._window_geometry(jobs)
+        for job in jobs:
+            index, a, b = job
+            try:
+                yield self._window(index, a, b, geometry[job]) if index >= 0 else self._picture(self.pictures[a])
+            except Unreadable as exc:
+                yield Skip("unreadable", str(exc))
+
+    def _window_geometry(self, jobs) -> dict[tuple[int, int, int], tuple]:
+        """Bounds, lon/lat and GSD of every raster window, reprojected in one call per raster."""
+        size, out = self.opt.size, {}
+        by_raster: dict[int, list[tuple[int, int, int]]] = {}
+        for job in jobs:
+            if job[0] >= 0:
+                by_raster.setdefault(job[0], []).append(job)
+        for index, group in by_raster.items():
+            src = self.rasters[index]
+            if not src.crs:
+                out.update({job: ((NAN,) * 4, NAN, NAN, NAN) for job in group})
+                continue
+            bounds = [geo.window_bounds(src.transform, row, col, size, size) for _, row, col in group]
+            centres, gsds = geo.centres_and_gsd(src.crs, bounds, size, size)
+            for job, b, (lon, lat), gsd in zip(group, bounds, centres, gsds):
+                out[job] = (b, lon, lat, gsd)
+        return out
 
     def _dataset(self, index: int):
         if self._open_index != index:
             import rasterio
 
             self.close()
+            # GDAL caches decoded blocks (5% of RAM by default); each block is read once here,
+            # so a small cache keeps memory flat whatever the raster's size.
+            self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+            self._env.__enter__()
             self._open_ds, self._open_index = rasterio.open(self.rasters[index].path), index
         return self._open_ds
 
-    def _window(self, index: int, row: int, col: int) -> dict[str, Any] | str:
+    def _window(self, index: int, row: int, col: int, geometry: tuple) -> dict[str, Any] | Skip:
         from rasterio.windows import Window
 
         src, size = self.rasters[index], self.opt.size
@@ -360,9 +410,14 @@ class Renderer:
         window = Window(col, row, w, h)
         try:
             data = ds.read(list(src.bands), window=window)
-            valid = ds.read_masks(list(src.bands), window=window).any(axis=0)
+            if src.nodata is None:
+                valid = np.ones((h, w), bool)
+            elif src.nodata == "gdal":
+                valid = ds.read_masks(list(src.bands), window=window).any(axis=0)
+            else:
+                valid = ~_all_nodata(data, src.nodata)
         except Exception as exc:  # rasterio raises RasterioIOError and CPLE_* for damaged blocks
-            raise Unreadable(str(exc)) from None
+            raise Unreadable(f"{src.path}: window at row {row}, col {col}: {exc}") from None
         rgb = _to_uint8(data, src.stretch, valid)
         fraction = float((valid & ~_blank(data)).sum()) / (size * size)  # padding counts as invalid
         if h < size or w < size:  # an edge window: pad with nodata
@@ -370,14 +425,9 @@ class Renderer:
             padded[:, :h, :w] = rgb
             rgb = padded
         if fraction < self.opt.min_valid:
-            return "below_min_valid"
+            return Skip("below_min_valid")
         image = rgb.transpose(1, 2, 0)
-        if src.crs:
-            bounds = geo.window_bounds(src.transform, row, col, size, size)
-            (lon,), (lat,) = geo.to_wgs84(src.crs, [(bounds[0] + bounds[2]) / 2], [(bounds[1] + bounds[3]) / 2])
-            gsd = geo.ground_sample_distance(src.crs, bounds, size, size)
-        else:
-            bounds, lon, lat, gsd = (NAN,) * 4, NAN, NAN, NAN
+        bounds, lon, lat, gsd = geometry
         out_px = self.opt.resize or size
         return self._row(
             tile_id=f"{src.prefix}/r{row}_c{col}",
@@ -393,18 +443,18 @@ class Renderer:
             valid_fraction=fraction,
         )
 
-    def _picture(self, pic: Picture) -> dict[str, Any] | str:
+    def _picture(self, pic: Picture) -> dict[str, Any] | Skip:
         rgb, valid, original = _read_picture(Path(pic.path))
         top, right, bottom, left = self.opt.crop
         height, width = valid.shape
         if top + bottom >= height or left + right >= width:
-            return "smaller_than_crop"
+            return Skip("smaller_than_crop", f"{pic.path}: smaller than --crop")
         cropped = any(self.opt.crop)
         if cropped:
             rgb, valid = rgb[top : height - bottom, left : width - right], valid[top : height - bottom, left : width - right]
         fraction = float((valid & ~_blank(rgb.transpose(2, 0, 1))).mean())
         if fraction < self.opt.min_valid:
-            return "below_min_valid"
+            return Skip("below_min_valid")
         h, w = valid.shape
         bounds = pic.bounds
         if bounds is not None and cropped:
@@ -485,6 +535,14 @@ def _to_uint8(data: np.ndarray, stretch, valid: np.ndarray) -> np.ndarray:
     if not valid.all():
         out = out.copy() if out is data else out
         out[:, ~valid] = 0  # nodata becomes black, whatever value marked it
+    return out
+
+
+def _all_nodata(data: np.ndarray, nodata: tuple[float, ...]) -> np.ndarray:
+    """Pixels where every band holds its nodata value (GDAL's rule for per-band nodata)."""
+    out = np.ones(data.shape[1:], bool)
+    for band, value in zip(data, nodata):
+        out &= np.isnan(band) if np.isnan(value) else band == value
     return out
 
 

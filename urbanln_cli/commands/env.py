@@ -10,7 +10,7 @@ from urbanln_cli.commands import _common
 
 
 def env(
-    host: Annotated[Optional[str], typer.Option(help="Ollama server to check. [default: $OLLAMA_HOST or http://127.0.0.1:11434]", envvar="OLLAMA_HOST", show_default=False)] = None,
+    host: Annotated[Optional[str], typer.Option(help="Ollama server to check. \\[default: $OLLAMA_HOST or http://127.0.0.1:11434]", envvar="OLLAMA_HOST", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Versions, GPU, and whether an Ollama server answers (with the models it has)."""

@@ -25,13 +25,13 @@ def label(
         typer.Option(help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, or fractions (one column per class of a categorical raster).", show_default=False),
     ] = None,
     table: Annotated[Optional[Path], typer.Option(help="CSV or parquet table of targets.", show_default=False)] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Join the table where this column equals tile_id. [default: join by nearest lon/lat]", show_default=False)] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Join the table where this column equals tile_id. \\[default: join by nearest lon/lat]", show_default=False)] = None,
     lon_column: Annotated[str, typer.Option(help="Table column with longitude (nearest join).")] = "lon",
     lat_column: Annotated[str, typer.Option(help="Table column with latitude (nearest join).")] = "lat",
-    max_distance: Annotated[Optional[float], typer.Option(help="Nearest join: farthest match in metres. [default: half the tile's width]", show_default=False)] = None,
+    max_distance: Annotated[Optional[float], typer.Option(help="Nearest join: farthest match in metres. \\[default: half the tile's width]", show_default=False)] = None,
     dup: Annotated[Dup, typer.Option(help="How to merge table rows with the same id (or point).")] = Dup.mean,
-    columns: Annotated[Optional[str], typer.Option(help="Comma-separated table columns to take. [default: every numeric column]", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    columns: Annotated[Optional[str], typer.Option(help="Comma-separated table columns to take. \\[default: every numeric column]", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
 ) -> None:
     """Attach targets (carbon, population, GDP, night light, land cover…) to tiles.

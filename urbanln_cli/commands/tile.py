@@ -18,19 +18,19 @@ class ImageFormat(str, Enum):
 
 def tile(
     ctx: typer.Context,
-    inputs: Annotated[List[Path], typer.Argument(help="GeoTIFFs, folders of PNG/JPEG/TIFF images, or XYZ folders (z/x/y.png), mixed freely.", show_default=False)],
+    inputs: Annotated[List[Path], typer.Argument(metavar="INPUT", help="GeoTIFFs, folders of PNG/JPEG/TIFF images, or XYZ folders (z/x/y.png), mixed freely.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output tiles dataset folder.")] = Path("tiles"),
     size: Annotated[int, typer.Option(help="Tile size in source pixels (rasters).")] = 256,
-    stride: Annotated[Optional[int], typer.Option(help="Step between windows in pixels. [default: --size, no overlap]", show_default=False)] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Step between windows in pixels. \\[default: --size, no overlap]", show_default=False)] = None,
     resize: Annotated[Optional[int], typer.Option(help="Resize every tile to this many pixels square.", show_default=False)] = None,
     format: Annotated[ImageFormat, typer.Option("--format", help="Encoding of the stored tiles.")] = ImageFormat.png,
     min_valid: Annotated[float, typer.Option(help="Skip tiles whose share of valid pixels (not nodata, not black/white fill) is below this. 0 keeps every tile.")] = 0.5,
-    group: Annotated[Optional[str], typer.Option(help="City or region name for every tile. [default: each input's name]", show_default=False)] = None,
-    bands: Annotated[Optional[str], typer.Option(help="Raster bands to use, 1-based: one (grey) or three, e.g. 4,3,2. [default: RGB by colour interpretation, else 1,2,3]", show_default=False)] = None,
+    group: Annotated[Optional[str], typer.Option(help="City or region name for every tile. \\[default: each input's name]", show_default=False)] = None,
+    bands: Annotated[Optional[str], typer.Option(help="Raster bands to use, 1-based: one (grey) or three, e.g. 4,3,2. \\[default: RGB by colour interpretation, else 1,2,3]", show_default=False)] = None,
     crop: Annotated[Optional[str], typer.Option(help="Trim image files' borders: N, or TOP,RIGHT,BOTTOM,LEFT pixels (e.g. to cut a watermark).", show_default=False)] = None,
     locations: Annotated[Optional[Path], typer.Option(help="CSV with id,lon,lat[,gsd,group] for image-folder tiles; id is the file's name or relative path.", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes. [default: all cores, at most 8]", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes. \\[default: all cores, at most 8]", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
 ) -> None:
     """Cut imagery into region tiles: a tiles dataset with images, geometry and lon/lat.
