@@ -8,7 +8,7 @@ import pytest
 
 from urbanln_cli.cli import app
 
-COMMANDS = ["tile", "label", "inspect", "env"]
+COMMANDS = ["tile", "label", "caption", "inspect", "env"]
 
 
 def test_every_command_is_registered():

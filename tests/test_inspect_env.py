@@ -5,7 +5,7 @@ import socket
 
 import numpy as np
 
-from tests.fakes.ollama_server import fake_ollama
+from tests.fakes.ollama_server import VISION, FakeOllama
 from tests.fakes.rasters import make_geotiff
 from urbanln_cli import artifacts
 from urbanln_cli.stages.tile import TileConfig, tile
@@ -59,7 +59,8 @@ def test_env_reports_versions_and_ollama_down(cli):
 
 
 def test_env_lists_ollama_models(cli):
-    with fake_ollama({"llava:7b": {"capabilities": ["completion", "vision"]}, "qwen2.5vl:7b": {}}) as host:
+    with FakeOllama({"llava:7b": VISION, "qwen2.5vl:7b": VISION}, version="0.12.0") as server:
+        host = server.url
         result = cli("env", "--json", env={"OLLAMA_HOST": host})
         info = json.loads(result.stdout)
         assert info["ollama"] == "ok" and info["ollama_host"] == host

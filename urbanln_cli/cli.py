@@ -109,9 +109,9 @@ def root(
 
 
 def _register() -> None:
-    from urbanln_cli.commands import env, inspect, label, tile
+    from urbanln_cli.commands import caption, env, inspect, label, tile
 
-    for module in (tile, label, inspect, env):
+    for module in (tile, label, caption, inspect, env):
         module.register(app)
 
 

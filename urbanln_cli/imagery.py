@@ -12,6 +12,7 @@ Three kinds of input, mixed freely:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import warnings
@@ -503,6 +504,7 @@ class Renderer:
         return {
             "tile_id": tile_id,
             "image": {"bytes": image, "path": None},
+            "image_sha256": hashlib.sha256(image).hexdigest(),
             "source": source,
             "row_off": row_off,
             "col_off": col_off,

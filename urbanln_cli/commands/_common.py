@@ -68,7 +68,7 @@ def run_info(ctx: typer.Context):
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr, off when stderr is not a terminal or with -q.
 
-    Yields ``update(done, total)``, the callback stages take.
+    Yields ``update(done, total, **fields)``, the callback stages take (``failed=n`` is shown).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
@@ -77,12 +77,18 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
         def render(self, task):
             return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
 
+    class FailedColumn(ProgressColumn):
+        def render(self, task):
+            failed = task.fields.get("failed")
+            return Text(f"{failed} failed" if failed else "", style="red")
+
     enabled = console.is_terminal and not _state["quiet"]
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
+        FailedColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
@@ -92,8 +98,8 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     )
     task = progress.add_task(description, total=None)
 
-    def update(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
+    def update(done: int, total: int, **fields) -> None:
+        progress.update(task, completed=done, total=total, **fields)
 
     with progress:
         yield update

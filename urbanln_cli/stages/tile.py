@@ -32,6 +32,7 @@ def tile_features():
         {
             "tile_id": Value("string"),
             "image": Image(),
+            "image_sha256": Value("string"),  # identity of the stored bytes, so later stages key work by content
             "source": Value("string"),
             "row_off": Value("int64"),
             "col_off": Value("int64"),

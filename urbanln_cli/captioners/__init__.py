@@ -1,0 +1,70 @@
+"""Caption backends behind one small interface.
+
+A backend checks its models before any tile (``preflight``) and captions one
+image at a time on a host it names (``caption``). It raises ``TransientError``
+for what a retry may fix and ``ModelMissing`` for what it cannot. The caption
+stage owns scheduling, retries, content checks and the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    tag: str  # the full tag, e.g. "qwen2.5vl:7b"
+    digest: str  # identical on every host that serves it
+    capabilities: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TransientError(Exception):
+    """A failure worth retrying: timeouts, dropped connections, 429, 5xx, errors mid-stream."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+
+
+class ModelMissing(Exception):
+    """The host does not have the model (404): retrying cannot help."""
+
+    def __init__(self, model: str, host: str):
+        super().__init__(f"model {model} is not on {host}")
+        self.model, self.host = model, host
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    temperature: float = 0.2
+    seed: int = 0
+    num_predict: int = 512
+    num_ctx: int = 4096
+    keep_alive: str = "30m"
+
+    def for_attempt(self, attempt: int) -> "GenerationOptions":
+        """Content retries change the seed, or a deterministic model would say the same again."""
+        from dataclasses import replace
+
+        return replace(self, seed=self.seed + attempt)
+
+
+class Backend(Protocol):
+    hosts: Sequence[str]
+
+    async def preflight(self, models: Sequence[str]) -> dict[str, ModelInfo]: ...
+
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions) -> Reply: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,158 @@
+"""The Ollama backend: the real ``ollama`` async client, one per host, with explicit timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TransientError
+from urbanln_cli.errors import ServiceUnavailable
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+CONNECT_TIMEOUT = 10.0
+
+
+def public_host(host: str) -> str:
+    """A host URL without credentials or query, safe to log and record."""
+    parts = urlsplit(host if "://" in host else f"http://{host}")
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def redact(text: str, hosts: Sequence[str] = ()) -> str:
+    """Remove credentials from an error message: URLs with user:pass, bearer tokens, the API key."""
+    for host in hosts:
+        text = text.replace(host, public_host(host))
+    text = re.sub(r"(?i)(bearer\s+)[^\s'\"]+", r"\1[redacted]", text)
+    text = re.sub(r"://[^/\s:@]+:[^/\s@]+@", "://", text)
+    key = os.environ.get("OLLAMA_API_KEY")
+    if key:
+        text = text.replace(key, "[redacted]")
+    return text
+
+
+class OllamaBackend:
+    def __init__(self, hosts: Sequence[str], *, timeout: float = 300.0, stream: bool = False):
+        import httpx
+        import ollama
+
+        self.hosts = [public_host(h) for h in hosts]
+        self._raw_hosts = list(hosts)
+        self.stream = stream
+        # One explicit timeout on every request: connect fast, but let a long generation finish.
+        self._timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
+        self._clients = {public: ollama.AsyncClient(host=raw, timeout=self._timeout) for public, raw in zip(self.hosts, hosts)}
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client._client.aclose()
+
+    # ------------------------------------------------------------ preflight
+
+    async def preflight(self, models: Sequence[str]) -> dict[str, ModelInfo]:
+        """Each host answers; each model is pulled everywhere, sees images, and has one digest."""
+        import httpx
+        import ollama
+
+        digests: dict[str, dict[str, str]] = {m: {} for m in models}
+        for host, client in self._clients.items():
+            try:
+                listed = await client.list()
+            except (ConnectionError, httpx.HTTPError) as exc:
+                raise ServiceUnavailable(
+                    f"no Ollama server answers at {host} ({redact(str(exc), self._raw_hosts) or type(exc).__name__})",
+                    hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
+                ) from None
+            except ollama.ResponseError as exc:
+                raise ServiceUnavailable(f"{host} answered /api/tags with {exc.status_code}: {redact(exc.error)}",
+                                         hint="check that the URL points at an Ollama server") from None
+            pulled = {m.model: (m.digest or "") for m in listed.models}
+            for model in models:
+                digest = pulled.get(model)
+                if digest is None:
+                    prefix = "" if len(self.hosts) == 1 else f"OLLAMA_HOST={host} "
+                    raise ServiceUnavailable(f"model {model} is not pulled on {host}", hint=f"{prefix}ollama pull {model}")
+                digests[model][host] = digest
+        infos = {}
+        for model in models:
+            if len(set(digests[model].values())) > 1:
+                raise ServiceUnavailable(
+                    f"hosts have different versions of {model}: " + ", ".join(f"{h}={d[:12]}" for h, d in digests[model].items()),
+                    hint=f"run `ollama pull {model}` on every host, so all captions come from one model",
+                )
+            host = self.hosts[0]
+            try:
+                shown = await self._clients[host].show(model)
+            except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+                raise ServiceUnavailable(f"cannot inspect {model} on {host}: {redact(str(exc), self._raw_hosts)}",
+                                         hint=f"check `ollama show {model}` on that host") from None
+            capabilities = tuple(shown.capabilities or ())
+            if "vision" not in capabilities:
+                raise ServiceUnavailable(
+                    f"model {model} cannot see images (capabilities: {', '.join(capabilities) or 'none listed'})",
+                    hint="pick a vision model, e.g. --models llava,qwen-vl (see `urbanln caption --list-models`)",
+                )
+            digest = next(iter(digests[model].values()))
+            infos[model] = ModelInfo(model, digest if digest.startswith("sha256:") else f"sha256:{digest}", capabilities, tuple(self.hosts))
+        return infos
+
+    async def pulled(self) -> dict[str, list[str] | str]:
+        """What each host has pulled, or why it did not answer (for --list-models)."""
+        out: dict[str, list[str] | str] = {}
+        for host, client in self._clients.items():
+            try:
+                out[host] = sorted(m.model for m in (await client.list()).models)
+            except Exception as exc:  # any failure is shown, never raised: this is a listing
+                out[host] = f"unreachable ({type(exc).__name__})"
+        return out
+
+    # ------------------------------------------------------------ captions
+
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions) -> Reply:
+        import httpx
+        import ollama
+
+        client = self._clients[host]
+        request = dict(
+            model=model,
+            messages=[{"role": "user", "content": prompt, "images": [image]}],
+            options={"temperature": options.temperature, "seed": options.seed,
+                     "num_predict": options.num_predict, "num_ctx": options.num_ctx},
+            keep_alive=options.keep_alive,
+        )
+        try:
+            if not self.stream:
+                response = await client.chat(**request, stream=False)
+                return Reply(_content(response), response.prompt_eval_count, response.eval_count)
+            parts, final = [], None
+            async for part in await client.chat(**request, stream=True):
+                parts.append(_content(part))
+                if part.done:
+                    final = part
+            if final is None:
+                raise TransientError("stream_error", "the stream ended before the model was done")
+            return Reply("".join(parts), final.prompt_eval_count, final.eval_count)
+        except ollama.ResponseError as exc:
+            status = exc.status_code
+            if status == 404 and "not found" in exc.error.lower():
+                raise ModelMissing(model, host) from None
+            kind = {429: "rate_limited", 503: "busy"}.get(status, "server_error" if status and status >= 500 else "stream_error")
+            if status and 400 <= status < 500 and status not in (408, 429):
+                kind = "bad_request"
+            raise TransientError(kind, f"{status}: {redact(exc.error, self._raw_hosts)}") from None
+        except httpx.TimeoutException as exc:
+            raise TransientError("timeout", f"no answer within the timeout ({type(exc).__name__})") from None
+        except (ConnectionError, httpx.TransportError, asyncio.IncompleteReadError) as exc:
+            raise TransientError("connection", redact(f"{type(exc).__name__}: {exc}", self._raw_hosts)) from None
+        except ValueError as exc:  # a garbled body: JSON or pydantic validation errors
+            raise TransientError("bad_response", redact(str(exc)[:200], self._raw_hosts)) from None
+
+
+def _content(response) -> str:
+    message = getattr(response, "message", None)
+    return (getattr(message, "content", None) or "") if message is not None else ""

@@ -1,0 +1,126 @@
+"""``urbanln caption``: caption every tile with several local VLMs through Ollama."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from urbanln_cli.commands import _common
+
+
+def caption(
+    ctx: typer.Context,
+    tiles: Annotated[Path, typer.Argument(help="Tiles dataset from `urbanln tile`.")] = Path("tiles"),
+    models: Annotated[str, typer.Option(help="Comma-separated aliases or Ollama tags (see --list-models).")] = "llava,qwen-vl",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output captions dataset folder.")] = Path("captions"),
+    host: Annotated[Optional[List[str]], typer.Option(help="Ollama server URL; repeat to spread the load over several. \\[default: $OLLAMA_HOST or http://127.0.0.1:11434]", envvar="OLLAMA_HOST", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight per host (match the server's OLLAMA_NUM_PARALLEL).")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take.")] = 300.0,
+    retries: Annotated[int, typer.Option(help="Retries for timeouts, dropped connections, 429 and 5xx.")] = 4,
+    content_retries: Annotated[int, typer.Option(help="Retries (with a new seed) for empty output, refusals and runaway repetition.")] = 2,
+    prompt: Annotated[Optional[Path], typer.Option(help="Custom prompt file ({gsd} and {visibility} are filled in). \\[default: the shipped urban-v1 prompt]", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    num_predict: Annotated[int, typer.Option(help="Most tokens per caption.")] = 512,
+    num_ctx: Annotated[int, typer.Option(help="Context window in tokens (the image takes several hundred).")] = 4096,
+    keep_alive: Annotated[str, typer.Option(help="How long the server keeps the model loaded after a request.")] = "30m",
+    image_size: Annotated[int, typer.Option(help="Longest image side sent to the model; larger tiles are shrunk.")] = 672,
+    shard: Annotated[str, typer.Option(help="Caption part i of n (0-based), split by a stable hash of tile_id, e.g. 0/4.")] = "0/1",
+    stream: Annotated[bool, typer.Option("--stream", help="Stream tokens (more client CPU per request).")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Caption again the rows that failed in earlier runs.")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Caption only the first N tiles (to try a prompt).", show_default=False)] = None,
+    list_models: Annotated[bool, typer.Option("--list-models", help="Show the model aliases and what each host has pulled, then exit.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other models, prompt or options.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
+) -> None:
+    """Caption every tile with several VLMs through Ollama; resumable, one row per (tile, model).
+
+    Models run one at a time across all tiles (no model swapping on the GPU),
+    spread over every --host. Finished captions go to a journal in <out>.partial/
+    first, so Ctrl-C, kill -9 or a dead server lose at most the requests in flight:
+    run the same command again to resume.
+    """
+    from urbanln_cli.captioners import GenerationOptions
+    from urbanln_cli.captioners.aliases import resolve_models
+    from urbanln_cli.captioners.ollama import DEFAULT_HOST
+    from urbanln_cli.stages.caption import CaptionConfig, caption as run_caption
+
+    hosts = tuple(host or [DEFAULT_HOST])
+    if list_models:
+        _list_models(hosts, as_json)
+        return
+    config = CaptionConfig(
+        tiles=tiles,
+        out=out,
+        models=tuple(resolve_models(models)),
+        hosts=hosts,
+        concurrency=concurrency,
+        timeout=timeout,
+        retries=retries,
+        content_retries=content_retries,
+        prompt=prompt,
+        options=GenerationOptions(temperature, seed, num_predict, num_ctx, keep_alive),
+        image_size=image_size,
+        shard=_parse_shard(shard),
+        stream=stream,
+        retry_failed=retry_failed,
+        limit=limit,
+        overwrite=overwrite,
+    )
+    with _common.progress_bar("captioning") as update:
+        result = run_caption(config, progress=update, run=_common.run_info(ctx))
+    if result.nothing_to_do:
+        _common.summary(f"{result.out} is complete ({result.rows} rows): nothing to do")
+    else:
+        detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(result.counts.items()) if k not in ("captions",))
+        _common.summary(f"wrote {result.rows} rows ({result.counts.get('captions', 0)} captions) to {result.out}; {detail}")
+        if result.counts.get("failed"):
+            _common.warn("some rows failed; `--retry-failed` captions them again")
+    _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts, "nothing_to_do": result.nothing_to_do} if as_json else result.out, as_json)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    from urbanln_cli.errors import UsageProblem
+
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageProblem(f"--shard {text!r} is not i/n", hint="e.g. --shard 0/4 on the first of four machines") from None
+    return i, n
+
+
+def _list_models(hosts: tuple[str, ...], as_json: bool) -> None:
+    import asyncio
+
+    from urbanln_cli.captioners.aliases import ALIASES
+    from urbanln_cli.captioners.ollama import OllamaBackend
+
+    async def pulled():
+        backend = OllamaBackend(hosts, timeout=5.0)
+        try:
+            return await backend.pulled()
+        finally:
+            await backend.aclose()
+
+    by_host = asyncio.run(pulled())
+    if as_json:
+        _common.emit({"aliases": ALIASES, "hosts": by_host}, True)
+        return
+    lines = ["alias               tag                      " + "  ".join(by_host)]
+    for alias, tag in ALIASES.items():
+        marks = ["pulled" if isinstance(v, list) and tag in v else ("-" if isinstance(v, list) else "?") for v in by_host.values()]
+        lines.append(f"{alias:<19} {tag:<24} " + "  ".join(f"{m:<{len(h)}}" for m, h in zip(marks, by_host)))
+    for host, value in by_host.items():
+        if isinstance(value, str):
+            lines.append(f"{host}: {value}")
+        else:
+            others = [m for m in value if m not in ALIASES.values()]
+            if others:
+                lines.append(f"{host} also has: {', '.join(others)}")
+    typer.echo("\n".join(lines))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("caption")(caption)

@@ -1,0 +1,410 @@
+"""Stage ``caption``: caption every tile with several VLMs (a ``captions`` artifact).
+
+Scheduling: one model at a time across all tiles, spread over every host, so
+each GPU keeps one model loaded instead of swapping models per tile. Each host
+gets ``concurrency`` requests in flight (Ollama's parallel slots).
+
+Every finished (tile, model) record goes to an fsynced journal in
+``<out>.partial/`` first, keyed by (tile_id, image hash, model digest, prompt
+hash, options hash). A rerun reuses every record whose key still matches, so
+after Ctrl-C or ``kill -9`` only the requests in flight are redone, and a
+changed prompt or model digest is new work. The dataset is assembled atomically
+at the end: one row per (tile, model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+
+import random
+import re
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from urbanln_cli import artifacts
+from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, ModelMissing, TransientError
+from urbanln_cli.errors import Interrupted, OutputExistsError, ServiceUnavailable, UsageProblem
+from urbanln_cli.journal import Journal, read_records
+from urbanln_cli.prompts import Prompt, load_prompt
+
+log = logging.getLogger(__name__)
+
+HOST_FAILURE_LIMIT = 5  # consecutive transport failures before a host leaves the rotation
+BACKOFF_CAP = 30.0
+PERMANENT = {"bad_request"}  # errors a retry cannot fix
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    tiles: Path = Path("tiles")
+    out: Path = Path("captions")
+    models: tuple[str, ...] = ("llava:7b", "qwen2.5vl:7b")  # full tags; see captioners.aliases
+    hosts: tuple[str, ...] = ("http://127.0.0.1:11434",)
+    concurrency: int = 4  # requests in flight per host
+    timeout: float = 300.0  # seconds, per request
+    retries: int = 4  # for timeouts, dropped connections, 429, 5xx
+    content_retries: int = 2  # for empty output, refusals, runaway repetition
+    backoff: float = 0.5  # first retry delay in seconds; doubles, with jitter
+    prompt: Path | None = None  # None: the shipped urban-v1 prompt
+    options: GenerationOptions = GenerationOptions()
+    image_size: int = 672  # longest side sent to the model
+    shard: tuple[int, int] = (0, 1)  # (i, n): this machine's part of the tiles
+    stream: bool = False
+    retry_failed: bool = False
+    limit: int | None = None  # caption only the first N tiles of the shard
+    overwrite: bool = False
+
+    def check(self) -> None:
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            raise UsageProblem(f"--shard {i}/{n} is not i/n with 0 <= i < n")
+        if self.concurrency < 1 or self.retries < 0 or self.content_retries < 0:
+            raise UsageProblem("--concurrency must be at least 1, and retries at least 0")
+        if self.timeout <= 0 or self.options.num_predict < 1 or self.image_size < 32:
+            raise UsageProblem("--timeout, --num-predict and --image-size must be positive (image size at least 32)")
+        if not self.models:
+            raise UsageProblem("no models given", hint="e.g. --models llava,qwen-vl")
+        if not self.hosts:
+            raise UsageProblem("no host given", hint="--host http://127.0.0.1:11434")
+
+
+@dataclass
+class CaptionResult:
+    out: Path
+    rows: int
+    counts: dict[str, int]
+    nothing_to_do: bool = False
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def in_shard(tile_id: str, shard: tuple[int, int]) -> bool:
+    """Stable across machines and runs: a hash of the tile id, not Python's hash()."""
+    i, n = shard
+    return n == 1 or int(hashlib.sha256(tile_id.encode()).hexdigest()[:12], 16) % n == i
+
+
+def record_key(tile_id: str, image_sha256: str, digest: str, prompt_sha256: str, options_sha256: str) -> str:
+    return hashlib.sha256("|".join((tile_id, image_sha256, digest, prompt_sha256, options_sha256)).encode()).hexdigest()[:32]
+
+
+_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i am unable|i'?m unable|as an ai)", re.I)
+
+
+def content_problem(text: str) -> str | None:
+    """Why a caption is unusable ('empty', 'refusal', 'repetition'), or None."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if _REFUSAL.match(stripped):
+        return "refusal"
+    raw = stripped.encode("utf-8")
+    # Natural prose compresses to about half; a model stuck in a loop to a few percent.
+    if len(raw) > 300 and len(zlib.compress(raw)) / len(raw) < 0.12:
+        return "repetition"
+    return None
+
+
+def caption(
+    config: CaptionConfig,
+    progress: Callable[..., None] | None = None,
+    run: artifacts.RunInfo | None = None,
+    backend: Backend | None = None,
+) -> CaptionResult:
+    """Caption the tiles of ``config.tiles`` with every model; write the captions artifact."""
+    config.check()
+    tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
+    prompt = load_prompt(config.prompt)
+    if backend is None:
+        from urbanln_cli.captioners.ollama import OllamaBackend
+
+        backend = OllamaBackend(config.hosts, timeout=config.timeout, stream=config.stream)
+    job = _Job(config, tiles_ds, tiles_manifest, prompt, backend, progress or (lambda *a, **k: None), run)
+    try:
+        return asyncio.run(job.run())
+    except KeyboardInterrupt:
+        raise Interrupted(f"captioning interrupted; {job.finished} captions are kept in {artifacts.partial_dir(config.out)}") from None
+
+
+class _HostHealth:
+    def __init__(self):
+        self.failures = 0
+        self.dead = False
+
+
+class _Job:
+    def __init__(self, config: CaptionConfig, tiles_ds, tiles_manifest, prompt: Prompt, backend: Backend, progress, run):
+        self.config, self.prompt, self.backend, self.progress, self.run_info = config, prompt, backend, progress, run
+        self.tiles_manifest = tiles_manifest
+        columns = tiles_ds.column_names
+        self.tile_ids: list[str] = tiles_ds.data.column("tile_id").to_pylist()
+        self.gsd: list[float | None] = tiles_ds.data.column("gsd").to_pylist() if "gsd" in columns else [None] * len(self.tile_ids)
+        self.images = tiles_ds.data.column("image")
+        self.image_sha = (
+            tiles_ds.data.column("image_sha256").to_pylist()
+            if "image_sha256" in columns
+            else [hashlib.sha256(self._raw_image(i)).hexdigest() for i in range(len(self.tile_ids))]
+        )
+        self.indices = [i for i, t in enumerate(self.tile_ids) if in_shard(t, config.shard)][: config.limit]
+        opts = {k: v for k, v in asdict(config.options).items() if k != "keep_alive"} | {"image_size": config.image_size}
+        self.options_json = opts
+        self.options_sha = hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.finished = 0
+        self.failed = 0
+        self.reused = 0
+
+    def _raw_image(self, i: int) -> bytes:
+        return self.images[i]["bytes"].as_py()
+
+    def image(self, i: int) -> bytes:
+        """The tile's bytes, shrunk to ``image_size`` on the longest side when larger."""
+        raw = self._raw_image(i)
+        from PIL import Image
+
+        with Image.open(io.BytesIO(raw)) as img:
+            if max(img.size) <= self.config.image_size:
+                return raw
+            img = img.convert("RGB")
+            img.thumbnail((self.config.image_size, self.config.image_size), Image.Resampling.LANCZOS)
+            buf = io.BytesIO()
+            img.save(buf, "PNG")
+            return buf.getvalue()
+
+    def key(self, i: int, info: ModelInfo) -> str:
+        return record_key(self.tile_ids[i], self.image_sha[i], info.digest, self.prompt.sha256, self.options_sha)
+
+    async def run(self) -> CaptionResult:
+        config = self.config
+        try:
+            infos = await self.backend.preflight(config.models)
+        except BaseException:
+            await self.backend.aclose()
+            raise
+        try:
+            return await self._run(infos)
+        finally:
+            await self.backend.aclose()
+
+    async def _run(self, infos: dict[str, ModelInfo]) -> CaptionResult:
+        config = self.config
+        keys = [(i, model, self.key(i, infos[model])) for i in self.indices for model in config.models]
+        plan_sha = hashlib.sha256("\n".join(k for _, _, k in keys).encode()).hexdigest()
+        existing = artifacts.read_manifest(config.out) if config.out.exists() else None
+        if config.out.exists():
+            artifacts.check_artifact(config.out, "captions")
+            same = existing.get("plan_sha256") == plan_sha
+            if same and not (config.retry_failed and existing.get("counts", {}).get("failed", 0)):
+                return CaptionResult(config.out, existing["rows"], existing.get("counts", {}), True, existing)
+            if not same and not config.overwrite:
+                raise OutputExistsError(f"{config.out} holds captions of other tiles, models, prompt or options")
+            self._seed_from_output(config.out)
+        journal_path = artifacts.partial_dir(config.out) / "journal.jsonl"
+        for record in read_records(journal_path):
+            self.records[record["key"]] = record
+        todo = {model: [i for i, m, k in keys if m == model and not self._done(k)] for model in config.models}
+        self.reused = sum(1 for _, _, k in keys if self._done(k))
+        total = sum(len(v) for v in todo.values())
+        self.progress(0, total, failed=0)
+        journal = Journal(journal_path)
+        try:
+            for model in config.models:
+                if todo[model]:
+                    await self._caption_model(infos[model], todo[model], journal, total)
+        finally:
+            journal.close()
+        return self._assemble(infos, keys, plan_sha)
+
+    def _done(self, key: str) -> bool:
+        record = self.records.get(key)
+        return record is not None and (record.get("error") is None or not self.config.retry_failed or record.get("_this_run"))
+
+    def _seed_from_output(self, out: Path) -> None:
+        ds, _ = artifacts.read_dataset(out, "captions")
+        for row in ds.to_list():
+            key = record_key(row["tile_id"], row["image_sha256"], row["model_digest"], row["prompt_sha256"], row["options_sha256"])
+            self.records[key] = {"key": key, **row}
+
+    # ------------------------------------------------------------ the work
+
+    async def _caption_model(self, info: ModelInfo, todo: list[int], journal: Journal, total: int) -> None:
+        config = self.config
+        queue: asyncio.Queue = asyncio.Queue()
+        for i in todo:
+            queue.put_nowait({"index": i, "attempts": 0, "content_attempts": 0, "errors": []})
+        health = {host: _HostHealth() for host in self.backend.hosts}
+        state = {"remaining": len(todo), "fatal": None}
+        n_workers = len(health) * config.concurrency
+        loop = asyncio.get_running_loop()
+
+        def stop_all() -> None:
+            for _ in range(n_workers):
+                queue.put_nowait(None)
+
+        def finish(task, text: str, error: tuple[str, str] | None, started: float, host: str, reply=None) -> None:
+            i = task["index"]
+            record = {
+                "key": self.key(i, info),
+                "tile_id": self.tile_ids[i],
+                "model": info.tag,
+                "model_digest": info.digest,
+                "prompt_id": self.prompt.id,
+                "prompt_sha256": self.prompt.sha256,
+                "options_sha256": self.options_sha,
+                "image_sha256": self.image_sha[i],
+                "caption": text,
+                "error": error[1] if error else None,
+                "error_class": error[0] if error else None,
+                "attempts": task["attempts"] + task["content_attempts"] + 1,
+                "latency_s": round(time.monotonic() - started, 4),
+                "prompt_tokens": getattr(reply, "prompt_tokens", None),
+                "output_tokens": getattr(reply, "output_tokens", None),
+                "host": host,
+            }
+            journal.append(record)
+            self.records[record["key"]] = {**record, "_this_run": True}
+            self.finished += 1
+            self.failed += error is not None
+            self.progress(self.finished, total, failed=self.failed)
+            state["remaining"] -= 1
+            if state["remaining"] == 0:
+                stop_all()
+
+        def retry_later(task, delay: float) -> None:
+            loop.call_later(delay, queue.put_nowait, task)
+
+        async def worker(host: str) -> None:
+            while True:
+                task = await queue.get()
+                if task is None or state["fatal"] is not None:
+                    return
+                if health[host].dead:
+                    queue.put_nowait(task)
+                    return
+                started = time.monotonic()
+                try:
+                    reply = await self.backend.caption(
+                        host, info.tag, self.image(task["index"]), self.prompt.render(self.gsd[task["index"]]),
+                        config.options.for_attempt(task["content_attempts"]),
+                    )
+                except ModelMissing:
+                    state["fatal"] = ServiceUnavailable(
+                        f"model {info.tag} disappeared from {host} during the run; finished captions are kept",
+                        hint=f"ollama pull {info.tag}, then run the same command again to resume",
+                    )
+                    stop_all()
+                    return
+                except TransientError as exc:
+                    if exc.error_class in ("connection", "timeout", "server_error", "busy"):
+                        h = health[host]
+                        h.failures += 1
+                        if h.failures >= HOST_FAILURE_LIMIT and not h.dead:
+                            h.dead = True
+                            log.warning("%s failed %d times in a row; taking it out of rotation", host, h.failures)
+                            if all(x.dead for x in health.values()):
+                                state["fatal"] = ServiceUnavailable(
+                                    f"every host failed ({exc.error_class}: {exc.message}); finished captions are kept",
+                                    hint="check the Ollama servers (`urbanln env --host …`), then run the same command again to resume",
+                                )
+                                stop_all()
+                    task["attempts"] += 1
+                    task["errors"].append(exc.error_class)
+                    if task["attempts"] > config.retries or exc.error_class in PERMANENT:
+                        finish(task, "", (exc.error_class, exc.message), started, host)
+                    else:
+                        delay = min(BACKOFF_CAP, config.backoff * 2 ** (task["attempts"] - 1)) * random.uniform(0.5, 1.5)
+                        retry_later(task, delay)
+                    continue
+                health[host].failures = 0
+                problem = content_problem(reply.text)
+                if problem is None:
+                    finish(task, reply.text.strip(), None, started, host, reply)
+                elif task["content_attempts"] >= config.content_retries:
+                    finish(task, reply.text.strip(), (problem, f"unusable caption: {problem}"), started, host, reply)
+                else:
+                    task["content_attempts"] += 1
+                    queue.put_nowait(task)
+
+        await asyncio.gather(*(worker(host) for host in health for _ in range(config.concurrency)))
+        if state["fatal"] is not None:
+            raise state["fatal"]
+
+    # ------------------------------------------------------------ output
+
+    def _assemble(self, infos: dict[str, ModelInfo], keys, plan_sha: str) -> CaptionResult:
+        import datasets
+
+        config = self.config
+        rows = [{k: v for k, v in self.records[k].items() if k not in ("key", "_this_run")} for _, _, k in keys]
+        counts: dict[str, int] = {"captions": sum(r["error"] is None for r in rows), "failed": sum(r["error"] is not None for r in rows)}
+        for r in rows:
+            if r["error_class"]:
+                counts[f"failed_{r['error_class']}"] = counts.get(f"failed_{r['error_class']}", 0) + 1
+        counts["reused"] = self.reused
+        counts["captioned_now"] = self.finished
+        counts = {k: v for k, v in counts.items() if v or k in ("captions", "failed")}
+        ds = datasets.Dataset.from_list(rows, features=caption_features()) if rows else datasets.Dataset.from_dict(
+            {k: [] for k in caption_features()}, features=caption_features())
+        from urbanln_cli.captioners.ollama import public_host
+
+        manifest = artifacts.new_manifest(
+            "captions",
+            run=self.run_info or artifacts.RunInfo.from_config(config),
+            inputs=[{"path": str(config.tiles), "stage": "tiles", "artifact_id": self.tiles_manifest.get("artifact_id")}],
+            rows=len(rows),
+            counts=counts,
+            models={m: {"digest": infos[m].digest, "capabilities": list(infos[m].capabilities)} for m in config.models},
+            extra={
+                "hosts": [public_host(h) for h in config.hosts],
+                "prompt": {"id": self.prompt.id, "sha256": self.prompt.sha256, "text": self.prompt.text},
+                "options": self.options_json | {"keep_alive": config.options.keep_alive},
+                "shard": f"{config.shard[0]}/{config.shard[1]}",
+                "tiles": len(self.indices),
+                "plan_sha256": plan_sha,
+                "scheduling": "one model at a time across all tiles; each host gets --concurrency requests in flight",
+            },
+        )
+        artifacts.write_dataset(ds, config.out, manifest, overwrite=True)  # the plan check above guards real overwrites
+        artifacts.partial_dir(config.out).joinpath("journal.jsonl").unlink(missing_ok=True)
+        _remove_empty(artifacts.partial_dir(config.out))
+        return CaptionResult(config.out, len(rows), counts, False, manifest)
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def caption_features():
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "tile_id": Value("string"),
+            "model": Value("string"),
+            "model_digest": Value("string"),
+            "prompt_id": Value("string"),
+            "prompt_sha256": Value("string"),
+            "options_sha256": Value("string"),
+            "image_sha256": Value("string"),
+            "caption": Value("string"),
+            "error": Value("string"),
+            "error_class": Value("string"),
+            "attempts": Value("int32"),
+            "latency_s": Value("float32"),
+            "prompt_tokens": Value("int32"),
+            "output_tokens": Value("int32"),
+            "host": Value("string"),
+        }
+    )
+
+
+
