@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 
 from urbanln_cli import __version__
 from urbanln_cli.errors import InputError, OutputExistsError, WrongArtifactError
+from urbanln_cli.redact import redact
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "urbanln.json"
@@ -86,7 +87,7 @@ def new_manifest(
     models: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "stage": stage,
         "artifact_id": uuid.uuid4().hex,
@@ -101,6 +102,8 @@ def new_manifest(
         **_jsonable(dict(extra or {})),
         "environment": environment(),
     }
+    # Command lines and parameters may hold credentials (http://user:pass@host): never record them.
+    return json.loads(redact(json.dumps(manifest, default=str)))
 
 
 def fingerprint(path: Path | str) -> dict[str, Any]:

@@ -74,6 +74,12 @@ class FakeOllama:
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._stop_after: int | None = None
+        self._stopped = threading.Event()
+
+    def stop_after(self, chats: int) -> None:
+        """Die (stop listening) once this many chat requests have arrived: a host lost mid-run."""
+        self._stop_after = chats
 
     @property
     def url(self) -> str:
@@ -100,6 +106,9 @@ class FakeOllama:
         return self
 
     def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -120,6 +129,12 @@ class FakeOllama:
             def log_message(self, *args):
                 pass
 
+            def handle(self):
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test): nothing to report
+
             def _json(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -128,7 +143,17 @@ class FakeOllama:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _dead(self) -> bool:
+                """After stop(), kept-alive connections die too, as they would with the process."""
+                if fake._stopped.is_set():
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return True
+                return False
+
             def do_GET(self):
+                if self._dead():
+                    return
                 if self.path == "/api/tags":
                     self._json(200, {"models": [
                         {"name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z", "size": 4_000_000_000,
@@ -141,6 +166,8 @@ class FakeOllama:
                     self._json(404, {"error": "not found"})
 
             def do_POST(self):
+                if self._dead():
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")
@@ -160,6 +187,9 @@ class FakeOllama:
                 model = body.get("model", "")
                 with fake.lock:
                     fake.chats += 1
+                    if fake._stop_after is not None and fake.chats >= fake._stop_after:
+                        fake._stop_after = None
+                        threading.Thread(target=fake.stop, daemon=True).start()
                     fake.requests.append({k: v for k, v in body.items() if k != "messages"} | {
                         "prompt": body["messages"][-1].get("content", ""), "n_images": len(body["messages"][-1].get("images") or [])})
                     fake.headers_seen.append(dict(self.headers))

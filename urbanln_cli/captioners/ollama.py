@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from typing import Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TransientError
 from urbanln_cli.errors import ServiceUnavailable
+from urbanln_cli.redact import public_host, redact
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 CONNECT_TIMEOUT = 10.0
-
-
-def public_host(host: str) -> str:
-    """A host URL without credentials or query, safe to log and record."""
-    parts = urlsplit(host if "://" in host else f"http://{host}")
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def redact(text: str, hosts: Sequence[str] = ()) -> str:
-    """Remove credentials from an error message: URLs with user:pass, bearer tokens, the API key."""
-    for host in hosts:
-        text = text.replace(host, public_host(host))
-    text = re.sub(r"(?i)(bearer\s+)[^\s'\"]+", r"\1[redacted]", text)
-    text = re.sub(r"://[^/\s:@]+:[^/\s@]+@", "://", text)
-    key = os.environ.get("OLLAMA_API_KEY")
-    if key:
-        text = text.replace(key, "[redacted]")
-    return text
 
 
 class OllamaBackend:
@@ -65,7 +42,7 @@ class OllamaBackend:
                 listed = await client.list()
             except (ConnectionError, httpx.HTTPError) as exc:
                 raise ServiceUnavailable(
-                    f"no Ollama server answers at {host} ({redact(str(exc), self._raw_hosts) or type(exc).__name__})",
+                    f"no Ollama server answers at {host} ({redact(str(exc)) or type(exc).__name__})",
                     hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
                 ) from None
             except ollama.ResponseError as exc:
@@ -89,7 +66,7 @@ class OllamaBackend:
             try:
                 shown = await self._clients[host].show(model)
             except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
-                raise ServiceUnavailable(f"cannot inspect {model} on {host}: {redact(str(exc), self._raw_hosts)}",
+                raise ServiceUnavailable(f"cannot inspect {model} on {host}: {redact(str(exc))}",
                                          hint=f"check `ollama show {model}` on that host") from None
             capabilities = tuple(shown.capabilities or ())
             if "vision" not in capabilities:
@@ -144,13 +121,13 @@ class OllamaBackend:
             kind = {429: "rate_limited", 503: "busy"}.get(status, "server_error" if status and status >= 500 else "stream_error")
             if status and 400 <= status < 500 and status not in (408, 429):
                 kind = "bad_request"
-            raise TransientError(kind, f"{status}: {redact(exc.error, self._raw_hosts)}") from None
+            raise TransientError(kind, f"{status}: {redact(exc.error)}") from None
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"no answer within the timeout ({type(exc).__name__})") from None
         except (ConnectionError, httpx.TransportError, asyncio.IncompleteReadError) as exc:
-            raise TransientError("connection", redact(f"{type(exc).__name__}: {exc}", self._raw_hosts)) from None
+            raise TransientError("connection", redact(f"{type(exc).__name__}: {exc}")) from None
         except ValueError as exc:  # a garbled body: JSON or pydantic validation errors
-            raise TransientError("bad_response", redact(str(exc)[:200], self._raw_hosts)) from None
+            raise TransientError("bad_response", redact(str(exc)[:200])) from None
 
 
 def _content(response) -> str:

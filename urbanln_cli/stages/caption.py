@@ -33,6 +33,7 @@ from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, ModelM
 from urbanln_cli.errors import Interrupted, OutputExistsError, ServiceUnavailable, UsageProblem
 from urbanln_cli.journal import Journal, read_records
 from urbanln_cli.prompts import Prompt, load_prompt
+from urbanln_cli.redact import public_host
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class _Job:
         config = self.config
         queue: asyncio.Queue = asyncio.Queue()
         for i in todo:
-            queue.put_nowait({"index": i, "attempts": 0, "content_attempts": 0, "errors": []})
+            queue.put_nowait({"index": i, "requests": 0, "attempts": 0, "content_attempts": 0})
         health = {host: _HostHealth() for host in self.backend.hosts}
         state = {"remaining": len(todo), "fatal": None}
         n_workers = len(health) * config.concurrency
@@ -261,7 +262,7 @@ class _Job:
                 "caption": text,
                 "error": error[1] if error else None,
                 "error_class": error[0] if error else None,
-                "attempts": task["attempts"] + task["content_attempts"] + 1,
+                "attempts": task["requests"],
                 "latency_s": round(time.monotonic() - started, 4),
                 "prompt_tokens": getattr(reply, "prompt_tokens", None),
                 "output_tokens": getattr(reply, "output_tokens", None),
@@ -289,10 +290,17 @@ class _Job:
                     return
                 started = time.monotonic()
                 try:
-                    reply = await self.backend.caption(
-                        host, info.tag, self.image(task["index"]), self.prompt.render(self.gsd[task["index"]]),
-                        config.options.for_attempt(task["content_attempts"]),
-                    )
+                    # content failures are retried at once, on this slot, with a new seed each time
+                    while True:
+                        task["requests"] += 1
+                        reply = await self.backend.caption(
+                            host, info.tag, self.image(task["index"]), self.prompt.render(self.gsd[task["index"]]),
+                            config.options.for_attempt(task["content_attempts"]),
+                        )
+                        problem = content_problem(reply.text)
+                        if problem is None or task["content_attempts"] >= config.content_retries:
+                            break
+                        task["content_attempts"] += 1
                 except ModelMissing:
                     state["fatal"] = ServiceUnavailable(
                         f"model {info.tag} disappeared from {host} during the run; finished captions are kept",
@@ -301,7 +309,7 @@ class _Job:
                     stop_all()
                     return
                 except TransientError as exc:
-                    if exc.error_class in ("connection", "timeout", "server_error", "busy"):
+                    if exc.error_class in ("connection", "timeout"):  # a host that answers 5xx is alive
                         h = health[host]
                         h.failures += 1
                         if h.failures >= HOST_FAILURE_LIMIT and not h.dead:
@@ -314,7 +322,6 @@ class _Job:
                                 )
                                 stop_all()
                     task["attempts"] += 1
-                    task["errors"].append(exc.error_class)
                     if task["attempts"] > config.retries or exc.error_class in PERMANENT:
                         finish(task, "", (exc.error_class, exc.message), started, host)
                     else:
@@ -322,14 +329,8 @@ class _Job:
                         retry_later(task, delay)
                     continue
                 health[host].failures = 0
-                problem = content_problem(reply.text)
-                if problem is None:
-                    finish(task, reply.text.strip(), None, started, host, reply)
-                elif task["content_attempts"] >= config.content_retries:
-                    finish(task, reply.text.strip(), (problem, f"unusable caption: {problem}"), started, host, reply)
-                else:
-                    task["content_attempts"] += 1
-                    queue.put_nowait(task)
+                error = (problem, f"unusable caption: {problem}") if problem else None
+                finish(task, reply.text.strip(), error, started, host, reply)
 
         await asyncio.gather(*(worker(host) for host in health for _ in range(config.concurrency)))
         if state["fatal"] is not None:
@@ -348,11 +349,9 @@ class _Job:
                 counts[f"failed_{r['error_class']}"] = counts.get(f"failed_{r['error_class']}", 0) + 1
         counts["reused"] = self.reused
         counts["captioned_now"] = self.finished
-        counts = {k: v for k, v in counts.items() if v or k in ("captions", "failed")}
+        counts = {k: v for k, v in counts.items() if v or k in ("captions", "failed", "reused")}
         ds = datasets.Dataset.from_list(rows, features=caption_features()) if rows else datasets.Dataset.from_dict(
             {k: [] for k in caption_features()}, features=caption_features())
-        from urbanln_cli.captioners.ollama import public_host
-
         manifest = artifacts.new_manifest(
             "captions",
             run=self.run_info or artifacts.RunInfo.from_config(config),

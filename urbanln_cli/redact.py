@@ -1,0 +1,29 @@
+"""Keep secrets out of everything urbanln writes or prints: manifests, journals, logs, errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+_USERINFO = re.compile(r"://[^/\s:@]+(?::[^/\s@]*)?@")
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+
+
+def public_host(host: str) -> str:
+    """A host URL without credentials, query or fragment, safe to log and record."""
+    parts = urlsplit(host if "://" in host else f"http://{host}")
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def redact(text: str) -> str:
+    """Drop user:password@ from URLs, bearer tokens, and the value of OLLAMA_API_KEY."""
+    text = _USERINFO.sub("://", text)
+    text = _BEARER.sub(r"\1[redacted]", text)
+    key = os.environ.get("OLLAMA_API_KEY")
+    if key:
+        text = text.replace(key, "[redacted]")
+    return text
