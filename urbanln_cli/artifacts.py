@@ -113,12 +113,14 @@ def fingerprint(path: Path | str) -> dict[str, Any]:
     if manifest is not None:
         return {"path": str(path), "stage": manifest.get("stage"), "artifact_id": manifest.get("artifact_id")}
     if path.is_file():
-        return {"path": str(path), "size": path.stat().st_size, "sha256_head_tail": _head_tail_sha256(path)}
+        stat = path.stat()
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": _head_tail_sha256(path)}
     if path.is_dir():
         h, n, total = hashlib.sha256(), 0, 0
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            size = p.stat().st_size
-            h.update(f"{p.relative_to(path).as_posix()}\0{size}\n".encode())
+            stat = p.stat()
+            size = stat.st_size
+            h.update(f"{p.relative_to(path).as_posix()}\0{size}\0{stat.st_mtime_ns}\n".encode())
             n, total = n + 1, total + size
         return {"path": str(path), "files": n, "bytes": total, "listing_sha256": h.hexdigest()}
     raise InputError(f"input not found: {path}", hint="check the path")
@@ -140,13 +142,29 @@ def _head_tail_sha256(path: Path, span: int = 1 << 20) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def check_output(out: Path | str, overwrite: bool) -> Path:
-    """Fail early, before any work, when ``out`` exists and may not be replaced."""
+def check_output(out: Path | str, overwrite: bool, inputs: tuple[Path | str, ...] = ()) -> Path:
+    """Fail early, before any work, when ``out`` exists and may not be replaced.
+
+    ``--overwrite`` replaces only an artifact (a folder with a manifest, or a
+    .safetensors file), never an input, a folder that holds an input, or ``.``.
+    """
     out = Path(out)
-    if out.exists() and not overwrite:
+    resolved = out.resolve()
+    if resolved == Path.cwd().resolve() or out.name in ("", ".", ".."):
+        raise OutputExistsError(f"output {out} is the current folder or its parent", hint="name an output folder, e.g. -o tiles")
+    for item in inputs:
+        source = Path(item).resolve()
+        if resolved == source or resolved in source.parents:
+            raise OutputExistsError(f"output {out} would replace the input {item}", hint="choose another -o/--out")
+    if not out.exists():
+        return out
+    if not overwrite:
         raise OutputExistsError(f"output already exists: {out}")
-    if out.exists() and not out.is_dir() and out.suffix != ".safetensors":
-        raise OutputExistsError(f"output exists and is not an artifact folder: {out}", hint="choose another -o/--out")
+    if read_manifest(out) is None:
+        raise OutputExistsError(
+            f"{out} exists and is not an urbanln artifact, so --overwrite will not replace it",
+            hint="choose another -o/--out, or remove it yourself",
+        )
     return out
 
 

@@ -51,19 +51,30 @@ def to_default_map(config: Mapping[str, Any], commands: Mapping[str, Any], path:
             )
         if not isinstance(values, Mapping):
             raise ConfigError(f"{path}: '{table}' must be a table, like [{table}]")
-        params = {p.name: p for p in commands[table].params if p.name}
-        option_names = {name.replace("_", "-") for name in params}
+        keys = _config_keys(commands[table])
         table_map: dict[str, Any] = {}
         for key, value in values.items():
-            name = key.replace("-", "_")
-            if name not in params:
+            name = keys.get(key.replace("_", "-"))
+            if name is None:
                 raise ConfigError(
-                    f"{path}: unknown key '{key}' in [{table}]{suggest(key.replace('_', '-'), option_names)}",
-                    hint=f"valid keys for [{table}]: {', '.join(sorted(option_names))}",
+                    f"{path}: unknown key '{key}' in [{table}]{suggest(key.replace('_', '-'), keys)}",
+                    hint=f"valid keys for [{table}]: {', '.join(sorted(keys))}",
                 )
             table_map[name] = value
         default_map[table] = table_map
     return default_map
+
+
+def _config_keys(command) -> dict[str, str]:
+    """Config key (an option's long name without dashes, e.g. 'min-valid', 'json') -> parameter name."""
+    keys = {}
+    for param in command.params:
+        if not param.name or param.name in ("help",):
+            continue
+        longs = [o.lstrip("-") for o in getattr(param, "opts", []) if o.startswith("--")]
+        for key in longs or [param.name.replace("_", "-")]:
+            keys[key] = param.name
+    return keys
 
 
 _SOURCE_NAMES = {

@@ -40,8 +40,14 @@ def ollama_status(host: str | None, timeout: float = 3.0) -> dict[str, Any]:
     import httpx
     import ollama
 
+    from urbanln_cli.redact import public_host
+
     host = host or DEFAULT_OLLAMA_HOST
-    client = ollama.Client(host=host, timeout=httpx.Timeout(timeout))
+    try:
+        client = ollama.Client(host=host, timeout=httpx.Timeout(timeout))
+    except ValueError as exc:
+        return {"ollama_host": host, "ollama": f"invalid host URL ({exc})"}
+    host = public_host(host)
     try:
         listed = client.list()
     except (httpx.HTTPError, ConnectionError, ollama.ResponseError) as exc:

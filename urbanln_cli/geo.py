@@ -31,25 +31,36 @@ def to_wgs84(crs: str, xs: Sequence[float], ys: Sequence[float]) -> tuple[list[f
     return list(lons), list(lats)
 
 
-def ground_sample_distance(crs: str, bounds: tuple[float, float, float, float], width_px: int, height_px: int) -> float:
-    """Metres per pixel on the ground at the centre of ``bounds`` (minx, miny, maxx, maxy).
-
-    Measured along the ground across the tile's mid-lines, so it is right for
-    geographic and Web-Mercator grids as well as metric projections.
-    """
-    return centres_and_gsd(crs, [bounds], width_px, height_px)[1][0]
-
-
 def centres_and_gsd(crs: str, bounds: list[tuple[float, float, float, float]], width_px: int, height_px: int):
-    """Centre lon/lat and ground sample distance of many windows, with one reprojection call."""
-    xs, ys = [], []
+    """Centre lon/lat and ground sample distance of north-up boxes, with one reprojection call."""
+    points = []
     for minx, miny, maxx, maxy in bounds:
         cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
-        xs += [cx, minx, maxx, cx, cx]
-        ys += [cy, cy, cy, miny, maxy]
-    lons, lats = to_wgs84(crs, xs, ys)
+        points.append(((cx, cy), (minx, cy), (maxx, cy), (cx, miny), (cx, maxy)))
+    return _measure(crs, points, width_px, height_px)
+
+
+def window_centres_and_gsd(crs: str, transform: Sequence[float], windows: list[tuple[int, int]], size: int):
+    """The same for raster windows (row, col), through the affine transform: right for rotated grids too."""
+    a, b, c, d, e, f = transform[:6]
+
+    def at(col: float, row: float) -> tuple[float, float]:
+        return a * col + b * row + c, d * col + e * row + f
+
+    half = size / 2
+    points = [
+        (at(col + half, row + half), at(col, row + half), at(col + size, row + half), at(col + half, row), at(col + half, row + size))
+        for row, col in windows
+    ]
+    return _measure(crs, points, size, size)
+
+
+def _measure(crs: str, points, width_px: int, height_px: int):
+    """From (centre, left, right, top, bottom) points: centre lon/lat and metres per pixel on the ground."""
+    flat = [p for group in points for p in group]
+    lons, lats = to_wgs84(crs, [p[0] for p in flat], [p[1] for p in flat])
     centres, gsds = [], []
-    for i in range(0, len(xs), 5):
+    for i in range(0, len(flat), 5):
         centres.append((lons[i], lats[i]))
         across = haversine_m(lons[i + 1], lats[i + 1], lons[i + 2], lats[i + 2]) / width_px
         down = haversine_m(lons[i + 3], lats[i + 3], lons[i + 4], lats[i + 4]) / height_px

@@ -11,6 +11,7 @@ Three kinds of input, mixed freely:
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import io
@@ -73,6 +74,7 @@ class Plan:
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     inputs: list[Path] = field(default_factory=list)
+    used_locations: set[str] = field(default_factory=set)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -124,7 +126,7 @@ def discover(
         else:
             _add_folder(plan, path, name, group, bands, percentiles, located, size, stride)
     if located is not None:
-        plan.count("locations_unused", len(located) - plan.counts.pop("_located", 0))
+        plan.count("locations_unused", len(located) - len(plan.used_locations))
     if not plan.jobs:
         raise InputError(
             "no imagery found in " + ", ".join(str(p) for p in plan.inputs),
@@ -139,7 +141,7 @@ def window_offsets(length: int, size: int, stride: int) -> list[int]:
     The last window may hang over the edge; it is padded and ``--min-valid`` decides.
     """
     offsets = [0]
-    while offsets[-1] + size < length:
+    while offsets[-1] + size < length and offsets[-1] + stride < length:
         offsets.append(offsets[-1] + stride)
     return offsets
 
@@ -154,11 +156,12 @@ def _add_raster(plan: Plan, raster: Raster, size: int, stride: int) -> None:
 
 def _add_picture(plan: Plan, picture: Picture, located: dict | None, rel_key: str, stem: str) -> None:
     if located is not None:
-        hit = located.get(rel_key) or located.get(stem)
+        key = rel_key if rel_key in located else stem if stem in located else None
+        hit = located.get(key) if key is not None else None
         if hit is None:
             plan.count("missing_location")
         else:
-            plan.count("_located")
+            plan.used_locations.add(key)
             picture = Picture(
                 picture.path,
                 picture.tile_id,
@@ -172,7 +175,16 @@ def _add_picture(plan: Plan, picture: Picture, located: dict | None, rel_key: st
 
 
 def _add_folder(plan, folder: Path, name, group, bands, percentiles, located, size, stride) -> None:
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stems = collections.Counter(p.stem for p in files)
+    if located is not None:
+        ambiguous = sorted(k for k in located if stems.get(k, 0) > 1)
+        if ambiguous:
+            raise InputError(
+                f"locations id {ambiguous[0]!r} matches {stems[ambiguous[0]]} files in {folder}",
+                hint="use the path relative to the folder as id, e.g. subdir/name",
+            )
+    for path in files:
         rel = path.relative_to(folder).with_suffix("").as_posix()
         suffix = path.suffix.lower()
         if suffix in RASTER_SUFFIXES:
@@ -227,29 +239,37 @@ def _read_locations(path: Path) -> dict[str, dict[str, Any]]:
     """A CSV with columns id, lon, lat and optionally gsd and group."""
     if not Path(path).is_file():
         raise InputError(f"locations file not found: {path}", hint="pass a CSV with columns id,lon,lat")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"id", "lon", "lat"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(
-                f"{path} lacks column(s) {', '.join(sorted(missing))}",
-                hint="the locations CSV needs columns id,lon,lat (optional: gsd, group)",
-            )
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                entry: dict[str, Any] = {"lon": float(row["lon"]), "lat": float(row["lat"])}
-                if row.get("gsd"):
-                    entry["gsd"] = float(row["gsd"])
-            except ValueError:
-                raise InputError(f"{path}:{line}: lon/lat/gsd must be numbers", hint="fix or remove that row") from None
-            if row.get("group"):
-                entry["group"] = row["group"]
-            key = row["id"].strip()
-            if Path(key).suffix.lower() in PICTURE_SUFFIXES | RASTER_SUFFIXES:
-                key = Path(key).with_suffix("").as_posix()
-            out[key] = entry
-        return out
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a byte-order mark
+            reader = csv.DictReader(f)
+            missing = {"id", "lon", "lat"} - set(reader.fieldnames or [])
+            if missing:
+                raise InputError(
+                    f"{path} lacks column(s) {', '.join(sorted(missing))}",
+                    hint="the locations CSV needs columns id,lon,lat (optional: gsd, group)",
+                )
+            out = {}
+            for line, row in enumerate(reader, start=2):
+                try:
+                    entry: dict[str, Any] = {"lon": float(row["lon"]), "lat": float(row["lat"])}
+                    if row.get("gsd"):
+                        entry["gsd"] = float(row["gsd"])
+                except (TypeError, ValueError):
+                    raise InputError(f"{path}:{line}: lon, lat and gsd must be numbers", hint="fix or remove that row") from None
+                if not (-180 <= entry["lon"] <= 180 and -90 <= entry["lat"] <= 90):
+                    raise InputError(
+                        f"{path}:{line}: lon {entry['lon']}, lat {entry['lat']} is not a WGS84 position",
+                        hint="give longitude and latitude in degrees (EPSG:4326)",
+                    )
+                if row.get("group"):
+                    entry["group"] = row["group"]
+                key = (row["id"] or "").strip()
+                if Path(key).suffix.lower() in PICTURE_SUFFIXES | RASTER_SUFFIXES:
+                    key = Path(key).with_suffix("").as_posix()
+                out[key] = entry
+            return out
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text", hint="save the CSV as UTF-8") from None
 
 
 def _open_raster(path: Path, prefix: str, group: str, bands, percentiles, strict: bool) -> Raster:
@@ -319,7 +339,10 @@ def _percentile_stretch(ds, bands, percentiles, path) -> tuple[tuple[float, floa
     """Per-band (low, high) percentiles from a decimated read, so memory stays bounded."""
     scale = max(1.0, max(ds.width, ds.height) / 1024)
     shape = (len(bands), max(1, int(ds.height / scale)), max(1, int(ds.width / scale)))
-    data = ds.read(list(bands), out_shape=shape, masked=True)
+    try:
+        data = ds.read(list(bands), out_shape=shape, masked=True)
+    except Exception as exc:  # damaged blocks: rasterio raises RasterioIOError and CPLE_* errors
+        raise InputError(f"cannot read raster {path}: {exc}", hint="check that the file is a complete, valid GeoTIFF") from None
     out = []
     for band in data:
         values = band.compressed().astype("float64")
@@ -385,7 +408,7 @@ class Renderer:
                 out.update({job: ((NAN,) * 4, NAN, NAN, NAN) for job in group})
                 continue
             bounds = [geo.window_bounds(src.transform, row, col, size, size) for _, row, col in group]
-            centres, gsds = geo.centres_and_gsd(src.crs, bounds, size, size)
+            centres, gsds = geo.window_centres_and_gsd(src.crs, src.transform, [(row, col) for _, row, col in group], size)
             for job, b, (lon, lat), gsd in zip(group, bounds, centres, gsds):
                 out[job] = (b, lon, lat, gsd)
         return out
@@ -462,9 +485,9 @@ class Renderer:
             minx, miny, maxx, maxy = bounds
             sx, sy = (maxx - minx) / width, (maxy - miny) / height
             bounds = (minx + left * sx, miny + bottom * sy, maxx - right * sx, maxy - top * sy)
-        gsd = pic.gsd
+        gsd, lon, lat = pic.gsd, pic.lon, pic.lat
         if bounds is not None and pic.crs:
-            gsd = geo.ground_sample_distance(pic.crs, bounds, w, h)
+            ((lon, lat),), (gsd,) = geo.centres_and_gsd(pic.crs, [bounds], w, h)
         keep = original if not cropped and not self.opt.resize else None
         return self._row(
             tile_id=pic.tile_id,
@@ -473,8 +496,8 @@ class Renderer:
             window=(top if cropped else 0, left if cropped else 0, h, w),
             crs=pic.crs,
             bounds=bounds or (NAN,) * 4,
-            lon=pic.lon,
-            lat=pic.lat,
+            lon=lon,
+            lat=lat,
             gsd=gsd * w / self.opt.resize if self.opt.resize else gsd,
             group=pic.group,
             valid_fraction=fraction,

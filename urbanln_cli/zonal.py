@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,15 @@ class Zone:
 class ZonalRaster:
     def __init__(self, path: Path | str, band: int = 1):
         import rasterio
-        from rasterio.errors import RasterioIOError
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"raster not found: {self.path}", hint="check the PATH in --raster NAME=PATH[:AGG]")
         try:
-            self.ds = rasterio.open(self.path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported below as a clear error
+                self.ds = rasterio.open(self.path)
         except RasterioIOError as exc:
             raise InputError(f"cannot read raster {self.path}: {exc}", hint="check that it is a complete GeoTIFF") from None
         if self.ds.crs is None:
@@ -59,7 +62,10 @@ class ZonalRaster:
     def _read(self, r0: int, c0: int, r1: int, c1: int) -> np.ma.MaskedArray:
         from rasterio.windows import Window
 
-        data = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        try:
+            data = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        except Exception as exc:  # damaged blocks: rasterio raises RasterioIOError and CPLE_* errors
+            raise InputError(f"cannot read raster {self.path}: {exc}", hint="check that it is a complete, valid GeoTIFF") from None
         if np.issubdtype(data.dtype, np.floating):
             data = np.ma.masked_invalid(data)
         return data
@@ -84,9 +90,10 @@ class ZonalRaster:
             values, weights = self._sampled(crs, bounds, cols, rows)
         if values.size == 0:
             return Zone(values, weights, "outside")
-        keep = ~np.ma.getmaskarray(values)
+        keep = ~np.ma.getmaskarray(values) & (weights > 0)
+        some_nodata = bool((np.ma.getmaskarray(values) & (weights > 0)).any())
         values, weights = np.asarray(values.data[keep], np.float64), weights[keep]
-        status = "nodata" if values.size == 0 else "partial" if partial else "ok"
+        status = "nodata" if values.size == 0 else "partial" if partial else "some_nodata" if some_nodata else "ok"
         return Zone(values, weights, status)
 
     def _to_pixels(self, crs: str, ring: tuple[list[float], list[float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Sequence
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TransientError
-from urbanln_cli.errors import ServiceUnavailable
+from urbanln_cli.errors import ServiceUnavailable, UsageProblem
 from urbanln_cli.redact import public_host, redact
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -18,12 +18,16 @@ class OllamaBackend:
         import httpx
         import ollama
 
-        self.hosts = [public_host(h) for h in hosts]
-        self._raw_hosts = list(hosts)
         self.stream = stream
         # One explicit timeout on every request: connect fast, but let a long generation finish.
         self._timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
-        self._clients = {public: ollama.AsyncClient(host=raw, timeout=self._timeout) for public, raw in zip(self.hosts, hosts)}
+        self._clients = {}
+        for raw in hosts:
+            try:
+                self._clients[public_host(raw)] = ollama.AsyncClient(host=raw, timeout=self._timeout)
+            except ValueError as exc:  # e.g. a port out of range
+                raise UsageProblem(f"--host {redact(raw)} is not a valid URL ({exc})", hint="e.g. --host http://gpu-box:11434") from None
+        self.hosts = list(self._clients)
 
     async def aclose(self) -> None:
         for client in self._clients.values():

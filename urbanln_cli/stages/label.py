@@ -84,9 +84,13 @@ class LabelResult:
 
 def label(config: LabelConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> LabelResult:
     config.check()
-    artifacts.check_output(config.out, config.overwrite)
+    artifacts.check_output(config.out, config.overwrite, inputs=(config.tiles, *(r.path for r in config.rasters)) + ((config.table,) if config.table else ()))
     tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     tiles = tiles_ds.remove_columns([c for c in ("image",) if c in tiles_ds.column_names]).to_pandas()
+    # gsd is per stored pixel; width/height are source pixels, which --resize may have changed
+    resize = ((tiles_manifest.get("params") or {}).get("resize") or {}).get("value")
+    tiles["ground_w"] = tiles["gsd"].astype("float64") * (resize or tiles["width"])
+    tiles["ground_h"] = tiles["gsd"].astype("float64") * (resize or tiles["height"])
     counts: dict[str, int] = {}
     columns: dict[str, np.ndarray] = {}
     sources: dict[str, Any] = {}
@@ -153,17 +157,16 @@ def _footprint(tile) -> tuple[str, tuple[float, float, float, float]] | None:
     """(crs, bounds) of a tile; from lon/lat and ground size when it has no CRS."""
     if tile.crs and all(math.isfinite(v) for v in (tile.minx, tile.miny, tile.maxx, tile.maxy)):
         return tile.crs, (tile.minx, tile.miny, tile.maxx, tile.maxy)
-    if math.isfinite(tile.lon) and math.isfinite(tile.lat) and math.isfinite(tile.gsd) and tile.gsd > 0:
-        half = tile.gsd * tile.width / 2
-        dlat = math.degrees(half / geo.EARTH_RADIUS_M)
-        dlon = dlat / max(1e-6, math.cos(math.radians(tile.lat)))
+    if math.isfinite(tile.lon) and math.isfinite(tile.lat) and math.isfinite(tile.ground_w) and tile.ground_w > 0:
+        dlat = math.degrees(tile.ground_h / 2 / geo.EARTH_RADIUS_M)
+        dlon = math.degrees(tile.ground_w / 2 / geo.EARTH_RADIUS_M) / max(1e-6, math.cos(math.radians(tile.lat)))
         return geo.WGS84, (tile.lon - dlon, tile.lat - dlat, tile.lon + dlon, tile.lat + dlat)
     return None
 
 
 def _raster_target(tiles, target: RasterTarget, on_progress) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     raster = ZonalRaster(target.path)
-    counts = {"outside": 0, "nodata": 0, "partial": 0, "no_geometry": 0}
+    counts = {"outside": 0, "nodata": 0, "partial": 0, "some_nodata": 0, "no_geometry": 0}
     results: list[Any] = []
     try:
         for i, tile in enumerate(tiles.itertuples(index=False)):
@@ -227,7 +230,7 @@ def _table_targets(tiles, config: LabelConfig) -> tuple[dict[str, np.ndarray], d
             raise InputError(f"{config.table} has no column {', '.join(map(repr, unknown))}", hint=f"its columns are: {', '.join(map(str, table.columns))}")
         value_cols = list(config.columns)
     else:
-        value_cols = [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+        value_cols = [c for c in table.columns if c not in skip and c not in RESERVED and pd.api.types.is_numeric_dtype(table[c])]
     if not value_cols:
         raise InputError(f"{config.table} has no numeric columns to use as targets", hint="name them with --columns")
     for c in value_cols:
@@ -278,7 +281,7 @@ def _join_nearest(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[s
     if config.max_distance is not None:
         limits = np.full(len(tiles), config.max_distance)
     else:
-        limits = tiles["gsd"].to_numpy(np.float64) * tiles["width"].to_numpy(np.float64) / 2
+        limits = tiles["ground_w"].to_numpy(np.float64) / 2
         if not np.isfinite(limits[located]).any():
             raise UsageProblem("tiles have no ground sample distance to size the search", hint="pass --max-distance METRES")
     tree = BallTree(np.radians(points), metric="haversine")

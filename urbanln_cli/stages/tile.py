@@ -102,7 +102,7 @@ class TileResult:
 def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.RunInfo | None = None) -> TileResult:
     """Cut ``config.inputs`` into tiles and write the ``tiles`` artifact at ``config.out``."""
     config.check()
-    artifacts.check_output(config.out, config.overwrite)
+    artifacts.check_output(config.out, config.overwrite, inputs=config.inputs)
     stride = config.stride or config.size
     plan = imagery.discover(
         config.inputs,
@@ -171,9 +171,11 @@ def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.Ru
     if rows == 0:
         store.remove()
         why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items()) if k.startswith("skipped_"))
+        first = f"; first problem: {problems[0]}" if problems else ""
         raise InputError(
-            f"no tiles kept from {len(plan.jobs)} candidates ({why})",
-            hint="lower --min-valid (0 keeps every tile), or check the input's nodata value and bands",
+            f"no tiles kept from {len(plan.jobs)} candidates ({why}){first}",
+            hint="lower --min-valid (0 keeps every tile), or check the input's nodata value and bands"
+            if counts.get("skipped_below_min_valid") else "check that the images are complete and readable",
         )
     counts["tiles"] = rows
     counts = {k: v for k, v in counts.items() if v}
