@@ -234,15 +234,15 @@ def test_secrets_stay_secret(tiles, tmp_path, server, monkeypatch):
 def test_journal_survives_a_torn_line(tmp_path):
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
-    journal.append({"key": "a"})
+    journal.append({"tile_id": "a"})
     journal.close()
     with open(path, "ab") as f:
-        f.write(b'{"key": "b", "capt')  # kill -9 mid-write
-    assert [r["key"] for r in read_records(path)] == ["a"]
+        f.write(b'{"tile_id": "b", "capt')  # kill -9 mid-write
+    assert [r["tile_id"] for r in read_records(path)] == ["a"]
     journal = Journal(path)
-    journal.append({"key": "c"})
+    journal.append({"tile_id": "c"})
     journal.close()
-    assert [r["key"] for r in read_records(path)] == ["a", "c"]
+    assert [r["tile_id"] for r in read_records(path)] == ["a", "c"]
 
 
 def _stable(rows):

@@ -71,6 +71,7 @@ class FakeOllama:
         self.max_in_flight = 0
         self.requests: list[dict] = []  # chat request bodies without images, for assertions
         self.headers_seen: list[dict] = []
+        ThreadingHTTPServer.request_queue_size = 128  # a listen backlog like a real server's
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -126,6 +127,11 @@ class FakeOllama:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Ollama does
 
+            def setup(self):
+                super().setup()
+                # Go servers (Ollama) set TCP_NODELAY; without it Nagle + delayed ACKs add ~40 ms per response.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args):
                 pass
 
@@ -162,6 +168,9 @@ class FakeOllama:
                     ]})
                 elif self.path == "/api/version":
                     self._json(200, {"version": fake.version})
+                elif self.path == "/_stats":  # not Ollama's: for benchmarks
+                    with fake.lock:
+                        self._json(200, {"chats": fake.chats, "max_in_flight": fake.max_in_flight})
                 else:
                     self._json(404, {"error": "not found"})
 
