@@ -7,12 +7,13 @@ last line may be torn; ``load`` skips it.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
 from pathlib import Path
 from typing import Any, Iterator
+
+import orjson  # 3-5x faster than json here: resuming reads every record of a long run
 
 _STOP = object()
 
@@ -26,8 +27,8 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith(b"\n"):
                 return  # torn last line
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
                 continue
             if isinstance(record, dict):
                 yield record
@@ -56,7 +57,7 @@ class Journal:
     def append(self, record: dict[str, Any]) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+        self._queue.put(orjson.dumps(record) + b"\n")
 
     def _run(self) -> None:
         while True:
