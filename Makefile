@@ -28,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python bench/tile_bench.py
+	$(OFFLINE) $(BIN)/python bench/caption_bench.py
 
 clean:
 	rm -rf demo .pytest_cache
