@@ -1,7 +1,8 @@
 """Caption backends behind one small interface.
 
 A backend checks its models before any tile (``preflight``) and captions one
-image at a time on a host it names (``caption``). It raises ``TransientError``
+image at a time on a host it names (``caption``). It may also check the tiles
+up front (``check_tiles``), as the simulated panel does. It raises ``TransientError``
 for what a retry may fix and ``ModelMissing`` for what it cannot. The caption
 stage owns scheduling, retries, content checks and the journal.
 """
@@ -18,6 +19,16 @@ class ModelInfo:
     digest: str  # identical on every host that serves it
     capabilities: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TileInfo:
+    """Where a tile is. VLM backends need only the image; the simulated panel reads the scene here."""
+
+    tile_id: str
+    crs: str
+    bounds: tuple[float, float, float, float]  # in crs; NaN when unknown
+    gsd: float | None
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class Backend(Protocol):
 
     async def preflight(self, models: Sequence[str]) -> dict[str, ModelInfo]: ...
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions) -> Reply: ...
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+    # optional: def check_tiles(self, tiles: Sequence[TileInfo]) -> None, raising an UrbanlnError

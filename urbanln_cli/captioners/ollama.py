@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Sequence
 
-from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TransientError
+from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TileInfo, TransientError
 from urbanln_cli.errors import ServiceUnavailable, UsageProblem
 from urbanln_cli.redact import public_host, redact
 
@@ -94,7 +94,7 @@ class OllamaBackend:
 
     # ------------------------------------------------------------ captions
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions) -> Reply:
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo | None = None) -> Reply:
         import httpx
         import ollama
 

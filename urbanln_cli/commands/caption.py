@@ -13,7 +13,7 @@ from urbanln_cli.commands import _common
 def caption(
     ctx: typer.Context,
     tiles: Annotated[Path, typer.Argument(help="Tiles dataset from `urbanln tile`.")] = Path("tiles"),
-    models: Annotated[str, typer.Option(help="Comma-separated aliases or Ollama tags (see --list-models).")] = "llava,qwen-vl",
+    models: Annotated[str, typer.Option(help="Comma-separated aliases or Ollama tags (see --list-models), or the simulated panel: sim:precise,sim:verbose,sim:hallucinating,sim:generic.")] = "llava,qwen-vl",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output captions dataset folder.")] = Path("captions"),
     host: Annotated[Optional[List[str]], typer.Option(help="Ollama server URL; repeat to spread the load over several. \\[default: $OLLAMA_HOST or http://127.0.0.1:11434]", envvar="OLLAMA_HOST", show_default=False)] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight per host (match the server's OLLAMA_NUM_PARALLEL).")] = 4,
@@ -31,6 +31,7 @@ def caption(
     stream: Annotated[bool, typer.Option("--stream", help="Stream tokens (more client CPU per request).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Caption again the rows that failed in earlier runs.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Caption only the first N tiles (to try a prompt).", show_default=False)] = None,
+    scene: Annotated[Optional[Path], typer.Option(help="scene.json of a synthetic city, for sim: models. \\[default: the one beside the tiles' source]", show_default=False)] = None,
     list_models: Annotated[bool, typer.Option("--list-models", help="Show the model aliases and what each host has pulled, then exit.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other models, prompt or options.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
@@ -68,6 +69,7 @@ def caption(
         retry_failed=retry_failed,
         limit=limit,
         overwrite=overwrite,
+        scene=scene,
     )
     with _common.progress_bar("captioning") as update:
         result = run_caption(config, progress=update, run=_common.run_info(ctx))

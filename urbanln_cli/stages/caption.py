@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import operator
 import random
 import re
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from urbanln_cli import artifacts
-from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, ModelMissing, TransientError
+from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, ModelMissing, TileInfo, TransientError
 from urbanln_cli.errors import Interrupted, OutputExistsError, ServiceUnavailable, UsageProblem
 from urbanln_cli.journal import Journal, read_records
 from urbanln_cli.prompts import Prompt, load_prompt
@@ -64,6 +65,7 @@ class CaptionConfig:
     retry_failed: bool = False
     limit: int | None = None  # caption only the first N tiles of the shard
     overwrite: bool = False
+    scene: Path | None = None  # sim: models only; default: scene.json beside the tiles' source raster
 
     def check(self) -> None:
         i, n = self.shard
@@ -135,14 +137,32 @@ def caption(
     tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     prompt = load_prompt(config.prompt)
     if backend is None:
-        from urbanln_cli.captioners.ollama import OllamaBackend
-
-        backend = OllamaBackend(config.hosts, timeout=config.timeout, stream=config.stream)
+        backend = _backend_for(config)
     job = _Job(config, tiles_ds, tiles_manifest, prompt, backend, progress or (lambda *a, **k: None), run)
     try:
         return asyncio.run(job.run())
     except KeyboardInterrupt:
         raise Interrupted(f"captioning interrupted; {job.finished} captions are kept in {artifacts.partial_dir(config.out)}") from None
+
+
+def _backend_for(config: CaptionConfig) -> Backend:
+    """Ollama for real models; the simulated panel for sim:<persona> models of a synthetic city."""
+    sim = [m.startswith("sim:") for m in config.models]
+    if not any(sim):
+        from urbanln_cli.captioners.ollama import OllamaBackend
+
+        return OllamaBackend(config.hosts, timeout=config.timeout, stream=config.stream)
+    if not all(sim):
+        raise UsageProblem("sim: models and Ollama models cannot share a run", hint="caption with each kind in its own run, into its own -o folder")
+    from urbanln_cli.captioners.sim import SimBackend, scene_for_tiles
+
+    scene = config.scene or scene_for_tiles(config.tiles)
+    if scene is None:
+        raise UsageProblem(
+            "sim: models need the scene of a synthetic city",
+            hint="pass --scene city/scene.json (written by `urbanln synth city`), or use Ollama models for real imagery",
+        )
+    return SimBackend(scene)
 
 
 class _HostHealth:
@@ -159,6 +179,8 @@ class _Job:
         self.tile_ids: list[str] = tiles_ds.data.column("tile_id").to_pylist()
         self.gsd: list[float | None] = tiles_ds.data.column("gsd").to_pylist() if "gsd" in columns else [None] * len(self.tile_ids)
         self.images = tiles_ds.data.column("image")
+        geometry = [tiles_ds.data.column(c).to_pylist() if c in columns else [None] * len(self.tile_ids) for c in ("crs", "minx", "miny", "maxx", "maxy")]
+        self.geometry = list(zip(*geometry))
         self.image_sha = (
             tiles_ds.data.column("image_sha256").to_pylist()
             if "image_sha256" in columns
@@ -189,6 +211,10 @@ class _Job:
             img.save(buf, "PNG")
             return buf.getvalue()
 
+    def tile_info(self, i: int) -> TileInfo:
+        crs, *bounds = self.geometry[i]
+        return TileInfo(self.tile_ids[i], crs or "", tuple(math.nan if b is None else b for b in bounds), self.gsd[i])
+
     def key(self, i: int, info: ModelInfo) -> tuple[str, ...]:
         return (self.tile_ids[i], self.image_sha[i], info.digest, self.prompt.sha256, self.options_sha)
 
@@ -196,6 +222,9 @@ class _Job:
         config = self.config
         try:
             infos = await self.backend.preflight(config.models)
+            check_tiles = getattr(self.backend, "check_tiles", None)
+            if check_tiles is not None:
+                check_tiles([self.tile_info(i) for i in self.indices])
         except BaseException:
             await self.backend.aclose()
             raise
@@ -221,7 +250,10 @@ class _Job:
             self._seed_from_output(config.out)
         journal_path = artifacts.partial_dir(config.out) / "journal.jsonl"
         with _no_gc():  # 100k small dicts would trigger many full collections for nothing
+            names = list(caption_features())
             for record in read_records(journal_path):
+                if len(record) != len(names):  # written by an older urbanln: fill new columns
+                    record = {name: record.get(name) for name in names}
                 self.records[record_key(record)] = record
         todo: dict[str, list[int]] = {model: [] for model in config.models}
         for i, model, key in keys:
@@ -284,6 +316,7 @@ class _Job:
                 "prompt_tokens": getattr(reply, "prompt_tokens", None),
                 "output_tokens": getattr(reply, "output_tokens", None),
                 "host": host,
+                "sentence_labels": _labels_json(reply),
             }
             journal.append(record)
             self.records[record_key(record)] = {**record, "_this_run": True}
@@ -310,9 +343,10 @@ class _Job:
                     # content failures are retried at once, on this slot, with a new seed each time
                     while True:
                         task["requests"] += 1
+                        i = task["index"]
                         reply = await self.backend.caption(
-                            host, info.tag, self.image(task["index"]), self.prompt.render(self.gsd[task["index"]]),
-                            config.options.for_attempt(task["content_attempts"]),
+                            host, info.tag, self.image(i), self.prompt.render(self.gsd[i]),
+                            config.options.for_attempt(task["content_attempts"]), self.tile_info(i),
                         )
                         problem = content_problem(reply.text)
                         if problem is None or task["content_attempts"] >= config.content_retries:
@@ -387,6 +421,7 @@ class _Job:
                 "tiles": len(self.indices),
                 "plan_sha256": plan_sha,
                 "scheduling": "one model at a time across all tiles; each host gets --concurrency requests in flight",
+                "scene": str(config.scene) if config.scene else None,
             },
         )
         artifacts.write_dataset(ds, config.out, manifest, overwrite=True)  # the plan check above guards real overwrites
@@ -413,6 +448,12 @@ def _remove_empty(folder: Path) -> None:
         pass
 
 
+def _labels_json(reply) -> str | None:
+    """The simulated panel's per-sentence truth labels, as JSON; None for real models."""
+    labels = getattr(reply, "extra", {}).get("sentence_labels") if reply is not None else None
+    return json.dumps(labels) if labels is not None else None
+
+
 def caption_features():
     from datasets import Features, Value
 
@@ -433,6 +474,8 @@ def caption_features():
             "prompt_tokens": Value("int32"),
             "output_tokens": Value("int32"),
             "host": Value("string"),
+            # sim: models only: [{"text", "label"}] per sentence, label "true" or the error made. Never a training input.
+            "sentence_labels": Value("string"),
         }
     )
 

@@ -1,0 +1,106 @@
+"""The simulated VLM panel (`sim:<persona>`): captions from a scene, with labelled errors."""
+
+import json
+import random
+
+import datasets
+import pytest
+
+from tests.fakes.rasters import make_geotiff
+from urbanln_cli.captioners import TileInfo
+from urbanln_cli.captioners.sim import PERSONAS, Scene, tile_facts, write_caption
+from urbanln_cli.stages.caption import CaptionConfig, caption
+from urbanln_cli.stages.tile import TileConfig, tile
+
+ORIGIN = (500_000.0, 4_400_000.0)  # top-left corner, EPSG:32650, 1 m pixels, 128 × 64 m
+
+
+def _box(x0, y0, x1, y1):
+    return {"polygon": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], "bbox": [x0, y0, x1, y1]}
+
+
+def _scene(folder):
+    """A tiny hand-made city: the west tile has houses and a road, the east tile a lake and cars."""
+    x0, ytop = ORIGIN
+    houses = []
+    for i in range(6):
+        bx, by = x0 + 2 + i * 10, ytop - 20
+        box = _box(bx, by, bx + 9, by + 9)
+        houses.append({"id": i, "use": "residential", "zone": "suburb", "footprint": box["polygon"], "bbox": box["bbox"],
+                       "height_m": 6, "storeys": 2, "roof_colour": "red", "roof_material": "tile", "floor_area_m2": 162,
+                       "population": 3, "carbon": 0, "gdp": 0})
+    scene = {
+        "version": 1, "seed": 0, "style": "test", "size": 128, "gsd": 1.0, "crs": "EPSG:32650",
+        "transform": [1.0, 0.0, x0, 0.0, -1.0, ytop],
+        "buildings": houses,
+        "roads": [{"id": 0, "class": "arterial", "lanes": 4, "width_m": 14, "line": [[x0, ytop - 40], [x0 + 64, ytop - 40]],
+                   "bbox": [x0, ytop - 40, x0 + 64, ytop - 40]}],
+        "water": [{"id": 0, "kind": "lake", **_box(x0 + 70, ytop - 60, x0 + 126, ytop - 4)}],
+        "vehicles": [{"id": i, "x": x0 + 66 + i, "y": ytop - 2, "kind": "car", "heading_deg": 90} for i in range(3)],
+        "parks": [], "rail": [], "sports_fields": [], "trees": [], "zones": [],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scene.json").write_text(json.dumps(scene))
+    make_geotiff(folder / "imagery.tif", width=128, height=64, res=1.0, crs="EPSG:32650", origin=ORIGIN)
+    return folder
+
+
+@pytest.fixture
+def city_tiles(tmp_path):
+    city = _scene(tmp_path / "city")
+    return tile(TileConfig(inputs=(city / "imagery.tif",), out=tmp_path / "tiles", size=64)).out, city
+
+
+def test_facts_follow_the_scene(city_tiles):
+    _, city = city_tiles
+    scene = Scene(city / "scene.json")
+    x0, ytop = ORIGIN
+    west = tile_facts(scene, TileInfo("w", "EPSG:32650", (x0, ytop - 64, x0 + 64, ytop), 1.0))
+    assert west.land_use == "residential" and west.buildings == 6 and west.roofs == ["red"]
+    assert west.roads == {"arterial": 4} and west.water is None and west.cars == 0
+    east = tile_facts(scene, TileInfo("e", "EPSG:32650", (x0 + 64, ytop - 64, x0 + 128, ytop), 1.0))
+    assert east.land_use == "water" and east.water == "lake" and east.cars == 3 and east.buildings == 0
+
+
+def test_precise_persona_without_errors_says_only_true_things(city_tiles):
+    _, city = city_tiles
+    scene = Scene(city / "scene.json")
+    x0, ytop = ORIGIN
+    facts = tile_facts(scene, TileInfo("w", "EPSG:32650", (x0, ytop - 64, x0 + 64, ytop), 1.0))
+    perfect = PERSONAS["precise"].__class__(**{**PERSONAS["precise"].__dict__, "omission": 0, "wrong_count": 0,
+                                              "wrong_land_use": 0, "hallucinated_object": 0})
+    text, labels = write_caption(perfect, facts, random.Random(0))
+    assert all(s["label"] == "true" for s in labels["sentences"]) and labels["omitted"] == []
+    assert "housing" in text and "About 6 buildings" in text and "4-lane arterial" in text
+
+
+def test_sim_panel_through_caption(city_tiles, cli, tmp_path):
+    tiles, city = city_tiles
+    result = cli("caption", tiles, "--models", "sim:precise,sim:hallucinating", "-o", tmp_path / "cap", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = datasets.load_from_disk(str(tmp_path / "cap")).to_list()
+    assert len(rows) == 4 and all(r["caption"] and r["host"] == "sim" for r in rows)
+    for row in rows:
+        labels = json.loads(row["sentence_labels"])
+        assert " ".join(s["text"] for s in labels["sentences"]) == row["caption"]
+    manifest = json.loads((tmp_path / "cap" / "urbanln.json").read_text())
+    assert manifest["models"]["sim:precise"]["digest"].startswith("sha256:")
+    # deterministic: the same command again is a finished run; a fresh folder gives the same text
+    again = caption(CaptionConfig(tiles=tiles, out=tmp_path / "cap2", models=("sim:precise", "sim:hallucinating")))
+    assert again.rows == 4
+    assert datasets.load_from_disk(str(tmp_path / "cap2"))["caption"] == [r["caption"] for r in rows]
+
+
+def test_sim_refuses_real_imagery_and_unknown_personas(tmp_path, cli, city_tiles):
+    make_geotiff(tmp_path / "real" / "photo.tif", width=64, height=64)
+    real = tile(TileConfig(inputs=(tmp_path / "real" / "photo.tif",), out=tmp_path / "real_tiles", size=64)).out
+    _, city = city_tiles
+    result = cli("caption", real, "--models", "sim:precise", "--scene", city / "scene.json", "-o", tmp_path / "c")
+    assert result.exit_code == 3 and "not part of the synthetic city" in result.stderr
+    assert "hint: " in result.stderr and "Ollama" in result.stderr
+    result = cli("caption", real, "--models", "sim:precise", "-o", tmp_path / "c")
+    assert result.exit_code == 2 and "need the scene" in result.stderr
+    result = cli("caption", city_tiles[0], "--models", "sim:precize", "-o", tmp_path / "c")
+    assert result.exit_code == 2 and "did you mean 'precise'" in result.stderr
+    result = cli("caption", city_tiles[0], "--models", "sim:precise,llava", "-o", tmp_path / "c")
+    assert result.exit_code == 2 and "cannot share a run" in result.stderr
