@@ -38,8 +38,8 @@ def server():
 
 
 def _config(tiles, out, server, **kw):
-    kw = {"hosts": (server.url,), "backoff": 0.01, "timeout": 5} | kw
-    return CaptionConfig(tiles=tiles, out=out, models=MODELS, **kw)
+    kw = {"hosts": (server.url,), "backoff": 0.01, "timeout": 5, "models": MODELS} | kw
+    return CaptionConfig(tiles=tiles, out=out, **kw)
 
 
 def _rows(out):
@@ -220,15 +220,52 @@ def test_changed_prompt_is_new_work(tiles, tmp_path, server):
     assert server.chats == before and result.counts["reused"] == 8
 
 
-def test_secrets_stay_secret(tiles, tmp_path, server, monkeypatch):
+def test_secrets_stay_secret(tiles, tmp_path, server, monkeypatch, cli):
+    import base64
+
     monkeypatch.setenv("OLLAMA_API_KEY", "sk-very-secret")
-    host = server.url.replace("http://", "http://alice:hunter2@")
     server.inject("500", model="llava:7b")
-    caption(_config(tiles, tmp_path / "cap", server, hosts=(host,)))
-    assert server.headers_seen[0].get("authorization") == "Bearer sk-very-secret"  # the server did get it
+    caption(_config(tiles, tmp_path / "cap", server))
+    assert server.headers_seen[0].get("authorization") == "Bearer sk-very-secret"  # the server did get the key
+    monkeypatch.delenv("OLLAMA_API_KEY")
+    for host in (server.url.replace("http://", "http://alice:hunter2@"), server.url.replace("http://", "alice:hunter2@")):
+        result = cli("caption", tiles, "--models", "llava", "--host", host, "-o", tmp_path / "cap2", "--overwrite")
+        assert result.exit_code == 0, result.stderr
+        assert server.headers_seen[-1].get("authorization") == "Basic " + base64.b64encode(b"alice:hunter2").decode()
+        text = (tmp_path / "cap2" / "urbanln.json").read_text() + json.dumps(_rows(tmp_path / "cap2")) + result.stderr
+        for secret in ("sk-very-secret", "hunter2", "alice"):
+            assert secret not in text
     text = (tmp_path / "cap" / "urbanln.json").read_text() + json.dumps(_rows(tmp_path / "cap"))
-    for secret in ("sk-very-secret", "hunter2", "alice"):
-        assert secret not in text
+    assert "sk-very-secret" not in text
+    result = cli("caption", tiles, "--models", "llava", "--host", "alice:hunter2@127.0.0.1:99999", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "hunter2" not in result.stderr
+
+
+def test_several_hosts_in_ollama_host(tiles, tmp_path, cli):
+    with FakeOllama() as a, FakeOllama() as b:
+        result = cli("caption", tiles, "--models", "llava", "-o", tmp_path / "cap", env={"OLLAMA_HOST": f"{a.url} {b.url}"})
+        assert result.exit_code == 0, result.stderr
+        assert a.chats > 0 and b.chats > 0
+
+
+def test_same_blob_under_two_tags_gives_two_rows(tiles, tmp_path):
+    with FakeOllama({"llava:7b": VISION, "llava:latest": VISION}) as srv:
+        srv.digest = lambda model: "sha256:" + "1" * 64  # one blob, two names
+        caption(_config(tiles, tmp_path / "cap", srv, models=("llava:7b", "llava:latest")))
+    rows = _rows(tmp_path / "cap")
+    assert [r["model"] for r in rows[:2]] == ["llava:7b", "llava:latest"] and len(rows) == 16
+
+
+def test_an_outage_is_redone_not_recorded_as_failures(tiles, tmp_path):
+    with FakeOllama(latency=0.01) as srv:
+        srv.stop_after(3)
+        with pytest.raises(ServiceUnavailable):
+            caption(_config(tiles, tmp_path / "cap", srv, retries=0, concurrency=1))
+    records = list(read_records(tmp_path / "cap.partial" / "journal.jsonl"))
+    assert records and all(r["error"] is None for r in records)
+    with FakeOllama(latency=0.01) as srv:
+        result = caption(_config(tiles, tmp_path / "cap", srv, retries=0))
+    assert result.counts["failed"] == 0 and result.counts["reused"] == len(records)
 
 
 def test_journal_survives_a_torn_line(tmp_path):
@@ -290,3 +327,9 @@ def test_against_a_real_server(tiles, tmp_path, cli):
     assert result.exit_code == 0, result.stderr
     rows = _rows(tmp_path / "cap")
     assert len(rows) == 2 and all(r["caption"] and r["error"] is None for r in rows)
+
+
+@pytest.mark.parametrize("bad", [{"limit": 0}, {"limit": -1}, {"timeout": float("nan")}, {"concurrency": 0}, {"shard": (3, 3)}])
+def test_bad_options_are_usage_errors(tiles, tmp_path, bad):
+    with pytest.raises(UsageProblem):
+        CaptionConfig(tiles=tiles, out=tmp_path / "c", **bad).check()

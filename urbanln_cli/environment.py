@@ -38,9 +38,11 @@ def _gpu() -> dict[str, Any]:
 def ollama_status(host: str | None, timeout: float = 3.0) -> dict[str, Any]:
     """Whether an Ollama server answers at ``host``, and which models it has pulled."""
     import httpx
-    import ollama
 
+    from urbanln_cli.captioners.ollama import import_ollama
     from urbanln_cli.redact import public_host
+
+    ollama = import_ollama()
 
     host = host or DEFAULT_OLLAMA_HOST
     try:

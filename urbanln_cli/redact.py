@@ -6,8 +6,19 @@ import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_USERINFO = re.compile(r"://[^/\s:@]+(?::[^/\s@]*)?@")
+# user[:password]@ before a host, with or without a scheme; the password may itself hold '@'
+_USERINFO = re.compile(r"(?:(?<=://)|(?<![^\s'\"=(]))[^\s/'\"=()]*@(?=[^\s/'\"@]+)")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+
+
+def credentials(host: str) -> tuple[str, str] | None:
+    """(user, password) written into a host URL, for HTTP basic auth; None when there are none."""
+    parts = urlsplit(host if "://" in host else f"http://{host}")
+    if parts.username is None and parts.password is None:
+        return None
+    from urllib.parse import unquote
+
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 def public_host(host: str) -> str:
@@ -21,7 +32,7 @@ def public_host(host: str) -> str:
 
 def redact(text: str) -> str:
     """Drop user:password@ from URLs, bearer tokens, and the value of OLLAMA_API_KEY."""
-    text = _USERINFO.sub("://", text)
+    text = _USERINFO.sub("", text)
     text = _BEARER.sub(r"\1[redacted]", text)
     key = os.environ.get("OLLAMA_API_KEY")
     if key:

@@ -201,7 +201,7 @@ class FakeOllama:
                         threading.Thread(target=fake.stop, daemon=True).start()
                     fake.requests.append({k: v for k, v in body.items() if k != "messages"} | {
                         "prompt": body["messages"][-1].get("content", ""), "n_images": len(body["messages"][-1].get("images") or [])})
-                    fake.headers_seen.append(dict(self.headers))
+                    fake.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
                 if model not in fake.models:
                     return self._json(404, {"error": f"model '{model}' not found, try pulling it first"})
                 fault = fake._next_fault(model)

@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from typing import Sequence
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TileInfo, TransientError
 from urbanln_cli.errors import ServiceUnavailable, UsageProblem
-from urbanln_cli.redact import public_host, redact
+from urbanln_cli.redact import credentials, public_host, redact
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 CONNECT_TIMEOUT = 10.0
 
 
+def import_ollama():
+    """Import the ollama package with OLLAMA_HOST hidden.
+
+    ollama builds a default client at import time from OLLAMA_HOST, and fails on a
+    value that is fine for us: several space-separated hosts (one per --host).
+    """
+    if "ollama" in sys.modules:
+        return sys.modules["ollama"]
+    saved = os.environ.pop("OLLAMA_HOST", None)
+    try:
+        import ollama
+    finally:
+        if saved is not None:
+            os.environ["OLLAMA_HOST"] = saved
+    return ollama
+
+
 class OllamaBackend:
     def __init__(self, hosts: Sequence[str], *, timeout: float = 300.0, stream: bool = False):
         import httpx
-        import ollama
+
+        ollama = import_ollama()
 
         self.stream = stream
         # One explicit timeout on every request: connect fast, but let a long generation finish.
@@ -24,9 +44,11 @@ class OllamaBackend:
         self._clients = {}
         for raw in hosts:
             try:
-                self._clients[public_host(raw)] = ollama.AsyncClient(host=raw, timeout=self._timeout)
+                user = credentials(raw)  # ollama drops user:password from the URL; send it as basic auth
+                auth = httpx.BasicAuth(*user) if user else None
+                self._clients[public_host(raw)] = ollama.AsyncClient(host=raw, timeout=self._timeout, auth=auth)
             except ValueError as exc:  # e.g. a port out of range
-                raise UsageProblem(f"--host {redact(raw)} is not a valid URL ({exc})", hint="e.g. --host http://gpu-box:11434") from None
+                raise UsageProblem(f"--host {redact(raw)} is not a valid URL ({redact(str(exc))})", hint="e.g. --host http://gpu-box:11434") from None
         self.hosts = list(self._clients)
 
     async def aclose(self) -> None:
@@ -38,7 +60,8 @@ class OllamaBackend:
     async def preflight(self, models: Sequence[str]) -> dict[str, ModelInfo]:
         """Each host answers; each model is pulled everywhere, sees images, and has one digest."""
         import httpx
-        import ollama
+
+        ollama = import_ollama()
 
         digests: dict[str, dict[str, str]] = {m: {} for m in models}
         for host, client in self._clients.items():
@@ -96,7 +119,8 @@ class OllamaBackend:
 
     async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo | None = None) -> Reply:
         import httpx
-        import ollama
+
+        ollama = import_ollama()
 
         client = self._clients[host]
         request = dict(

@@ -73,7 +73,9 @@ class CaptionConfig:
             raise UsageProblem(f"--shard {i}/{n} is not i/n with 0 <= i < n")
         if self.concurrency < 1 or self.retries < 0 or self.content_retries < 0:
             raise UsageProblem("--concurrency must be at least 1, and retries at least 0")
-        if self.timeout <= 0 or self.options.num_predict < 1 or self.image_size < 32:
+        if self.limit is not None and self.limit < 1:
+            raise UsageProblem(f"--limit {self.limit} must be at least 1")
+        if not (math.isfinite(self.timeout) and self.timeout > 0) or self.options.num_predict < 1 or self.image_size < 32:
             raise UsageProblem("--timeout, --num-predict and --image-size must be positive (image size at least 32)")
         if not self.models:
             raise UsageProblem("no models given", hint="e.g. --models llava,qwen-vl")
@@ -101,11 +103,14 @@ def options_that_change_output(config: CaptionConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config.options).items() if k != "keep_alive"} | {"image_size": config.image_size}
 
 
-KEY_FIELDS = ("tile_id", "image_sha256", "model_digest", "prompt_sha256", "options_sha256")
+KEY_FIELDS = ("tile_id", "image_sha256", "model", "model_digest", "prompt_sha256", "options_sha256")
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, ...]:
-    """What identifies a caption's work: the tile, its image bytes, the model version, prompt and options."""
+    """What identifies a caption's work: the tile, its image bytes, the model (tag and version), prompt and options.
+
+    The tag counts as well as the digest: llava:7b and llava:latest are often one blob, but two rows.
+    """
     return tuple(record[f] for f in KEY_FIELDS)
 
 
@@ -216,7 +221,7 @@ class _Job:
         return TileInfo(self.tile_ids[i], crs or "", tuple(math.nan if b is None else b for b in bounds), self.gsd[i])
 
     def key(self, i: int, info: ModelInfo) -> tuple[str, ...]:
-        return (self.tile_ids[i], self.image_sha[i], info.digest, self.prompt.sha256, self.options_sha)
+        return (self.tile_ids[i], self.image_sha[i], info.tag, info.digest, self.prompt.sha256, self.options_sha)
 
     async def run(self) -> CaptionResult:
         config = self.config
@@ -237,7 +242,7 @@ class _Job:
         config = self.config
         prompt_sha, options_sha, ids, shas = self.prompt.sha256, self.options_sha, self.tile_ids, self.image_sha
         digests = [(m, infos[m].digest) for m in config.models]
-        keys = [(i, m, (ids[i], shas[i], d, prompt_sha, options_sha)) for i in self.indices for m, d in digests]
+        keys = [(i, m, (ids[i], shas[i], m, d, prompt_sha, options_sha)) for i in self.indices for m, d in digests]
         plan_sha = hashlib.sha256("\n".join("|".join(k) for _, _, k in keys).encode()).hexdigest()
         existing = artifacts.read_manifest(config.out) if config.out.exists() else None
         if config.out.exists():
@@ -288,7 +293,7 @@ class _Job:
         config = self.config
         queue: asyncio.Queue = asyncio.Queue()
         for i in todo:
-            queue.put_nowait({"index": i, "requests": 0, "attempts": 0, "content_attempts": 0})
+            queue.put_nowait({"index": i, "requests": 0, "attempts": 0, "content_attempts": 0, "forgiven": 0})
         health = {host: _HostHealth() for host in self.backend.hosts}
         state = {"remaining": len(todo), "fatal": None}
         n_workers = len(health) * config.concurrency
@@ -339,13 +344,18 @@ class _Job:
                     queue.put_nowait(task)
                     return
                 started = time.monotonic()
+                i = task["index"]
+                try:
+                    image = self.image(i)
+                except Exception as exc:  # a damaged tile: record it, do not stop the run
+                    finish(task, "", ("bad_image", f"cannot read the tile's image: {exc}"), started, host)
+                    continue
                 try:
                     # content failures are retried at once, on this slot, with a new seed each time
                     while True:
                         task["requests"] += 1
-                        i = task["index"]
                         reply = await self.backend.caption(
-                            host, info.tag, self.image(i), self.prompt.render(self.gsd[i]),
+                            host, info.tag, image, self.prompt.render(self.gsd[i]),
                             config.options.for_attempt(task["content_attempts"]), self.tile_info(i),
                         )
                         problem = content_problem(reply.text)
@@ -372,11 +382,22 @@ class _Job:
                                     hint="check the Ollama servers (`urbanln env --host …`), then run the same command again to resume",
                                 )
                                 stop_all()
+                    if state["fatal"] is not None:
+                        continue  # every host is down: this request is redone on the next run, not recorded as failed
+                    if health[host].dead:
+                        queue.put_nowait(task)  # not the tile's fault: another host takes it
+                        continue
+                    delay = min(BACKOFF_CAP, config.backoff * 2 ** task["attempts"]) * random.uniform(0.5, 1.5)
+                    if exc.error_class in ("connection", "timeout") and task["forgiven"] < HOST_FAILURE_LIMIT:
+                        # A host going down fails its requests before it leaves the rotation; those
+                        # are the host's failures, not the tile's, so they do not use up its retries.
+                        task["forgiven"] += 1
+                        retry_later(task, delay)
+                        continue
                     task["attempts"] += 1
                     if task["attempts"] > config.retries or exc.error_class in PERMANENT:
                         finish(task, "", (exc.error_class, exc.message), started, host)
                     else:
-                        delay = min(BACKOFF_CAP, config.backoff * 2 ** (task["attempts"] - 1)) * random.uniform(0.5, 1.5)
                         retry_later(task, delay)
                     continue
                 health[host].failures = 0
