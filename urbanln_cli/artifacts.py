@@ -31,6 +31,7 @@ MANIFEST_NAME = "urbanln.json"
 
 # stage name -> the command that writes it (for hints when the wrong artifact is given)
 PRODUCERS = {
+    "synth": "urbanln synth city OUT/",
     "tiles": "urbanln tile IMAGERY",
     "labels": "urbanln label tiles/ --raster NAME=PATH",
     "captions": "urbanln caption tiles/ --models llava",

@@ -109,9 +109,9 @@ def root(
 
 
 def _register() -> None:
-    from urbanln_cli.commands import caption, env, inspect, label, tile
+    from urbanln_cli.commands import caption, env, inspect, label, synth, tile
 
-    for module in (tile, label, caption, inspect, env):
+    for module in (tile, label, caption, inspect, env, synth):
         module.register(app)
 
 

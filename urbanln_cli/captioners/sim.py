@@ -43,17 +43,17 @@ class Persona:
 
 
 PERSONAS = {
-    "precise": Persona(detail=2, omission=0.10, wrong_count=0.05, wrong_land_use=0.03, hallucinated_object=0.03,
+    "precise": Persona(detail=5, omission=0.10, wrong_count=0.05, wrong_land_use=0.03, hallucinated_object=0.03,
                        hallucinated_small_object=0.0, boilerplate=0.0, style="plain"),
-    "verbose": Persona(detail=6, omission=0.05, wrong_count=0.15, wrong_land_use=0.05, hallucinated_object=0.15,
+    "verbose": Persona(detail=12, omission=0.05, wrong_count=0.15, wrong_land_use=0.05, hallucinated_object=0.15,
                        hallucinated_small_object=0.15, boilerplate=0.5, style="florid"),
-    "hallucinating": Persona(detail=4, omission=0.15, wrong_count=0.30, wrong_land_use=0.25, hallucinated_object=0.50,
+    "hallucinating": Persona(detail=6, omission=0.15, wrong_count=0.30, wrong_land_use=0.25, hallucinated_object=0.50,
                              hallucinated_small_object=0.60, boilerplate=0.2, style="florid"),
-    "generic": Persona(detail=0, omission=0.50, wrong_count=0.10, wrong_land_use=0.10, hallucinated_object=0.05,
+    "generic": Persona(detail=1, omission=0.50, wrong_count=0.10, wrong_land_use=0.10, hallucinated_object=0.05,
                        hallucinated_small_object=0.05, boilerplate=0.8, style="vague"),
 }
 
-_KINDS = ("buildings", "roads", "rail", "parks", "water", "sports_fields", "trees", "vehicles")
+_KINDS = ("buildings", "roads", "rail", "parks", "water", "sports_fields", "trees", "vehicles", "zones", "paved", "fields")
 
 
 class Scene:
@@ -148,6 +148,10 @@ class Facts:
     trees: int
     cars: int
     gsd: float
+    zone: str | None = None
+    storey_range: tuple[int, int] = (0, 0)
+    parking: int = 0
+    crops: tuple[str, ...] = ()
 
 
 def tile_facts(scene: Scene, tile: TileInfo) -> Facts:
@@ -191,7 +195,29 @@ def tile_facts(scene: Scene, tile: TileInfo) -> Facts:
         trees=len(scene.query("trees", bounds)),
         cars=len(vehicles),
         gsd=tile.gsd or 1.0,
+        zone=_zone_at(scene, ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)),
+        storey_range=(min(b.get("storeys", 1) for b in inside), max(b.get("storeys", 1) for b in inside)) if inside else (0, 0),
+        parking=sum(1 for p in scene.query("paved", bounds) if p.get("kind") == "parking"),
+        crops=tuple(sorted({f.get("crop", "crops") for f in scene.query("fields", bounds)}))[:2],
     )
+
+
+def _zone_at(scene: Scene, point: tuple[float, float]) -> str | None:
+    x, y = point
+    for zone in scene.query("zones", (x, y, x, y)):
+        if _inside(point, zone.get("polygon") or []):
+            return zone.get("name")
+    return None
+
+
+def _inside(point, polygon) -> bool:
+    """Even-odd ray casting."""
+    x, y = point
+    inside = False
+    for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]):
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
 
 
 # ---------------------------------------------------------------- writing
@@ -221,6 +247,19 @@ _BOILERPLATE = [
 ]
 
 
+_ZONE_TEXT = {
+    "centre": "the dense city centre", "residential_high": "a high-density residential district",
+    "residential_mid": "a mid-density residential area", "residential_low": "a low-density suburb",
+    "industrial": "an industrial zone", "park": "a large park", "village": "a village at the edge of the city",
+    "farmland": "farmland outside the city",
+}
+# A florid persona pads sentences the way chatty VLMs do; the padding asserts nothing.
+_FLOURISH = [
+    ", which is clearly visible from above", ", as can be seen in the image", ", giving the scene a distinctive character",
+    ", in a way that is typical of such areas", ", adding to the overall texture of the landscape",
+]
+
+
 def _height_words(storeys: float) -> str:
     return "low-rise" if storeys <= 3 else "mid-rise" if storeys <= 8 else "high-rise"
 
@@ -242,6 +281,8 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
         if may_omit and label == "true" and rng.random() < persona.omission:
             omitted.append(fact)
             return
+        if florid:
+            text = text[:-1] + rng.choice(_FLOURISH) + "."
         sentences.append({"text": text, "label": label, "fact": fact})
 
     if rng.random() < persona.boilerplate:
@@ -256,14 +297,15 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
         n, label = facts.buildings, "true"
         if rng.random() < persona.wrong_count:
             n, label = _wrong_count(rng, facts.buildings), "wrong_count"
-        text = (f"About {n} buildings stand here" if not vague else "There are some buildings") + (
-            f", most of them {_height_words(facts.storeys)} with around {round(facts.storeys)} storeys." if not vague else ".")
+        text = (f"About {n} building{'s' if n != 1 else ''} stand{'s' if n == 1 else ''} here" if not vague else "There are some buildings") + (
+            f", {'most of them ' if n != 1 else ''}{_height_words(facts.storeys)} with around {round(facts.storeys)} storeys." if not vague else ".")
         say("building_count", text, label)
     if facts.roads:
         order = ["highway", "arterial", "local"]
         main = min(facts.roads, key=lambda c: order.index(c) if c in order else 9)
         lanes = facts.roads[main]
-        say("roads", f"A {lanes}-lane {main} road runs through the tile." if not vague else "There are some roads.")
+        article = "An" if str(lanes).startswith("8") or lanes in (11, 18) else "A"
+        say("roads", f"{article} {lanes}-lane {main} road runs through the tile." if not vague else "There are some roads.")
     if facts.water:
         say("water", f"A {facts.water} is visible." if not florid else f"The shimmering surface of a {facts.water} catches the light.")
     if facts.parks:
@@ -271,6 +313,16 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
     if facts.rail:
         say("rail", "Railway tracks cross the area.")
     details = []
+    if facts.zone in _ZONE_TEXT:
+        details.append(("zone", f"This part of the city is {_ZONE_TEXT[facts.zone]}."))
+    if facts.buildings > 1 and facts.storey_range[1] > facts.storey_range[0]:
+        details.append(("storey_range", f"Building heights range from {facts.storey_range[0]} to {facts.storey_range[1]} storeys."))
+    if len(facts.roads) > 1:
+        details.append(("road_classes", f"The street network mixes {' and '.join(sorted(facts.roads))} roads."))
+    if facts.parking:
+        details.append(("parking", "There is a parking lot." if facts.parking == 1 else f"There are {facts.parking} parking lots."))
+    if facts.crops:
+        details.append(("fields", f"Fields of {' and '.join(facts.crops)} are visible."))
     if facts.roofs:
         details.append(("roofs", f"Roofs are mostly {' and '.join(facts.roofs)}."))
     if facts.materials:
