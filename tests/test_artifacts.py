@@ -157,3 +157,11 @@ def test_sharded_dataset_is_published_without_copying(tmp_path):
     assert (tmp_path / "a.arrow").stat().st_nlink == 2  # hard-linked, not copied
     empty = artifacts.write_sharded_dataset([shards[1]], features, tmp_path / "empty", _manifest(rows=0))
     assert datasets.load_from_disk(str(empty)).num_rows == 0
+
+
+def test_an_empty_dataset_round_trips(tmp_path):
+    empty = datasets.Dataset.from_dict({"tile_id": [], "x": []}, features=datasets.Features({"tile_id": datasets.Value("string"), "x": datasets.Value("int64")}))
+    out = artifacts.write_dataset(empty, tmp_path / "labels", _manifest("labels", rows=0))
+    ds, manifest = artifacts.read_dataset(out, "labels")
+    assert ds.num_rows == 0 and list(ds.features) == ["tile_id", "x"] and manifest["rows"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]

@@ -36,7 +36,7 @@ PRODUCERS = {
     "labels": "urbanln label tiles/ --raster NAME=PATH",
     "captions": "urbanln caption tiles/ --models llava",
     "corpus": "urbanln fuse captions/",
-    "run": "urbanln pretrain",
+    "run": "urbanln pretrain --corpus corpus/",
     "embeddings": "urbanln embed",
     "probe": "urbanln probe --target NAME",
 }
@@ -224,6 +224,18 @@ def write_dataset(ds, out: Path | str, manifest: Mapping[str, Any], overwrite: b
 
     out = Path(out)
     datasets.disable_progress_bars()  # our own progress bar is on stderr already
+    if ds.num_rows == 0:
+        # save_to_disk writes no data file for 0 rows, and load_from_disk then fails: keep one empty file
+        import pyarrow as pa
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        empty = out.parent / f".{out.name}.empty-{uuid.uuid4().hex[:8]}.arrow"
+        try:
+            with pa.OSFile(str(empty), "wb") as sink, pa.ipc.new_stream(sink, ds.features.arrow_schema):
+                pass
+            return write_sharded_dataset([(empty, 0)], ds.features, out, manifest, overwrite)
+        finally:
+            empty.unlink(missing_ok=True)
     with staged_dir(out, overwrite) as staging:
         ds.save_to_disk(str(staging))
         write_json_atomic(staging / MANIFEST_NAME, dict(manifest))

@@ -1,0 +1,119 @@
+"""`urbanln pretrain` on CPU with the tiny architecture: exact resume, DDP, export, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.fakes.rasters import make_geotiff
+from urbanln_cli import artifacts
+from urbanln_cli.stages.pretrain import PretrainConfig, pretrain
+from urbanln_cli.stages.tile import TileConfig, tile
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """16 tiles and a corpus with a long caption, a short one and another candidate per tile."""
+    folder = tmp_path_factory.mktemp("pretrain")
+    make_geotiff(folder / "city.tif", width=128, height=128, seed=3)
+    tiles = tile(TileConfig(inputs=(folder / "city.tif",), out=folder / "tiles", size=32, workers=1)).out
+    ids = datasets.load_from_disk(str(tiles))["tile_id"]
+    uses = ["dense residential blocks", "a busy commercial centre", "industrial warehouses", "a green park"]
+    rows = [{"tile_id": t, "caption": f"The tile shows {uses[i % 4]} with {i} buildings along a road. " * 3,
+             "caption_short": f"{uses[i % 4]}", "candidates": json.dumps([{"model": "m2", "caption": f"{uses[i % 4]} seen from above", "score": 0.4}])}
+            for i, t in enumerate(ids)]
+    artifacts.write_dataset(datasets.Dataset.from_list(rows), folder / "corpus",
+                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("test"), inputs=[], rows=len(rows)))
+    return folder, tiles, folder / "corpus"
+
+
+def _config(data, out, **kw):
+    _, tiles, corpus = data
+    base = dict(tiles=tiles, corpus=corpus, out=out, arch="urbanln-tiny", pretrained="none", epochs=4, batch_size=8,
+                queue_size=32, workers=0, save_every=3, log_every=1, lr=1e-3, warmup_steps=2, device="cpu")
+    return PretrainConfig(**(base | kw))
+
+
+def _weights(folder):
+    return load_file(str(folder / "open_clip_model.safetensors"))
+
+
+def _losses(folder):
+    return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_is_bit_exact(data, tmp_path):
+    whole = pretrain(_config(data, tmp_path / "whole", max_steps=6))
+    first = pretrain(_config(data, tmp_path / "split", max_steps=4))
+    assert first.steps == 4
+    second = pretrain(_config(data, tmp_path / "split", max_steps=6))
+    assert second.resumed_from == 4 and second.steps == 6  # the checkpoint at the end of epoch 2
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert whole.final["loss"] == second.final["loss"]
+    # a finished run does nothing
+    again = pretrain(_config(data, tmp_path / "split", max_steps=6))
+    assert again.nothing_to_do
+
+
+def test_loss_falls_and_the_folder_loads_in_open_clip(data, tmp_path):
+    result = pretrain(_config(data, tmp_path / "run", epochs=8, max_steps=16))
+    losses = _losses(tmp_path / "run")
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    import open_clip
+
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'run'}")
+    tokens = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'run'}")(["a long caption " * 100])
+    assert tokens.shape == (1, 248) and model.context_length == 248
+    assert model.encode_text(tokens).shape[-1] == 64
+    manifest = json.loads((tmp_path / "run" / "urbanln.json").read_text())
+    assert manifest["stage"] == "run" and manifest["steps"] == result.steps == 16
+
+
+def test_workers_do_not_change_the_data(data, tmp_path):
+    pretrain(_config(data, tmp_path / "w0", max_steps=3))
+    pretrain(_config(data, tmp_path / "w2", max_steps=3, workers=2))
+    assert _losses(tmp_path / "w0") == _losses(tmp_path / "w2")
+
+
+def test_two_process_ddp_matches_one_process(data, tmp_path):
+    _, tiles, corpus = data
+    args = ["pretrain", "--tiles", str(tiles), "--corpus", str(corpus), "--arch", "urbanln-tiny", "--pretrained", "none",
+            "--epochs", "2", "--batch-size", "8", "--queue-size", "32", "--workers", "0", "--lr", "1e-3", "--warmup-steps", "2",
+            "--device", "cpu", "--max-steps", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "urbanln_cli"]
+    ddp = subprocess.run([*cmd, *args, "-o", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "urbanln_cli", *args, "-o", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4, abs=1e-5)
+
+
+def test_bad_input(data, tmp_path, cli):
+    folder, tiles, corpus = data
+    base = ["pretrain", "--tiles", tiles, "--arch", "urbanln-tiny", "--pretrained", "none", "--batch-size", "8",
+            "--queue-size", "32", "--workers", "0", "--device", "cpu", "--max-steps", "1"]
+    # corpus tiles that are not in --tiles
+    make_geotiff(tmp_path / "other.tif", width=32, height=32)
+    other = tile(TileConfig(inputs=(tmp_path / "other.tif",), out=tmp_path / "other_tiles", size=32)).out
+    result = cli(*base[:1], "--tiles", other, *base[3:], "--corpus", corpus, "-o", tmp_path / "r1")
+    assert result.exit_code == 3 and "not in" in result.stderr and result.stdout == ""
+    # an empty corpus
+    artifacts.write_dataset(datasets.Dataset.from_dict({"tile_id": [], "caption": []}), tmp_path / "empty",
+                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=0))
+    result = cli(*base, "--corpus", tmp_path / "empty", "-o", tmp_path / "r2")
+    assert result.exit_code == 3 and "is empty" in result.stderr
+    # tiles where the corpus should be
+    result = cli(*base, "--corpus", tiles, "-o", tmp_path / "r3")
+    assert result.exit_code == 3 and "holds tiles, but corpus is expected" in result.stderr
+    # resuming a run folder with another architecture
+    assert cli(*base, "--corpus", corpus, "-o", tmp_path / "r4").exit_code == 0
+    result = cli(*base, "--corpus", corpus, "-o", tmp_path / "r4", "--context-length", "134")
+    assert result.exit_code == 3 and "cannot be resumed" in result.stderr and "hint: " in result.stderr

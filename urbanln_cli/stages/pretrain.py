@@ -1,0 +1,376 @@
+"""Stage ``pretrain``: long-text CLIP with momentum self-distillation (a ``run`` model folder).
+
+The model comes from ``urbanln_cli.models``: an open_clip CLIP stretched to 248
+text positions, an EMA teacher with feature queues, and the UrbanLN loss. This
+module is the loop around it: data, schedule, checkpoints, exact resume, DDP.
+
+Multi-GPU and multi-node runs go through torchrun, which sets RANK/WORLD_SIZE:
+``torchrun --nproc_per_node 8 -m urbanln_cli pretrain …``. ``--batch-size`` is
+the global batch; each rank takes its share, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from urbanln_cli import artifacts
+from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UsageProblem
+
+RUNS = Path("runs")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    tiles: Path = Path("tiles")
+    corpus: Path = Path("corpus")
+    out: Path | None = None  # default runs/<name>
+    name: str | None = None  # default: the start time
+    arch: str = "ViT-B-16"
+    pretrained: str = "openai"
+    epochs: int = 20
+    batch_size: int = 64  # global, over all ranks
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    context_length: int = 248
+    keep: int = 20
+    short_weight: float = 0.1
+    distill_weight: float = 0.5
+    momentum: float = 0.995
+    queue_size: int = 4096
+    stage1_epochs: int = 1
+    consensus_prob: float = 0.7
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    export: str = "student"
+    max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise UsageProblem("--epochs must be at least 1, --batch-size at least 2, --lr positive")
+        if self.queue_size % self.batch_size:
+            raise UsageProblem(f"--queue-size {self.queue_size} must be a multiple of --batch-size {self.batch_size}",
+                               hint="the queue is refilled one global batch at a time")
+        if not 0 <= self.consensus_prob <= 1 or not 0 <= self.distill_weight <= 1:
+            raise UsageProblem("--consensus-prob and --distill-weight are between 0 and 1")
+        if self.export not in ("student", "teacher"):
+            raise UsageProblem(f"--export {self.export!r} is not student or teacher")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UsageProblem(f"--device {self.device!r} is not auto, cpu or cuda")
+
+
+@dataclass
+class PretrainResult:
+    out: Path
+    steps: int
+    resumed_from: int
+    nothing_to_do: bool = False
+    final: dict[str, float] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def run_folder(config: PretrainConfig) -> Path:
+    if config.out is not None:
+        return Path(config.out)
+    name = config.name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return RUNS / name
+
+
+def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> PretrainResult:
+    import torch
+    import torch.distributed as dist
+
+    config.check()
+    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    device = _device(config.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if config.batch_size % world:
+        raise UsageProblem(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
+    try:
+        return _Trainer(config, device, rank, world, progress or (lambda *a, **k: None), run).run()
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _device(name: str, local_rank: int):
+    import torch
+
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageProblem("--device cuda, but torch sees no GPU", hint="use --device cpu, or check the CUDA install (`urbanln env`)")
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
+class _Trainer:
+    def __init__(self, config: PretrainConfig, device, rank: int, world: int, progress, run_info):
+        self.config, self.device, self.rank, self.world = config, device, rank, world
+        self.progress, self.run_info = progress, run_info
+        self.out = run_folder(config)
+        self.checkpoints = self.out / "checkpoints"
+
+    # ------------------------------------------------------------ setup
+
+    def _data(self):
+        import datasets
+
+        tiles, tiles_manifest = artifacts.read_dataset(self.config.tiles, "tiles")
+        corpus, corpus_manifest = artifacts.read_dataset(self.config.corpus, "corpus")
+        if corpus.num_rows == 0:
+            raise InputError(f"{self.config.corpus} is empty", hint="check the fuse step's counts with `urbanln inspect`")
+        rows = {t: i for i, t in enumerate(tiles.data.column("tile_id").to_pylist())}
+        corpus_ids = corpus.data.column("tile_id").to_pylist()
+        missing = [t for t in corpus_ids if t not in rows]
+        if missing:
+            raise InputError(
+                f"{len(missing)} of {len(corpus_ids)} corpus tiles are not in {self.config.tiles} (e.g. {missing[0]!r})",
+                hint="pass the tiles the corpus was captioned from with --tiles",
+            )
+        if corpus.num_rows < self.config.batch_size:
+            raise UsageProblem(f"the corpus has {corpus.num_rows} tiles, fewer than --batch-size {self.config.batch_size}",
+                               hint="lower --batch-size")
+        del datasets
+        columns = corpus.column_names
+        shorts = corpus.data.column("caption_short").to_pylist() if "caption_short" in columns else [None] * corpus.num_rows
+        candidates = corpus.data.column("candidates").to_pylist() if "candidates" in columns else [None] * corpus.num_rows
+        from urbanln_cli.training.data import candidates_of
+
+        return (tiles, [rows[t] for t in corpus_ids], corpus.data.column("caption").to_pylist(), shorts,
+                [candidates_of(c) for c in candidates], tiles_manifest, corpus_manifest)
+
+    def _plan(self, tiles_manifest, corpus_manifest, arch_config) -> dict[str, Any]:
+        """What must not change under a resume: the data and the architecture."""
+        keep = ("arch", "context_length", "keep", "batch_size", "queue_size", "seed", "epochs")
+        return {
+            "tiles": tiles_manifest.get("artifact_id"),
+            "corpus": corpus_manifest.get("artifact_id"),
+            "arch_config": arch_config,
+            **{k: getattr(self.config, k) for k in keep},
+        }
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> PretrainResult:
+        import torch
+        from torch.utils.data import DataLoader
+
+        from urbanln_cli.models import UrbanLNStep, create_model, export_open_clip, parameter_groups, stretch_text_positions
+        from urbanln_cli.models.longclip import long_tokenizer as long_tokenizer_for
+        from urbanln_cli.models.step import distill_alpha
+        from urbanln_cli.training import checkpoint
+        from urbanln_cli.training.data import CaptionedTiles, EpochSampler
+
+        config = self.config
+        tiles, image_rows, captions, shorts, candidates, tiles_manifest, corpus_manifest = self._data()
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        model, preprocess_train, _, _ = create_model(config.arch, config.pretrained, device=str(self.device))
+        arch_config = getattr(model, "urbanln_model_cfg", {})
+        plan = self._plan(tiles_manifest, corpus_manifest, arch_config)
+        existing = self._check_existing(plan)
+        if existing is not None:
+            return existing
+        stretch_text_positions(model, config.context_length, config.keep)
+        model.to(self.device).train()
+        cuda = self.device.type == "cuda"
+        step_module = UrbanLNStep(model, batch_size=config.batch_size, queue_size=config.queue_size, momentum=config.momentum,
+                                  distill_weight=config.distill_weight, short_weight=config.short_weight,
+                                  device=self.device, dtype=torch.bfloat16 if cuda else None).to(self.device)
+        trainable = step_module
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # teacher and queues are buffers or frozen: no gradient sync, and ranks keep them identical themselves
+            trainable = DistributedDataParallel(step_module, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False)
+        optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=cuda)
+        steps_per_epoch = len(captions) // config.batch_size
+        total_steps = steps_per_epoch * config.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config.warmup_steps, total_steps))
+
+        step, resumed_from = 0, 0
+        if self.rank == 0:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            artifacts.write_json_atomic(self.checkpoints / "plan.json", plan)
+            _point_latest(self.out)
+        last = checkpoint.latest(self.checkpoints)
+        if last is not None:
+            state = checkpoint.load(last)
+            step_module.load_state_dict(state["step_module"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng(state["rng"], cuda)
+            step = resumed_from = state["progress"]["step"]
+
+        long_tokenizer = long_tokenizer_for(config.arch, config.context_length)
+        short_tokenizer = long_tokenizer_for(config.arch, 77)  # short captions at their own length: a cheaper branch
+        dataset = CaptionedTiles(tiles.data.column("image"), image_rows, captions, shorts, candidates, preprocess_train,
+                                 long_tokenizer, short_tokenizer, config.consensus_prob, config.seed)
+        stop_at = min(total_steps, config.max_steps or total_steps)
+        local_batch = config.batch_size // self.world
+        self.progress(step, stop_at, loss=None)
+        metrics = self.out / "metrics.jsonl"
+        last_terms: dict[str, float] = {}
+
+        def save() -> None:
+            if self.rank == 0:
+                checkpoint.save(self.checkpoints, step, {
+                    "step_module": step_module.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _get_rng(cuda),
+                    "progress": {"step": step, "epoch": step // steps_per_epoch},
+                })
+
+        try:
+            while step < stop_at:
+                epoch, in_epoch = divmod(step, steps_per_epoch)
+                dataset.set_epoch(epoch)
+                sampler = EpochSampler(len(dataset), config.batch_size, config.seed, epoch, in_epoch * config.batch_size, self.rank, self.world)
+                loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=config.workers,
+                                    drop_last=True, pin_memory=cuda)
+                started = time.perf_counter()
+                for images, long_tokens, short_tokens, ids in loader:
+                    if epoch < config.stage1_epochs:
+                        alpha = 0.0  # stage 1: align long and short captions while the teacher warms up
+                    else:
+                        alpha = distill_alpha(config.distill_weight, epoch - config.stage1_epochs, step % steps_per_epoch, steps_per_epoch)
+                    terms = trainable(images, long_tokens, short_tokens, ids, alpha=alpha)
+                    optimizer.zero_grad(set_to_none=True)
+                    terms["loss"].backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    if step % config.log_every == 0 or step == stop_at:
+                        last_terms = self._log(metrics, terms, step, epoch, scheduler.get_last_lr()[0], local_batch, started)
+                        started = time.perf_counter()
+                    self.progress(step, stop_at, loss=last_terms.get("loss"))
+                    if step % config.save_every == 0:
+                        save()
+                    if step >= stop_at or step % steps_per_epoch == 0:
+                        break
+                if step % steps_per_epoch == 0 and step % config.save_every:
+                    save()  # every epoch ends with a checkpoint
+        except KeyboardInterrupt:
+            save()
+            raise Interrupted(f"pretraining stopped at step {step}; a checkpoint is in {self.checkpoints}") from None
+        if step % config.save_every and step % steps_per_epoch:
+            save()
+        return self._finish(step_module, model, arch_config, plan, step, resumed_from, last_terms, tiles_manifest, corpus_manifest, export_open_clip)
+
+    # ------------------------------------------------------------ output
+
+    def _log(self, path: Path, terms, step: int, epoch: int, lr: float, local_batch: int, started: float) -> dict[str, float]:
+        import torch
+        import torch.distributed as dist
+
+        values = {k: float(v.detach().float().mean()) for k, v in terms.items() if isinstance(v, torch.Tensor)}
+        if self.world > 1:  # the mean over ranks is the loss of the global batch
+            packed = torch.tensor([values[k] for k in sorted(values)], device=self.device)
+            dist.all_reduce(packed)
+            values = {k: float(v) / self.world for k, v in zip(sorted(values), packed.tolist())}
+        if self.rank == 0:
+            seconds = max(1e-9, time.perf_counter() - started)
+            record = {"step": step, "epoch": epoch, "lr": lr, **values,
+                      "samples_per_s": round(self.config.log_every * local_batch * self.world / seconds, 2)}
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        return values
+
+    def _check_existing(self, plan) -> PretrainResult | None:
+        """A finished run with the same plan: nothing to do. Another plan: refuse, unless --overwrite."""
+        manifest = artifacts.read_manifest(self.out) if self.out.exists() else None
+        old_plan_file = self.checkpoints / "plan.json"
+        old_plan = json.loads(old_plan_file.read_text()) if old_plan_file.is_file() else None
+        if old_plan is not None and old_plan != json.loads(json.dumps(plan, default=str)):
+            if not self.config.overwrite:
+                changed = sorted(k for k in plan if old_plan.get(k) != json.loads(json.dumps(plan[k], default=str)))
+                raise InputError(
+                    f"{self.out} holds a run with other {', '.join(changed)}; it cannot be resumed with these",
+                    hint="choose another --name/-o, or pass --overwrite to start it again",
+                )
+            if self.rank == 0:
+                import shutil
+
+                shutil.rmtree(self.out)
+            return None
+        if manifest is not None and old_plan is not None and (self.out / "open_clip_model.safetensors").is_file():
+            if self.config.max_steps is None or manifest.get("steps", 0) >= self.config.max_steps:
+                return PretrainResult(self.out, manifest.get("steps", 0), manifest.get("steps", 0), True, manifest.get("final", {}), manifest)
+        if self.out.exists() and old_plan is None and any(self.out.iterdir()) and not self.config.overwrite:
+            raise OutputExistsError(f"{self.out} exists and is not an urbanln run folder")
+        return None
+
+    def _finish(self, step_module, model, arch_config, plan, step, resumed_from, final, tiles_manifest, corpus_manifest, export_open_clip):
+        if self.rank != 0:
+            return PretrainResult(self.out, step, resumed_from, False, final)
+        exported = step_module.teacher.model if self.config.export == "teacher" else model
+        export_open_clip(exported, arch_config or self.config.arch, self.out)
+        manifest = artifacts.new_manifest(
+            "run",
+            run=self.run_info or artifacts.RunInfo.from_config(self.config),
+            inputs=[artifacts.fingerprint(self.config.tiles), artifacts.fingerprint(self.config.corpus)],
+            rows=step,
+            models={"arch": self.config.arch, "pretrained": self.config.pretrained, "export": self.config.export},
+            extra={"steps": step, "resumed_from": resumed_from, "final": final, "plan": plan,
+                   "open_clip": f"open_clip.create_model_and_transforms('local-dir:{self.out}')"},
+        )
+        artifacts.write_json_atomic(self.out / artifacts.MANIFEST_NAME, manifest)
+        return PretrainResult(self.out, step, resumed_from, False, final, manifest)
+
+
+def _cosine_with_warmup(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _get_rng(cuda: bool) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if cuda else []}
+
+
+def _set_rng(state: dict[str, Any], cuda: bool) -> None:
+    import numpy as np
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if cuda and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _point_latest(out: Path) -> None:
+    """runs/latest -> this run, so `urbanln embed` finds it (only for runs under runs/)."""
+    if out.parent.name != RUNS.name:
+        return
+    link = out.parent / "latest"
+    tmp = out.parent / ".latest.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(out.name)
+    os.replace(tmp, link)
+
+
+

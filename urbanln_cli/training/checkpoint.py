@@ -1,0 +1,99 @@
+"""Checkpoints without pickle: tensors in a safetensors file, everything else in JSON.
+
+A nested state (dicts, lists, tensors, numpy arrays, numbers, strings) is
+flattened: each tensor is stored under its path, and the JSON tree keeps a
+``{"__tensor__": path}`` marker in its place. A checkpoint is a folder written
+in a staging sibling and renamed into place; ``LATEST`` names the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from urbanln_cli import artifacts
+from urbanln_cli.errors import InputError
+
+KEEP = 2  # checkpoints kept on disk besides the newest
+
+
+def flatten(state: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    if isinstance(state, torch.Tensor):
+        key = path or "root"
+        tensors[key] = state.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(state, np.ndarray):
+        key = path or "root"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(state).copy())
+        return {"__ndarray__": key}
+    if isinstance(state, dict):
+        return {"__dict__": [[_key(k), flatten(v, tensors, f"{path}/{k}")] for k, v in state.items()]}
+    if isinstance(state, (list, tuple)):
+        return {"__list__" if isinstance(state, list) else "__tuple__": [flatten(v, tensors, f"{path}/{i}") for i, v in enumerate(state)]}
+    if isinstance(state, (np.integer, np.floating)):
+        return state.item()
+    return state
+
+
+def _key(k: Any) -> Any:
+    return {"__int__": k} if isinstance(k, int) else k
+
+
+def unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return tensors[tree["__tensor__"]]
+        if "__ndarray__" in tree:
+            return tensors[tree["__ndarray__"]].numpy()
+        if "__dict__" in tree:
+            return {(k["__int__"] if isinstance(k, dict) else k): unflatten(v, tensors) for k, v in tree["__dict__"]}
+        if "__list__" in tree:
+            return [unflatten(v, tensors) for v in tree["__list__"]]
+        if "__tuple__" in tree:
+            return tuple(unflatten(v, tensors) for v in tree["__tuple__"])
+    return tree
+
+
+def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step-N`` atomically, point LATEST at it, and prune old ones."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:08d}"
+    tensors: dict[str, torch.Tensor] = {}
+    tree = flatten(state, tensors)
+    with artifacts.staged_dir(final, overwrite=True) as staging:
+        save_file(tensors, str(staging / "state.safetensors"))
+        artifacts.write_json_atomic(staging / "state.json", tree)
+        artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, {"schema_version": artifacts.SCHEMA_VERSION, "stage": "checkpoint", "step": step})
+    tmp = folder / ".LATEST.tmp"
+    tmp.write_text(final.name)
+    os.replace(tmp, folder / "LATEST")
+    for old in sorted(p for p in folder.glob("step-*") if p.is_dir() and p != final)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(folder: Path) -> Path | None:
+    pointer = folder / "LATEST"
+    if not pointer.is_file():
+        return None
+    path = folder / pointer.read_text().strip()
+    return path if (path / "state.safetensors").is_file() else None
+
+
+def load(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path / "state.safetensors"))
+        tree = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read checkpoint {path}: {exc}", hint="remove that checkpoint folder to resume from the one before") from None
+    return unflatten(tree, tensors)

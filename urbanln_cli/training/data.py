@@ -1,0 +1,97 @@
+"""Pairs of (tile image, caption) for pretraining, deterministic per (seed, epoch, sample).
+
+Every random choice for a sample (which caption, which crop and flip) is seeded
+from (seed, epoch, index), so a run resumed mid-epoch, or split over DDP ranks
+and DataLoader workers, sees exactly the samples an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+def _seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def candidates_of(value: Any) -> list[str]:
+    """The other models' captions of a tile (the corpus stores a list of {model, caption, score}, or its JSON)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else [value]
+    out = []
+    for item in value:
+        text = item.get("caption") if isinstance(item, dict) else item
+        if text:
+            out.append(str(text))
+    return out
+
+
+class CaptionedTiles(Dataset):
+    """Sample i: (image tensor, long tokens, short tokens, tile index)."""
+
+    def __init__(self, images, image_rows: list[int], captions: list[str], shorts: list[str], candidates: list[list[str]],
+                 transform: Callable, long_tokenizer: Callable, short_tokenizer: Callable, consensus_prob: float, seed: int):
+        self.images, self.image_rows = images, image_rows  # pyarrow column of {bytes, path}, and each sample's row in it
+        self.captions, self.shorts, self.candidates = captions, shorts, candidates
+        self.transform, self.long_tokenizer, self.short_tokenizer = transform, long_tokenizer, short_tokenizer
+        self.consensus_prob, self.seed, self.epoch = consensus_prob, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def caption_for(self, i: int) -> str:
+        """The consensus caption with probability consensus_prob, else another model's candidate."""
+        rng = random.Random(_seed(self.seed, self.epoch, i, "caption"))
+        others = [c for c in self.candidates[i] if c != self.captions[i]]
+        if others and rng.random() >= self.consensus_prob:
+            return rng.choice(others)
+        return self.captions[i]
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        torch.manual_seed(_seed(self.seed, self.epoch, i, "augment"))  # the crop and flip of this sample, this epoch
+        raw = self.images[self.image_rows[i]]["bytes"].as_py()
+        with Image.open(io.BytesIO(raw)) as img:
+            image = self.transform(img.convert("RGB"))
+        long_tokens = self.long_tokenizer([self.caption_for(i)])[0]
+        short_tokens = self.short_tokenizer([self.shorts[i] or self.captions[i]])[0]
+        return image, long_tokens, short_tokens, torch.tensor(i, dtype=torch.int64)
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, split over ranks, starting at a given position (for resume).
+
+    ``start`` counts samples already consumed in this epoch across all ranks; the
+    tail that does not fill a global batch is dropped, so every step is full.
+    """
+
+    def __init__(self, size: int, global_batch: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.size, self.global_batch, self.seed, self.epoch = size, global_batch, seed, epoch
+        self.start, self.rank, self.world = start, rank, world
+
+    def _order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(_seed(self.seed, self.epoch, "order") % (2**62))
+        usable = (self.size // self.global_batch) * self.global_batch
+        return torch.randperm(self.size, generator=generator)[:usable].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()[self.start :]
+        per_rank = self.global_batch // self.world
+        for b in range(0, len(order), self.global_batch):
+            yield from order[b + self.rank * per_rank : b + (self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        return (len(self._order()) - self.start) // self.world
