@@ -1,0 +1,107 @@
+"""``urbanln fuse``: clean, check and fuse several models' captions into one corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from urbanln_cli.commands import _common
+
+
+def fuse(
+    ctx: typer.Context,
+    captions: Annotated[Optional[List[Path]], typer.Argument(help="Captions datasets from `urbanln caption` (shards, or runs with other models). With --explain, a corpus works too. \\[default: captions]", show_default=False)] = None,
+    tiles: Annotated[Path, typer.Option(help="Tiles dataset, for each tile's ground sample distance (visibility step).")] = Path("tiles"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus dataset folder.")] = Path("corpus"),
+    lexicon: Annotated[Optional[Path], typer.Option(help="TOML or JSON file extending the urban lexicon: [concepts.NAME] terms, [visibility] NAME = max GSD, [attributes] words.", show_default=False)] = None,
+    clean: Annotated[bool, typer.Option("--clean/--no-clean", help="Strip refusals, boilerplate, filler clauses, repeats; enforce length bounds.")] = True,
+    visibility: Annotated[bool, typer.Option("--visibility/--no-visibility", help="Drop claims about objects too small to see at the tile's GSD.")] = True,
+    support: Annotated[bool, typer.Option("--support/--no-support", help="Drop claims too few other models make (support is still recorded).")] = True,
+    consensus: Annotated[bool, typer.Option("--consensus/--no-consensus", help="Choose the candidate that agrees most with the others (off: the one with most kept claims).")] = True,
+    min_support: Annotated[float, typer.Option(help="Least share of the other models that must make a matching claim (0.3: one of three others).")] = 0.3,
+    soft_threshold: Annotated[float, typer.Option(help="Least character n-gram TF-IDF cosine for a soft match of claims outside the lexicon.")] = 0.5,
+    count_tolerance: Annotated[float, typer.Option(help="Counts agree when they differ by at most this share (or by 1).")] = 0.25,
+    min_words: Annotated[int, typer.Option(help="Shortest sentence kept, in words.")] = 2,
+    max_words: Annotated[int, typer.Option(help="Longest sentence kept, in words.")] = 80,
+    max_tokens: Annotated[int, typer.Option(help="Long caption limit in CLIP tokens (Long-CLIP: 248); cut at a sentence boundary.")] = 248,
+    short_tokens: Annotated[int, typer.Option(help="Short caption limit in CLIP tokens.")] = 77,
+    tokenizer: Annotated[str, typer.Option(help="open_clip tokenizer that counts tokens.")] = "ViT-B-16",
+    explain: Annotated[Optional[str], typer.Option(help="Show how one tile is fused (from a corpus given as input, or computed for that tile) and exit.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (or the --explain record) on stdout.")] = False,
+) -> None:
+    """Fuse several models' captions: clean them, split them into claims, drop claims
+    too small to see or unsupported by the other models, and choose a consensus caption.
+
+    Every dropped phrase is kept with its reason in the `dropped` column, and the
+    manifest counts dropped_<reason>. The caption fits --max-tokens CLIP tokens and
+    caption_short fits --short-tokens.
+    """
+    from urbanln_cli.stages.fuse import FuseConfig, explain as run_explain, fuse as run_fuse
+
+    config = FuseConfig(
+        captions=tuple(captions or [Path("captions")]),
+        tiles=tiles,
+        out=out,
+        lexicon=lexicon,
+        clean=clean,
+        visibility=visibility,
+        support=support,
+        consensus=consensus,
+        min_support=min_support,
+        soft_threshold=soft_threshold,
+        count_tolerance=count_tolerance,
+        min_words=min_words,
+        max_words=max_words,
+        max_tokens=max_tokens,
+        short_tokens=short_tokens,
+        tokenizer=tokenizer,
+        overwrite=overwrite,
+    )
+    if explain is not None:
+        record = run_explain(config, explain)
+        if as_json:
+            _common.emit(record, True)
+        else:
+            typer.echo(render_explain(record))
+        return
+    with _common.progress_bar("fusing") as update:
+        result = run_fuse(config, progress=update, run=_common.run_info(ctx))
+    dropped = ", ".join(f"{v} {k.removeprefix('dropped_').replace('_', ' ')}" for k, v in result.counts.items() if k.startswith("dropped_") and v)
+    mode = "; single model: support not checked" if result.counts["single_model"] else ""
+    _common.summary(f"wrote {result.rows} fused captions to {result.out}; {result.counts['failed_captions']} failed captions skipped{mode}" + (f"; dropped {dropped}" if dropped else ""))
+    _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json)
+
+
+def render_explain(record: dict) -> str:
+    """A human-readable account of one tile's fusion."""
+    lines = [f"tile {record['tile_id']}  ({'from ' + record['source'] if record['source'] != 'computed' else 'computed now'})"]
+    if record.get("caption") is None:
+        return "\n".join(lines + [f"  {record.get('note', 'no caption')}"])
+    gsd = record.get("gsd")
+    lines.append(f"models: {record['n_models']}   gsd: {'unknown' if gsd is None else f'{gsd:.2f} m/px'}   chosen: {record['model']}")
+    for name, text in sorted((record.get("inputs") or {}).items()):
+        lines += [f"\ninput {name}:", f"  {text}"]
+    lines.append("\ncandidates:")
+    for c in record["candidates"]:
+        score = "n/a" if c["score"] is None else f"{c['score']:.3f}"
+        mark = "*" if c["model"] == record["model"] else " "
+        lines.append(f" {mark} {c['model']}  score {score}\n    {c['caption']}")
+    lines.append("\nkept claims (support = share of the other models that agree):")
+    for c in record["claims"]:
+        support = "n/a (single model)" if c["support"] is None else f"{c['support']:.2f}"
+        lines.append(f"  {c['model']} s{c['sentence']}: {c['text']}  [{c['concept'] or 'phrase'}]  support {support}")
+    lines.append("\ndropped:")
+    for d in record["dropped"] or []:
+        lines.append(f"  {d['model']} s{d['sentence']}: {d['reason']}: {d['text']}")
+    if not record["dropped"]:
+        lines.append("  nothing")
+    lines += [f"\ncaption ({record['tokens']} CLIP tokens{', cut' if record['cut'] else ''}):", f"  {record['caption']}"]
+    lines += [f"caption_short ({record['short_tokens']} CLIP tokens):", f"  {record['caption_short']}"]
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fuse", no_args_is_help=False)(fuse)
