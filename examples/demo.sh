@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline that exists so far, on a synthetic city with known ground truth:
-# synth -> tile -> label -> caption (the simulated VLM panel). Runs offline in about a minute.
+# synth -> tile -> label -> caption (the simulated VLM panel) -> fuse -> pretrain (tiny model, CPU).
+# Runs offline in a few minutes on 2 cores.
 # Usage: examples/demo.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-demo}
@@ -15,7 +16,10 @@ urbanln label "$out/tiles" -o "$out/labels" --overwrite \
   --raster "nightlight=$out/city/nightlight.tif:sum" \
   --raster "landcover=$out/city/landcover.tif:fractions"
 urbanln caption "$out/tiles" --models sim:precise,sim:verbose,sim:hallucinating,sim:generic -o "$out/captions" --overwrite
-urbanln inspect "$out/captions"
+urbanln fuse "$out/captions" --tiles "$out/tiles" -o "$out/corpus" --overwrite
+urbanln pretrain --tiles "$out/tiles" --corpus "$out/corpus" -o "$out/run" --overwrite \
+  --arch urbanln-tiny --pretrained none --epochs 4 --batch-size 32 --queue-size 256 --lr 5e-4 --warmup-steps 4 --device cpu
+urbanln inspect "$out/corpus"
 
 echo "artifacts:" >&2
-for a in city tiles labels captions; do echo "  $out/$a" >&2; done
+for a in city tiles labels captions corpus run; do echo "  $out/$a" >&2; done
