@@ -124,3 +124,11 @@ def test_bad_input(data, tmp_path, cli):
 def test_pretrain_on_cuda(data, tmp_path):
     result = pretrain(_config(data, tmp_path / "gpu", device="cuda", max_steps=4, workers=2))
     assert result.steps == 4 and all(v == v for v in _losses(tmp_path / "gpu"))  # bf16 autocast, fused AdamW, no NaN
+
+
+def test_resume_flag_continues_runs_latest(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = pretrain(_config(data, None, name="exp1", max_steps=2))
+    assert first.out == Path("runs/exp1") and Path("runs/latest").resolve().name == "exp1"
+    again = pretrain(_config(data, None, resume=True, max_steps=4))
+    assert again.out == Path("runs/exp1") and again.resumed_from == 2 and again.steps == 4

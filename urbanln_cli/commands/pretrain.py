@@ -43,6 +43,7 @@ def pretrain(
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at each epoch end).")] = 500,
     export: Annotated[Export, typer.Option(help="Which weights the model folder holds.")] = Export.student,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after N steps (a smoke run).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue runs/latest (rerunning into a named folder always resumes it).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a run folder again that holds another run.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the run folder.")] = False,
 ) -> None:
@@ -59,7 +60,7 @@ def pretrain(
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, context_length=context_length, keep=keep,
         short_weight=short_weight, distill_weight=distill_weight, momentum=momentum, queue_size=queue_size,
         stage1_epochs=stage1_epochs, consensus_prob=consensus_prob, workers=workers, device=device, seed=seed,
-        save_every=save_every, export=export.value, max_steps=max_steps, overwrite=overwrite,
+        save_every=save_every, export=export.value, max_steps=max_steps, resume=resume, overwrite=overwrite,
     )
     with _common.progress_bar("pretraining") as update:
         result = run_pretrain(config, progress=update, run=_common.run_info(ctx))

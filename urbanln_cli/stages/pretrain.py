@@ -56,6 +56,7 @@ class PretrainConfig:
     log_every: int = 10
     export: str = "student"
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans all epochs
+    resume: bool = False  # with no --name/-o: continue runs/latest (a named folder always resumes)
     overwrite: bool = False
 
     def check(self) -> None:
@@ -85,6 +86,11 @@ class PretrainResult:
 def run_folder(config: PretrainConfig) -> Path:
     if config.out is not None:
         return Path(config.out)
+    if config.resume and config.name is None:
+        latest = RUNS / "latest"
+        if not latest.exists():
+            raise InputError("--resume: there is no runs/latest to resume", hint="name the run with --name or -o")
+        return RUNS / latest.resolve().name
     name = config.name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return RUNS / name
 
