@@ -28,14 +28,9 @@ sys.path.insert(0, str(ROOT))
 def features(png: bytes) -> np.ndarray:
     from PIL import Image
 
-    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32) / 255.0
-    hist = [np.histogram(rgb[..., c], bins=8, range=(0, 1))[0] / rgb[..., c].size for c in range(3)]
-    grey = rgb.mean(axis=2)
-    gy, gx = np.gradient(grey)
-    grad = np.hypot(gx, gy)
-    lap = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
-    stats = [rgb.mean(axis=(0, 1)), rgb.std(axis=(0, 1)), [grad.mean(), grad.std(), lap.var(), (grad > 0.1).mean()]]
-    return np.concatenate([*hist, *map(np.ravel, stats)])
+    from urbanln_cli.pixel_features import pixel_features
+
+    return pixel_features(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
 
 
 def main() -> None:

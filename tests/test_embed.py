@@ -1,0 +1,74 @@
+"""`urbanln embed`: trained runs, open_clip weights and baselines, aligned with tile ids."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+
+from tests.fakes.rasters import make_geotiff
+from urbanln_cli import artifacts
+from urbanln_cli.stages.embed import EmbedConfig, embed
+from urbanln_cli.stages.pretrain import PretrainConfig, pretrain
+from urbanln_cli.stages.tile import TileConfig, tile
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("embed")
+    make_geotiff(folder / "city.tif", width=128, height=128, seed=5)
+    tiles = tile(TileConfig(inputs=(folder / "city.tif",), out=folder / "tiles", size=32, workers=1)).out
+    ids = datasets.load_from_disk(str(tiles))["tile_id"]
+    rows = [{"tile_id": t, "caption": f"houses and roads, tile {i}", "caption_short": "houses", "candidates": "[]"} for i, t in enumerate(ids)]
+    artifacts.write_dataset(datasets.Dataset.from_list(rows), folder / "corpus",
+                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(rows)))
+    run = pretrain(PretrainConfig(tiles=tiles, corpus=folder / "corpus", out=folder / "run", arch="urbanln-tiny", pretrained="none",
+                                  epochs=1, batch_size=8, queue_size=32, workers=0, device="cpu", max_steps=2)).out
+    return folder, tiles, run, ids
+
+
+def _load(path):
+    arrays, meta, manifest = artifacts.read_tensors(path, "embeddings")
+    return arrays, meta, manifest
+
+
+def test_embed_a_trained_run(trained, tmp_path, cli):
+    folder, tiles, run, ids = trained
+    result = cli("embed", "--tiles", tiles, "--model", run, "--corpus", folder / "corpus", "-o", tmp_path / "e.safetensors", "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "e.safetensors")
+    arrays, meta, manifest = _load(tmp_path / "e.safetensors")
+    assert arrays["embeddings"].shape == (16, 64) and meta["tile_ids"] == ids
+    assert np.allclose(np.linalg.norm(arrays["embeddings"], axis=1), 1, atol=1e-4)
+    assert arrays["text_embeddings"].shape == (16, 64) and meta["text_tile_ids"] == ids
+    assert len(meta["model"]["weights_sha256"]) == 64 and manifest["stage"] == "embeddings"
+
+
+def test_workers_give_the_same_vectors(trained, tmp_path):
+    _, tiles, run, _ = trained
+    a = embed(EmbedConfig(tiles=tiles, model=run, out=tmp_path / "a.safetensors", workers=0, batch_size=5))
+    b = embed(EmbedConfig(tiles=tiles, model=run, out=tmp_path / "b.safetensors", workers=2, batch_size=7))
+    assert np.allclose(_load(a.out)[0]["embeddings"], _load(b.out)[0]["embeddings"], atol=1e-5)
+
+
+def test_baselines(trained, tmp_path):
+    _, tiles, _, ids = trained
+    pixels = embed(EmbedConfig(tiles=tiles, baseline="pixels", out=tmp_path / "p.safetensors", workers=0))
+    assert pixels.dim == 34 and _load(pixels.out)[1]["model"] == {"baseline": "pixels"}
+    r1 = embed(EmbedConfig(tiles=tiles, baseline="random", arch="urbanln-tiny", out=tmp_path / "r1.safetensors", workers=0))
+    r2 = embed(EmbedConfig(tiles=tiles, baseline="random", arch="urbanln-tiny", out=tmp_path / "r2.safetensors", workers=0))
+    assert r1.dim == 64 and np.array_equal(_load(r1.out)[0]["embeddings"], _load(r2.out)[0]["embeddings"])
+
+
+def test_errors(trained, tmp_path, cli, monkeypatch):
+    folder, tiles, run, _ = trained
+    monkeypatch.chdir(tmp_path)
+    result = cli("embed", "--tiles", tiles)
+    assert result.exit_code == 3 and "no trained model in runs/latest" in result.stderr and "hint: " in result.stderr
+    result = cli("embed", "--tiles", folder / "corpus", "--model", run)
+    assert result.exit_code == 3 and "holds corpus, but tiles is expected" in result.stderr
+    result = cli("embed", "--tiles", tiles, "--baseline", "noise")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert cli("embed", "--tiles", tiles, "--baseline", "pixels", "--workers", "0").exit_code == 0
+    result = cli("embed", "--tiles", tiles, "--baseline", "pixels")
+    assert result.exit_code == 1 and "already exists" in result.stderr

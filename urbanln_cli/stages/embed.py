@@ -1,0 +1,200 @@
+"""Stage ``embed``: one vector per tile from a trained model or a baseline (a safetensors file).
+
+Sources: a ``pretrain`` run folder (default ``runs/latest``), any open_clip
+architecture with ``--pretrained`` weights, or a baseline for honest comparison:
+``pixels`` (colour and texture statistics) or ``random`` (the same architecture
+with random weights). Images are decoded in DataLoader workers while the model
+runs; inference mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from urbanln_cli import artifacts
+from urbanln_cli.errors import InputError, UsageProblem
+
+BASELINES = ("pixels", "random")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    tiles: Path = Path("tiles")
+    model: Path | None = None  # a pretrain run folder; default runs/latest
+    arch: str | None = None  # with --pretrained or --baseline random
+    pretrained: str | None = None  # an open_clip tag, a checkpoint file or local-dir:FOLDER
+    baseline: str | None = None  # pixels | random
+    corpus: Path | None = None  # also embed the corpus captions (text tower)
+    out: Path = Path("embeddings.safetensors")
+    batch_size: int = 256
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise UsageProblem(f"--baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
+        if self.baseline == "pixels" and self.corpus is not None:
+            raise UsageProblem("the pixel baseline has no text tower", hint="drop --corpus, or embed with a model")
+        if self.pretrained is not None and self.model is not None:
+            raise UsageProblem("give either --model (a run folder) or --pretrained weights, not both")
+        if self.batch_size < 1 or self.workers < 0:
+            raise UsageProblem("--batch-size must be at least 1 and --workers at least 0")
+
+
+@dataclass
+class EmbedResult:
+    out: Path
+    rows: int
+    dim: int
+    source: dict[str, Any]
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+class _Images:
+    """Tile images decoded and transformed in DataLoader workers."""
+
+    def __init__(self, images, transform: Callable | None):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.images[i]["bytes"].as_py())) as img:
+            rgb = img.convert("RGB")
+            if self.transform is None:
+                from urbanln_cli.pixel_features import pixel_features
+
+                import torch
+
+                return torch.from_numpy(pixel_features(np.asarray(rgb)))
+            return self.transform(rgb)
+
+
+def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> EmbedResult:
+    import torch
+    from torch.utils.data import DataLoader
+
+    config.check()
+    artifacts.check_output(config.out, config.overwrite, inputs=(config.tiles,))
+    tiles, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
+    if tiles.num_rows == 0:
+        raise InputError(f"{config.tiles} has no tiles", hint="check `urbanln inspect` on it")
+    report = progress or (lambda done, total, **_: None)
+    device = _device(config.device)
+    model, transform, tokenizer, source = _load(config, device)
+    loader = DataLoader(_Images(tiles.data.column("image"), transform), batch_size=config.batch_size,
+                        num_workers=config.workers, pin_memory=device.type == "cuda")
+    chunks, done = [], 0
+    report(0, tiles.num_rows)
+    with torch.inference_mode():
+        for batch in loader:
+            if model is None:  # the pixel baseline: the features are the embedding
+                chunks.append(batch.numpy())
+            else:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    features = model.encode_image(batch.to(device, non_blocking=True), normalize=True)
+                chunks.append(features.float().cpu().numpy())
+            done += len(batch)
+            report(done, tiles.num_rows)
+    vectors = np.concatenate(chunks).astype(np.float32)
+    tensors = {"embeddings": vectors}
+    metadata: dict[str, Any] = {"tile_ids": tiles.data.column("tile_id").to_pylist(), "model": source}
+    inputs = [artifacts.fingerprint(config.tiles)]
+    if config.corpus is not None:
+        text_vectors, text_ids = _embed_text(config, model, tokenizer, device)
+        tensors["text_embeddings"] = text_vectors
+        metadata["text_tile_ids"] = text_ids
+        inputs.append(artifacts.fingerprint(config.corpus))
+    manifest = artifacts.new_manifest(
+        "embeddings",
+        run=run or artifacts.RunInfo.from_config(config),
+        inputs=inputs,
+        rows=len(vectors),
+        models={"source": source},
+        extra={"dim": int(vectors.shape[1]), "tiles_artifact": tiles_manifest.get("artifact_id")},
+    )
+    artifacts.write_tensors(config.out, tensors, manifest, metadata=metadata, overwrite=config.overwrite)
+    return EmbedResult(config.out, len(vectors), int(vectors.shape[1]), source, manifest)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageProblem("--device cuda, but torch sees no GPU", hint="use --device cpu")
+    return torch.device(name)
+
+
+def _load(config: EmbedConfig, device):
+    """(model or None, image transform or None, tokenizer or None, a description of the source with its fingerprint)."""
+    import torch
+
+    from urbanln_cli.models import create_model
+
+    if config.baseline == "pixels":
+        return None, None, None, {"baseline": "pixels"}
+    if config.baseline == "random":
+        arch = config.arch or _run_arch(config.model) or "ViT-B-16"
+        torch.manual_seed(config.seed)
+        model, _, preprocess, tokenizer = create_model(arch, "none", device=str(device))
+        return model.eval(), preprocess, tokenizer, {"baseline": "random", "arch": arch, "seed": config.seed}
+    if config.pretrained is not None:
+        arch = config.arch or "ViT-B-16"
+        model, _, preprocess, tokenizer = create_model(arch, config.pretrained, device=str(device))
+        return model.eval(), preprocess, tokenizer, {"arch": arch, "pretrained": config.pretrained}
+    folder = _run_folder(config.model)
+    model, _, preprocess, tokenizer = create_model(pretrained=f"local-dir:{folder}", device=str(device))
+    weights = folder / "open_clip_model.safetensors"
+    return model.eval(), preprocess, tokenizer, {"run": str(folder), "weights_sha256": _sha256(weights)}
+
+
+def _run_folder(model: Path | None) -> Path:
+    folder = Path(model) if model is not None else Path("runs/latest")
+    if not (folder / "open_clip_config.json").is_file():
+        raise InputError(
+            f"no trained model in {folder}",
+            hint="train one with `urbanln pretrain`, pass its folder with --model, or use --pretrained/--baseline",
+        )
+    return folder.resolve()
+
+
+def _run_arch(model: Path | None) -> str | None:
+    manifest = artifacts.read_manifest(Path(model)) if model is not None and Path(model).exists() else None
+    return (manifest or {}).get("models", {}).get("arch")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _embed_text(config: EmbedConfig, model, tokenizer, device) -> tuple[np.ndarray, list[str]]:
+    import torch
+
+    corpus, _ = artifacts.read_dataset(config.corpus, "corpus")
+    ids = corpus.data.column("tile_id").to_pylist()
+    captions = corpus.data.column("caption").to_pylist()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(captions), config.batch_size):
+            tokens = tokenizer(captions[start : start + config.batch_size]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                chunks.append(model.encode_text(tokens, normalize=True).float().cpu().numpy())
+    dim = chunks[0].shape[1] if chunks else 0
+    return (np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)), ids
