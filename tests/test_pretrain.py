@@ -132,3 +132,9 @@ def test_resume_flag_continues_runs_latest(data, tmp_path, monkeypatch):
     assert first.out == Path("runs/exp1") and Path("runs/latest").resolve().name == "exp1"
     again = pretrain(_config(data, None, resume=True, max_steps=4))
     assert again.out == Path("runs/exp1") and again.resumed_from == 2 and again.steps == 4
+
+
+def test_without_the_stretch(data, tmp_path):
+    result = pretrain(_config(data, tmp_path / "short", context_length=77, max_steps=2))
+    config = json.loads((result.out / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["text_cfg"]["context_length"] == 77

@@ -41,7 +41,7 @@ class PretrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    context_length: int = 248
+    context_length: int = 248  # 77 trains without the stretch (an ablation)
     keep: int = 20
     short_weight: float = 0.1
     distill_weight: float = 0.5
@@ -191,7 +191,8 @@ class _Trainer:
         existing = self._check_existing(plan)
         if existing is not None:
             return existing
-        stretch_text_positions(model, config.context_length, config.keep)
+        if config.context_length != model.context_length:  # 77 keeps CLIP's own table: the no-stretch ablation
+            stretch_text_positions(model, config.context_length, config.keep)
         model.to(self.device).train()
         cuda = self.device.type == "cuda"
         step_module = UrbanLNStep(model, batch_size=config.batch_size, queue_size=config.queue_size, momentum=config.momentum,
