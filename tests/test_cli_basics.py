@@ -8,7 +8,7 @@ import pytest
 
 from urbanln_cli.cli import app
 
-COMMANDS = ["tile", "label", "caption", "fuse", "pretrain", "inspect", "env", "synth", "embed"]
+COMMANDS = ["tile", "label", "caption", "fuse", "pretrain", "inspect", "env", "synth", "embed", "probe", "demo"]
 
 
 def test_every_command_is_registered():

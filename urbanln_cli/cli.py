@@ -109,9 +109,9 @@ def root(
 
 
 def _register() -> None:
-    from urbanln_cli.commands import caption, embed, env, fuse, inspect, label, pretrain, synth, tile
+    from urbanln_cli.commands import caption, demo, embed, env, fuse, inspect, label, pretrain, probe, synth, tile
 
-    for module in (tile, label, caption, pretrain, embed, fuse, inspect, env, synth):
+    for module in (tile, label, caption, pretrain, embed, probe, fuse, inspect, env, synth, demo):
         module.register(app)
 
 

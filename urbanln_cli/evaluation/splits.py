@@ -1,0 +1,110 @@
+"""Cross-validation splits as one fold id per row.
+
+A split is an int array ``fold`` over the rows: fold ``k`` tests on the rows with
+``fold == k`` and trains on every other row, including rows marked ``TRAIN_ONLY``
+(-1, used by ``transfer:A->B``). Rows outside the split are removed before.
+
+``inner`` ids (0..K-1) partition the rows again for the inner cross-validation
+that picks ridge's alpha (and the MLP's early-stopping validation set). They are
+drawn per spatial block where the outer split is spatial or by group, so the inner
+validation is as hard as the outer one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from urbanln_cli.errors import UsageProblem
+
+TRAIN_ONLY = -1
+KINDS = ("random", "spatial", "group", "transfer")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    kind: str
+    train_groups: tuple[str, ...] = ()  # transfer only
+    test_groups: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "SplitSpec":
+        """``random``, ``spatial``, ``group`` or ``transfer:A->B`` (A and B may be comma lists)."""
+        text = text.strip()
+        if text in ("random", "spatial", "group"):
+            return cls(text)
+        match = re.fullmatch(r"transfer:(.+?)->(.+)", text)
+        if match:
+            train = tuple(g.strip() for g in match.group(1).split(",") if g.strip())
+            test = tuple(g.strip() for g in match.group(2).split(",") if g.strip())
+            if train and test:
+                if set(train) & set(test):
+                    raise UsageProblem(f"--split {text!r} trains and tests on the same group", hint="name different groups on each side of ->")
+                return cls("transfer", train, test)
+        raise UsageProblem(
+            f"--split {text!r} is not random, spatial, group or transfer:A->B",
+            hint="e.g. --split spatial, or --split 'transfer:beijing->shanghai' (quote the > in a shell)",
+        )
+
+    def describe(self) -> str:
+        if self.kind == "transfer":
+            return f"transfer:{','.join(self.train_groups)}->{','.join(self.test_groups)}"
+        return self.kind
+
+
+def spatial_blocks(lon: np.ndarray, lat: np.ndarray, block_km: float) -> np.ndarray:
+    """Square blocks of ``block_km`` on a local equirectangular grid: an int id per row (-1 without lon/lat)."""
+    lon = np.asarray(lon, np.float64)
+    lat = np.asarray(lat, np.float64)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    ids = np.full(len(lon), -1, np.int64)
+    if not ok.any():
+        return ids
+    lat0 = float(np.mean(lat[ok]))
+    lon0 = float(np.min(lon[ok]))
+    radius_km = 6371.0088
+    x = np.radians(lon[ok] - lon0) * math.cos(math.radians(lat0)) * radius_km
+    y = np.radians(lat[ok] - float(np.min(lat[ok]))) * radius_km
+    bx = np.floor(x / block_km).astype(np.int64)
+    by = np.floor(y / block_km).astype(np.int64)
+    _, ids[ok] = np.unique(bx * (int(by.max()) + 1) + by, return_inverse=True)
+    return ids
+
+
+def random_folds(n: int, folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import KFold
+
+    fold = np.empty(n, np.int64)
+    for k, (_, test) in enumerate(KFold(folds, shuffle=True, random_state=seed).split(np.zeros((n, 1)))):
+        fold[test] = k
+    return fold
+
+
+def group_k_folds(groups: np.ndarray, folds: int) -> np.ndarray:
+    """sklearn's GroupKFold: no group in two folds, fold sizes balanced."""
+    from sklearn.model_selection import GroupKFold
+
+    fold = np.empty(len(groups), np.int64)
+    for k, (_, test) in enumerate(GroupKFold(folds).split(np.zeros((len(groups), 1)), groups=groups)):
+        fold[test] = k
+    return fold
+
+
+def shuffled_unit_folds(units: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Assign whole units (rows, or blocks) to k folds at random, balancing row counts."""
+    uniq, inverse, counts = np.unique(units, return_inverse=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    load = np.zeros(k, np.int64)
+    assign = np.empty(len(uniq), np.int64)
+    if len(uniq) >= 4 * k:  # many small units: a random permutation is balanced enough and unrelated to size
+        assign[order] = np.arange(len(uniq)) % k
+    else:
+        for u in order[np.argsort(-counts[order], kind="stable")]:
+            j = int(np.argmin(load))
+            assign[u] = j
+            load[j] += counts[u]
+    return assign[inverse]
