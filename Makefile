@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(OFFLINE) PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh demo
+	$(OFFLINE) $(BIN)/urbanln demo demo
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole pipeline that exists so far, on a synthetic city with known ground truth:
-# synth -> tile -> label -> caption (the simulated VLM panel) -> fuse -> pretrain (tiny model, CPU).
-# Runs offline in a few minutes on 2 cores.
+# The pipeline stage by stage, on a synthetic city with known ground truth:
+# synth -> tile -> label -> caption (the simulated VLM panel) -> fuse -> pretrain (tiny model, CPU)
+# -> embed -> probe. Runs offline in a few minutes on 2 cores. (`urbanln demo` runs the same
+# chain from Python, with the ablations, and prints the table.)
 # Usage: examples/demo.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-demo}
@@ -19,7 +20,9 @@ urbanln caption "$out/tiles" --models sim:precise,sim:verbose,sim:hallucinating,
 urbanln fuse "$out/captions" --tiles "$out/tiles" -o "$out/corpus" --overwrite
 urbanln pretrain --tiles "$out/tiles" --corpus "$out/corpus" -o "$out/run" --overwrite \
   --arch urbanln-tiny --pretrained none --epochs 4 --batch-size 32 --queue-size 256 --lr 5e-4 --warmup-steps 4 --device cpu
-urbanln inspect "$out/corpus"
+urbanln embed --tiles "$out/tiles" --model "$out/run" -o "$out/embeddings.safetensors" --overwrite
+urbanln probe --target population,gdp,nightlight --embeddings "$out/embeddings.safetensors" --labels "$out/labels" \
+  --split spatial --block-km 0.5 -o "$out/probe" --overwrite
 
 echo "artifacts:" >&2
-for a in city tiles labels captions corpus run; do echo "  $out/$a" >&2; done
+for a in city tiles labels captions corpus run embeddings.safetensors probe; do echo "  $out/$a" >&2; done
