@@ -44,7 +44,6 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from urbanln_cli.models import UrbanLNStep, create_model, parameter_groups, plain_step, stretch_text_positions
-    from urbanln_cli.models.longclip import long_tokenizer
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -77,7 +76,7 @@ def main() -> None:
     tok77 = torch.randint(1, 49000, (args.batch, 77), device=device)
     tok248 = torch.randint(1, 49000, (args.batch, 248), device=device)
     ids = torch.arange(args.batch, device=device)
-    del long_tokenizer  # tokens are random ids: the benchmark times the step, not the tokenizer
+    # tokens are random ids: the benchmark times the step, not the tokenizer
 
     def timed(step) -> float:
         for _ in range(args.warmup):

@@ -133,8 +133,6 @@ class _Trainer:
     # ------------------------------------------------------------ setup
 
     def _data(self):
-        import datasets
-
         tiles, tiles_manifest = artifacts.read_dataset(self.config.tiles, "tiles")
         corpus, corpus_manifest = artifacts.read_dataset(self.config.corpus, "corpus")
         if corpus.num_rows == 0:
@@ -150,7 +148,6 @@ class _Trainer:
         if corpus.num_rows < self.config.batch_size:
             raise UsageProblem(f"the corpus has {corpus.num_rows} tiles, fewer than --batch-size {self.config.batch_size}",
                                hint="lower --batch-size")
-        del datasets
         columns = corpus.column_names
         shorts = corpus.data.column("caption_short").to_pylist() if "caption_short" in columns else [None] * corpus.num_rows
         candidates = corpus.data.column("candidates").to_pylist() if "candidates" in columns else [None] * corpus.num_rows
