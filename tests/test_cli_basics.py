@@ -8,7 +8,7 @@ import pytest
 
 from urbanln_cli.cli import app
 
-COMMANDS = ["tile", "label", "caption", "fuse", "pretrain", "inspect", "env", "synth", "embed", "probe", "demo"]
+COMMANDS = ["tile", "label", "caption", "fuse", "pretrain", "inspect", "env", "synth", "embed", "probe", "demo", "evaluate"]
 
 
 def test_every_command_is_registered():
@@ -18,7 +18,7 @@ def test_every_command_is_registered():
     assert sorted(group.commands) == sorted(COMMANDS)
 
 
-@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["synth", "city"], ["evaluate", "retrieval"]])
 def test_help(cli, command):
     result = cli(*command, "--help")
     assert result.exit_code == 0, result.output

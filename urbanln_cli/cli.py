@@ -109,9 +109,9 @@ def root(
 
 
 def _register() -> None:
-    from urbanln_cli.commands import caption, demo, embed, env, fuse, inspect, label, pretrain, probe, synth, tile
+    from urbanln_cli.commands import caption, demo, embed, env, evaluate, fuse, inspect, label, pretrain, probe, synth, tile
 
-    for module in (tile, label, caption, pretrain, embed, probe, fuse, inspect, env, synth, demo):
+    for module in (tile, label, caption, pretrain, embed, probe, evaluate, fuse, inspect, env, synth, demo):
         module.register(app)
 
 
