@@ -72,3 +72,26 @@ def test_errors(trained, tmp_path, cli, monkeypatch):
     assert cli("embed", "--tiles", tiles, "--baseline", "pixels", "--workers", "0").exit_code == 0
     result = cli("embed", "--tiles", tiles, "--baseline", "pixels")
     assert result.exit_code == 1 and "already exists" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_tile_is_an_input_error(trained, tmp_path, cli, workers):
+    _, tiles, _, _ = trained
+    ds = datasets.load_from_disk(str(tiles)).cast_column("image", datasets.Image(decode=False)).to_list()
+    ds[3]["image"] = {"bytes": b"garbage", "path": None}
+    from urbanln_cli.stages.tile import tile_features
+
+    bad = artifacts.write_dataset(datasets.Dataset.from_list(ds, features=tile_features()), tmp_path / "bad",
+                                  artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
+    result = cli("embed", "--tiles", bad, "--baseline", "pixels", "--workers", workers, "-o", tmp_path / "e.safetensors")
+    assert result.exit_code == 3 and result.stdout == ""
+    assert result.stderr.count("\n") == 2 and "tile row 3: cannot decode its image" in result.stderr
+
+
+def test_random_baseline_copies_the_run_architecture(trained, tmp_path, monkeypatch):
+    _, tiles, run, _ = trained
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "latest").symlink_to(run)
+    monkeypatch.chdir(tmp_path)
+    result = embed(EmbedConfig(tiles=tiles, baseline="random", out=tmp_path / "r.safetensors", workers=0))
+    assert result.dim == 64 and result.source["arch"] == "urbanln-tiny"

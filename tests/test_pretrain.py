@@ -138,3 +138,51 @@ def test_without_the_stretch(data, tmp_path):
     result = pretrain(_config(data, tmp_path / "short", context_length=77, max_steps=2))
     config = json.loads((result.out / "open_clip_config.json").read_text())
     assert config["model_cfg"]["text_cfg"]["context_length"] == 77
+
+
+def test_interrupt_inside_a_step_resumes_exactly(data, tmp_path, monkeypatch):
+    from urbanln_cli.errors import Interrupted
+
+    pretrain(_config(data, tmp_path / "whole", max_steps=7))
+    calls = {"n": 0}
+    real = torch.Tensor.backward
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # after step 6's forward has moved the teacher and the queues
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", flaky)
+    with pytest.raises(Interrupted):
+        pretrain(_config(data, tmp_path / "split", max_steps=7))
+    monkeypatch.setattr(torch.Tensor, "backward", real)
+    pretrain(_config(data, tmp_path / "split", max_steps=7))
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) == list(range(1, 8))  # no step logged twice
+
+
+def test_changed_learning_rate_is_refused(data, tmp_path):
+    from urbanln_cli.errors import InputError
+
+    pretrain(_config(data, tmp_path / "run", max_steps=2))
+    with pytest.raises(InputError, match="lr"):
+        pretrain(_config(data, tmp_path / "run", max_steps=4, lr=5e-2))
+
+
+def test_malformed_candidates_are_reported(tmp_path, data):
+    from urbanln_cli.errors import InputError
+    from urbanln_cli.training.data import candidates_of
+
+    assert candidates_of({"model": "a", "caption": "x"}) == ["x"]
+    assert candidates_of('{"caption": "y"}') == ["y"] and candidates_of("null") == [] and candidates_of("plain") == ["plain"]
+    with pytest.raises(ValueError):
+        candidates_of("[not json")
+    _, tiles, corpus = data
+    ds = datasets.load_from_disk(str(corpus)).to_list()
+    ds[0]["candidates"] = "[not json"
+    artifacts.write_dataset(datasets.Dataset.from_list(ds), tmp_path / "bad", artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
+    with pytest.raises(InputError, match="cannot read its candidates"):
+        pretrain(_config(data, tmp_path / "run", corpus=tmp_path / "bad", max_steps=1))

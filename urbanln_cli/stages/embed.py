@@ -9,6 +9,7 @@ runs; inference mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ class EmbedConfig:
             raise UsageProblem(f"--baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
         if self.baseline == "pixels" and self.corpus is not None:
             raise UsageProblem("the pixel baseline has no text tower", hint="drop --corpus, or embed with a model")
-        if self.pretrained is not None and self.model is not None:
-            raise UsageProblem("give either --model (a run folder) or --pretrained weights, not both")
+        if sum(x is not None for x in (self.pretrained, self.model, self.baseline)) > 1 and self.baseline != "random":
+            raise UsageProblem("give one of --model (a run folder), --pretrained weights or --baseline",
+                               hint="--baseline random may take --model to copy its architecture")
         if self.batch_size < 1 or self.workers < 0:
             raise UsageProblem("--batch-size must be at least 1 and --workers at least 0")
 
@@ -70,15 +72,18 @@ class _Images:
     def __getitem__(self, i: int):
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.images[i]["bytes"].as_py())) as img:
-            rgb = img.convert("RGB")
-            if self.transform is None:
-                from urbanln_cli.pixel_features import pixel_features
+        try:
+            with Image.open(io.BytesIO(self.images[i]["bytes"].as_py())) as img:
+                rgb = img.convert("RGB")
+        except (OSError, ValueError) as exc:  # PIL raises UnidentifiedImageError (an OSError) for garbage
+            raise InputError(f"tile row {i}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`") from None
+        if self.transform is None:
+            import torch
 
-                import torch
+            from urbanln_cli.pixel_features import pixel_features
 
-                return torch.from_numpy(pixel_features(np.asarray(rgb)))
-            return self.transform(rgb)
+            return torch.from_numpy(pixel_features(np.asarray(rgb)))
+        return self.transform(rgb)
 
 
 def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> EmbedResult:
@@ -97,7 +102,7 @@ def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run:
                         num_workers=config.workers, pin_memory=device.type == "cuda")
     chunks, done = [], 0
     report(0, tiles.num_rows)
-    with torch.inference_mode():
+    with torch.inference_mode(), _worker_errors():
         for batch in loader:
             if model is None:  # the pixel baseline: the features are the embedding
                 chunks.append(batch.numpy())
@@ -128,6 +133,16 @@ def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run:
     return EmbedResult(config.out, len(vectors), int(vectors.shape[1]), source, manifest)
 
 
+@contextlib.contextmanager
+def _worker_errors():
+    """A DataLoader worker's InputError arrives wrapped in its traceback text: keep its one line."""
+    try:
+        yield
+    except InputError as exc:
+        last = [line for line in exc.message.splitlines() if "InputError: " in line]
+        raise InputError(last[-1].split("InputError: ", 1)[1] if last else exc.message, hint="re-create the tiles with `urbanln tile`") from None
+
+
 def _device(name: str):
     import torch
 
@@ -147,7 +162,7 @@ def _load(config: EmbedConfig, device):
     if config.baseline == "pixels":
         return None, None, None, {"baseline": "pixels"}
     if config.baseline == "random":
-        arch = config.arch or _run_arch(config.model) or "ViT-B-16"
+        arch = config.arch or _run_arch(config.model or Path("runs/latest")) or "ViT-B-16"  # comparable with the run
         torch.manual_seed(config.seed)
         model, _, preprocess, tokenizer = create_model(arch, "none", device=str(device))
         return model.eval(), preprocess, tokenizer, {"baseline": "random", "arch": arch, "seed": config.seed}

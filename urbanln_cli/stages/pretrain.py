@@ -153,12 +153,20 @@ class _Trainer:
         candidates = corpus.data.column("candidates").to_pylist() if "candidates" in columns else [None] * corpus.num_rows
         from urbanln_cli.training.data import candidates_of
 
+        parsed = []
+        for tile_id, value in zip(corpus_ids, candidates):
+            try:
+                parsed.append(candidates_of(value))
+            except ValueError as exc:
+                raise InputError(f"corpus row {tile_id!r}: cannot read its candidates ({exc})",
+                                 hint="candidates are a list of {model, caption, score}, or its JSON") from None
         return (tiles, [rows[t] for t in corpus_ids], corpus.data.column("caption").to_pylist(), shorts,
-                [candidates_of(c) for c in candidates], tiles_manifest, corpus_manifest)
+                parsed, tiles_manifest, corpus_manifest)
 
     def _plan(self, tiles_manifest, corpus_manifest, arch_config) -> dict[str, Any]:
         """What must not change under a resume: the data and the architecture."""
-        keep = ("arch", "context_length", "keep", "batch_size", "queue_size", "seed", "epochs")
+        keep = ("arch", "context_length", "keep", "batch_size", "queue_size", "seed", "epochs", "lr", "warmup_steps",
+                "weight_decay", "stage1_epochs", "distill_weight", "short_weight", "momentum", "consensus_prob")
         return {
             "tiles": tiles_manifest.get("artifact_id"),
             "corpus": corpus_manifest.get("artifact_id"),
@@ -219,6 +227,8 @@ class _Trainer:
             scheduler.load_state_dict(state["scheduler"])
             _set_rng(state["rng"], cuda)
             step = resumed_from = state["progress"]["step"]
+            if self.rank == 0:
+                _truncate_metrics(self.out / "metrics.jsonl", step)  # steps after the checkpoint are run again
 
         long_tokenizer = long_tokenizer_for(config.arch, config.context_length)
         short_tokenizer = long_tokenizer_for(config.arch, 77)  # short captions at their own length: a cheaper branch
@@ -238,6 +248,7 @@ class _Trainer:
                     "progress": {"step": step, "epoch": step // steps_per_epoch},
                 })
 
+        in_step = False  # a Ctrl-C inside a step leaves teacher/queues ahead of the optimizer: keep the last checkpoint
         try:
             while step < stop_at:
                 epoch, in_epoch = divmod(step, steps_per_epoch)
@@ -251,6 +262,7 @@ class _Trainer:
                         alpha = 0.0  # stage 1: align long and short captions while the teacher warms up
                     else:
                         alpha = distill_alpha(config.distill_weight, epoch - config.stage1_epochs, step % steps_per_epoch, steps_per_epoch)
+                    in_step = True
                     terms = trainable(images, long_tokens, short_tokens, ids, alpha=alpha)
                     optimizer.zero_grad(set_to_none=True)
                     terms["loss"].backward()
@@ -258,6 +270,7 @@ class _Trainer:
                     optimizer.step()
                     scheduler.step()
                     step += 1
+                    in_step = False
                     if step % config.log_every == 0 or step == stop_at:
                         last_terms = self._log(metrics, terms, step, epoch, scheduler.get_last_lr()[0], local_batch, started)
                         started = time.perf_counter()
@@ -269,8 +282,9 @@ class _Trainer:
                 if step % steps_per_epoch == 0 and step % config.save_every:
                     save()  # every epoch ends with a checkpoint
         except KeyboardInterrupt:
-            save()
-            raise Interrupted(f"pretraining stopped at step {step}; a checkpoint is in {self.checkpoints}") from None
+            if not in_step:
+                save()
+            raise Interrupted(f"pretraining stopped at step {step}; the last checkpoint is in {self.checkpoints}") from None
         if step % config.save_every and step % steps_per_epoch:
             save()
         return self._finish(step_module, model, arch_config, plan, step, resumed_from, last_terms, tiles_manifest, corpus_manifest, export_open_clip)
@@ -312,7 +326,8 @@ class _Trainer:
                 shutil.rmtree(self.out)
             return None
         if manifest is not None and old_plan is not None and (self.out / "open_clip_model.safetensors").is_file():
-            if self.config.max_steps is None or manifest.get("steps", 0) >= self.config.max_steps:
+            same_export = manifest.get("models", {}).get("export") == self.config.export
+            if same_export and (self.config.max_steps is None or manifest.get("steps", 0) >= self.config.max_steps):
                 return PretrainResult(self.out, manifest.get("steps", 0), manifest.get("steps", 0), True, manifest.get("final", {}), manifest)
         if self.out.exists() and old_plan is None and any(self.out.iterdir()) and not self.config.overwrite:
             raise OutputExistsError(f"{self.out} exists and is not an urbanln run folder")
@@ -334,6 +349,15 @@ class _Trainer:
         )
         artifacts.write_json_atomic(self.out / artifacts.MANIFEST_NAME, manifest)
         return PretrainResult(self.out, step, resumed_from, False, final, manifest)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _cosine_with_warmup(warmup: int, total: int):

@@ -22,16 +22,33 @@ def _seed(*parts: Any) -> int:
 
 
 def candidates_of(value: Any) -> list[str]:
-    """The other models' captions of a tile (the corpus stores a list of {model, caption, score}, or its JSON)."""
+    """The other models' captions of a tile: a list of {model, caption, score} (or one), its JSON, or plain strings.
+
+    Raises ValueError for anything else, so a malformed corpus is reported, not trained on.
+    """
     if value is None:
         return []
     if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else [value]
+        text = value.strip()
+        if text[:1] in "[{" or text in ("null", ""):
+            value = json.loads(text) if text else None  # json raises ValueError on malformed input
+            if value is None:
+                return []
+        else:
+            return [value]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
     out = []
     for item in value:
         text = item.get("caption") if isinstance(item, dict) else item
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise ValueError(f"a candidate caption is {type(text).__name__}, not text")
         if text:
-            out.append(str(text))
+            out.append(text)
     return out
 
 
