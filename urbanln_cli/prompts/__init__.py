@@ -1,6 +1,6 @@
 """Versioned caption prompts. The shipped prompt is ``urban-v1``; ``--prompt FILE`` uses another.
 
-A prompt is text with an optional ``{gsd}`` placeholder (metres per pixel) and
+A prompt is text with an optional ``{gsd}`` field (metres per pixel) and
 ``{visibility}`` (a sentence on what is too small to see at that resolution).
 """
 
