@@ -120,7 +120,6 @@ def run_baseline(tiles: Path, url: str, slots: int, n: int) -> dict:
 
 def resume_check(work: Path, url: str, records: int) -> dict:
     """Time a rerun whose journal already holds every record: no request, then the dataset is assembled."""
-    from urbanln_cli.journal import read_records  # noqa: F401  (the reader under test)
     from urbanln_cli.prompts import load_prompt
     from urbanln_cli.stages.caption import CaptionConfig, caption, options_that_change_output
 

@@ -1,7 +1,5 @@
 """`urbanln embed`: trained runs, open_clip weights and baselines, aligned with tile ids."""
 
-import json
-
 import datasets
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ from typing import Any
 
 from urbanln_cli import __version__
 
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
 
 def report(host: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
@@ -39,12 +38,12 @@ def ollama_status(host: str | None, timeout: float = 3.0) -> dict[str, Any]:
     """Whether an Ollama server answers at ``host``, and which models it has pulled."""
     import httpx
 
-    from urbanln_cli.captioners.ollama import import_ollama
+    from urbanln_cli.captioners.ollama import DEFAULT_HOST, import_ollama
     from urbanln_cli.redact import public_host
 
     ollama = import_ollama()
 
-    host = host or DEFAULT_OLLAMA_HOST
+    host = host or DEFAULT_HOST
     try:
         client = ollama.Client(host=host, timeout=httpx.Timeout(timeout))
     except ValueError as exc:

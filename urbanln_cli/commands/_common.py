@@ -42,6 +42,12 @@ def summary(text: str) -> None:
         console.print(text, soft_wrap=True, markup=False)
 
 
+def describe_counts(counts: dict[str, int], skip: tuple[str, ...] = (), prefix: str = "") -> str:
+    """'3 skipped unreadable, 2 nan population' from a manifest's counts, for summary lines."""
+    return ", ".join(f"{v} {k.removeprefix(prefix).replace('_', ' ')}" for k, v in sorted(counts.items())
+                     if k not in skip and k.startswith(prefix) and v)
+
+
 def warn(text: str) -> None:
     if not _state["quiet"]:
         console.print(f"warning: {text}", soft_wrap=True, markup=False, style="yellow")

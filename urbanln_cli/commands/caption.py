@@ -76,7 +76,7 @@ def caption(
     if result.nothing_to_do:
         _common.summary(f"{result.out} is complete ({result.rows} rows): nothing to do")
     else:
-        detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(result.counts.items()) if k not in ("captions",))
+        detail = _common.describe_counts(result.counts, skip=("captions",))
         _common.summary(f"wrote {result.rows} rows ({result.counts.get('captions', 0)} captions) to {result.out}; {detail}")
         if result.counts.get("failed"):
             _common.warn("some rows failed; `--retry-failed` captions them again")

@@ -69,7 +69,7 @@ def fuse(
         return
     with _common.progress_bar("fusing") as update:
         result = run_fuse(config, progress=update, run=_common.run_info(ctx))
-    dropped = ", ".join(f"{v} {k.removeprefix('dropped_').replace('_', ' ')}" for k, v in result.counts.items() if k.startswith("dropped_") and v)
+    dropped = _common.describe_counts(result.counts, prefix="dropped_")
     mode = "; single model: support not checked" if result.counts["single_model"] else ""
     _common.summary(f"wrote {result.rows} fused captions to {result.out}; {result.counts['failed_captions']} failed captions skipped{mode}" + (f"; dropped {dropped}" if dropped else ""))
     _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json)

@@ -56,7 +56,7 @@ def label(
     )
     with _common.progress_bar("labelling") as update:
         result = run_label(config, progress=update, run=_common.run_info(ctx))
-    detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(result.counts.items()))
+    detail = _common.describe_counts(result.counts)
     _common.summary(f"wrote {len(result.targets)} target(s) for {result.rows} tiles to {result.out}" + (f"; {detail}" if detail else ""))
     _common.emit(
         {"out": str(result.out), "rows": result.rows, "targets": result.targets, "counts": result.counts} if as_json else result.out,

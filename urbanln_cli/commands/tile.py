@@ -59,8 +59,7 @@ def tile(
     )
     with _common.progress_bar("tiling") as update:
         result = run_tile(config, progress=update, run=_common.run_info(ctx))
-    skipped = {k: v for k, v in result.counts.items() if k != "tiles"}
-    detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(skipped.items()))
+    detail = _common.describe_counts(result.counts, skip=("tiles",))
     resumed = f" (resumed {result.resumed_shards} of {result.shards} shards)" if result.resumed_shards else ""
     _common.summary(f"wrote {result.rows} tiles to {result.out}{resumed}" + (f"; {detail}" if detail else ""))
     for problem in result.manifest.get("problems", [])[:5]:

@@ -57,6 +57,19 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; under torchrun, ``cuda`` means this rank's GPU."""
+    from urbanln_cli.errors import UsageProblem
+
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageProblem(f"--device {name}, but torch sees no GPU", hint="use --device cpu, or check the CUDA install (`urbanln env`)")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageProblem(f"--device {name!r} is not auto, cpu or cuda")
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
 def autocast_for(device: torch.device | str, dtype: torch.dtype | None = None) -> AbstractContextManager:
     """bf16 autocast on CUDA, plain fp32 elsewhere (unless ``dtype`` says otherwise)."""
     device = torch.device(device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 TARGETS = ("population", "carbon", "gdp", "nightlight")
 PANEL = ("sim:precise", "sim:verbose", "sim:hallucinating", "sim:generic")

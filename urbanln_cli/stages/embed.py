@@ -96,8 +96,10 @@ def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run:
     if tiles.num_rows == 0:
         raise InputError(f"{config.tiles} has no tiles", hint="check `urbanln inspect` on it")
     report = progress or (lambda done, total, **_: None)
-    device = _device(config.device)
-    model, transform, tokenizer, source = _load(config, device)
+    from urbanln_cli.models.step import pick_device
+
+    device = pick_device(config.device)
+    model, transform, tokenizer, source = load_encoder(config, device)
     loader = DataLoader(_Images(tiles.data.column("image"), transform), batch_size=config.batch_size,
                         num_workers=config.workers, pin_memory=device.type == "cuda")
     chunks, done = [], 0
@@ -143,17 +145,8 @@ def _worker_errors():
         raise InputError(last[-1].split("InputError: ", 1)[1] if last else exc.message, hint="re-create the tiles with `urbanln tile`") from None
 
 
-def _device(name: str):
-    import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageProblem("--device cuda, but torch sees no GPU", hint="use --device cpu")
-    return torch.device(name)
-
-
-def _load(config: EmbedConfig, device):
+def load_encoder(config: EmbedConfig, device):
     """(model or None, image transform or None, tokenizer or None, a description of the source with its fingerprint)."""
     import torch
 

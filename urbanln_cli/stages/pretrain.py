@@ -96,12 +96,13 @@ def run_folder(config: PretrainConfig) -> Path:
 
 
 def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> PretrainResult:
-    import torch
     import torch.distributed as dist
 
     config.check()
     rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    device = _device(config.device, local_rank)
+    from urbanln_cli.models.step import pick_device
+
+    device = pick_device(config.device, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if config.batch_size % world:
@@ -112,15 +113,6 @@ def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
-
-def _device(name: str, local_rank: int):
-    import torch
-
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageProblem("--device cuda, but torch sees no GPU", hint="use --device cpu, or check the CUDA install (`urbanln env`)")
-    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
 
 
 class _Trainer:

@@ -499,7 +499,6 @@ class _Builder:
     # -- urban blocks
 
     def urban(self, k: int, poly: np.ndarray, zone: str) -> None:
-        rng = self.rng
         info = self.streets[k]
         centre, a, n = info["frame"]
         half = info["street_half"]
