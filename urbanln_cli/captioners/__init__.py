@@ -76,7 +76,8 @@ class Backend(Protocol):
 
     async def preflight(self, models: Sequence[str]) -> dict[str, ModelInfo]: ...
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo) -> Reply: ...
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo | None,
+                      format: dict | None = None) -> Reply: ...  # format: a JSON schema for structured output
 
     async def aclose(self) -> None: ...
 

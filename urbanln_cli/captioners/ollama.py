@@ -117,7 +117,9 @@ class OllamaBackend:
 
     # ------------------------------------------------------------ captions
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo | None = None) -> Reply:
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions,
+                      tile: TileInfo | None = None, format: dict | None = None) -> Reply:
+        """One chat request with one image; ``format`` (a JSON schema) asks for structured output."""
         import httpx
 
         ollama = import_ollama()
@@ -130,6 +132,8 @@ class OllamaBackend:
                      "num_predict": options.num_predict, "num_ctx": options.num_ctx},
             keep_alive=options.keep_alive,
         )
+        if format is not None:
+            request["format"] = format
         try:
             if not self.stream:
                 response = await client.chat(**request, stream=False)

@@ -398,7 +398,11 @@ class SimBackend:
                     hint="sim: models describe only tiles of `urbanln synth city` imagery; for real imagery use Ollama models, e.g. --models llava,qwen-vl",
                 )
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo) -> Reply:
+    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo,
+                      format: dict | None = None) -> Reply:
+        if format is not None:
+            raise UsageProblem("the simulated panel only writes captions; it cannot answer structured requests",
+                               hint="use an Ollama vision model for fuse --refine and --check vlm")
         persona = PERSONAS[model.removeprefix("sim:")]
         seed = int.from_bytes(hashlib.sha256(f"{model}|{tile.tile_id}|{options.seed}".encode()).digest()[:8], "little")
         text, labels = write_caption(persona, tile_facts(self.scene, tile), random.Random(seed))

@@ -21,29 +21,21 @@ import gc
 import hashlib
 import io
 import json
-import logging
 import math
 import operator
-import random
 import re
-import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from urbanln_cli import artifacts
-from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, ModelMissing, TileInfo, TransientError
-from urbanln_cli.errors import Interrupted, OutputExistsError, ServiceUnavailable, UsageProblem
+from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo
+from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
+from urbanln_cli.errors import Interrupted, OutputExistsError, UsageProblem
 from urbanln_cli.journal import Journal, read_records
 from urbanln_cli.prompts import Prompt, load_prompt
 from urbanln_cli.redact import public_host
-
-log = logging.getLogger(__name__)
-
-HOST_FAILURE_LIMIT = 5  # consecutive transport failures before a host leaves the rotation
-BACKOFF_CAP = 30.0
-PERMANENT = {"bad_request"}  # errors a retry cannot fix
 
 
 @dataclass(frozen=True)
@@ -66,6 +58,10 @@ class CaptionConfig:
     limit: int | None = None  # caption only the first N tiles of the shard
     overwrite: bool = False
     scene: Path | None = None  # sim: models only; default: scene.json beside the tiles' source raster
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.concurrency, self.retries, self.content_retries, self.backoff)
 
     def check(self) -> None:
         i, n = self.shard
@@ -168,12 +164,6 @@ def _backend_for(config: CaptionConfig) -> Backend:
             hint="pass --scene city/scene.json (written by `urbanln synth city`), or use Ollama models for real imagery",
         )
     return SimBackend(scene)
-
-
-class _HostHealth:
-    def __init__(self):
-        self.failures = 0
-        self.dead = False
 
 
 class _Job:
@@ -291,20 +281,12 @@ class _Job:
 
     async def _caption_model(self, info: ModelInfo, todo: list[int], journal: Journal, total: int) -> None:
         config = self.config
-        queue: asyncio.Queue = asyncio.Queue()
-        for i in todo:
-            queue.put_nowait({"index": i, "requests": 0, "attempts": 0, "content_attempts": 0, "forgiven": 0})
-        health = {host: _HostHealth() for host in self.backend.hosts}
-        state = {"remaining": len(todo), "fatal": None}
-        n_workers = len(health) * config.concurrency
-        loop = asyncio.get_running_loop()
 
-        def stop_all() -> None:
-            for _ in range(n_workers):
-                queue.put_nowait(None)
+        def request_for(i: int) -> Request:
+            return Request(lambda: self.image(i), self.prompt.render(self.gsd[i]), self.tile_info(i))
 
-        def finish(task, text: str, error: tuple[str, str] | None, started: float, host: str, reply=None) -> None:
-            i = task["index"]
+        def finish(i: int, outcome: Outcome) -> None:
+            reply = outcome.reply
             record = {
                 "tile_id": self.tile_ids[i],
                 "model": info.tag,
@@ -313,100 +295,24 @@ class _Job:
                 "prompt_sha256": self.prompt.sha256,
                 "options_sha256": self.options_sha,
                 "image_sha256": self.image_sha[i],
-                "caption": text,
-                "error": error[1] if error else None,
-                "error_class": error[0] if error else None,
-                "attempts": task["requests"],
-                "latency_s": round(time.monotonic() - started, 4),
+                "caption": outcome.text,
+                "error": outcome.error[1] if outcome.error else None,
+                "error_class": outcome.error[0] if outcome.error else None,
+                "attempts": outcome.requests,
+                "latency_s": outcome.latency_s,
                 "prompt_tokens": getattr(reply, "prompt_tokens", None),
                 "output_tokens": getattr(reply, "output_tokens", None),
-                "host": host,
+                "host": outcome.host,
                 "sentence_labels": _labels_json(reply),
             }
             journal.append(record)
             self.records[record_key(record)] = {**record, "_this_run": True}
             self.finished += 1
-            self.failed += error is not None
+            self.failed += outcome.error is not None
             self.progress(self.finished, total, failed=self.failed)
-            state["remaining"] -= 1
-            if state["remaining"] == 0:
-                stop_all()
 
-        def retry_later(task, delay: float) -> None:
-            loop.call_later(delay, queue.put_nowait, task)
-
-        async def worker(host: str) -> None:
-            while True:
-                task = await queue.get()
-                if task is None or state["fatal"] is not None:
-                    return
-                if health[host].dead:
-                    queue.put_nowait(task)
-                    return
-                started = time.monotonic()
-                i = task["index"]
-                try:
-                    image = self.image(i)
-                except Exception as exc:  # a damaged tile: record it, do not stop the run
-                    finish(task, "", ("bad_image", f"cannot read the tile's image: {exc}"), started, host)
-                    continue
-                try:
-                    # content failures are retried at once, on this slot, with a new seed each time
-                    while True:
-                        task["requests"] += 1
-                        reply = await self.backend.caption(
-                            host, info.tag, image, self.prompt.render(self.gsd[i]),
-                            config.options.for_attempt(task["content_attempts"]), self.tile_info(i),
-                        )
-                        problem = content_problem(reply.text)
-                        if problem is None or task["content_attempts"] >= config.content_retries:
-                            break
-                        task["content_attempts"] += 1
-                except ModelMissing:
-                    state["fatal"] = ServiceUnavailable(
-                        f"model {info.tag} disappeared from {host} during the run; finished captions are kept",
-                        hint=f"ollama pull {info.tag}, then run the same command again to resume",
-                    )
-                    stop_all()
-                    return
-                except TransientError as exc:
-                    if exc.error_class in ("connection", "timeout"):  # a host that answers 5xx is alive
-                        h = health[host]
-                        h.failures += 1
-                        if h.failures >= HOST_FAILURE_LIMIT and not h.dead:
-                            h.dead = True
-                            log.warning("%s failed %d times in a row; taking it out of rotation", host, h.failures)
-                            if all(x.dead for x in health.values()):
-                                state["fatal"] = ServiceUnavailable(
-                                    f"every host failed ({exc.error_class}: {exc.message}); finished captions are kept",
-                                    hint="check the Ollama servers (`urbanln env --host …`), then run the same command again to resume",
-                                )
-                                stop_all()
-                    if state["fatal"] is not None:
-                        continue  # every host is down: this request is redone on the next run, not recorded as failed
-                    if health[host].dead:
-                        queue.put_nowait(task)  # not the tile's fault: another host takes it
-                        continue
-                    delay = min(BACKOFF_CAP, config.backoff * 2 ** task["attempts"]) * random.uniform(0.5, 1.5)
-                    if exc.error_class in ("connection", "timeout") and task["forgiven"] < HOST_FAILURE_LIMIT:
-                        # A host going down fails its requests before it leaves the rotation; those
-                        # are the host's failures, not the tile's, so they do not use up its retries.
-                        task["forgiven"] += 1
-                        retry_later(task, delay)
-                        continue
-                    task["attempts"] += 1
-                    if task["attempts"] > config.retries or exc.error_class in PERMANENT:
-                        finish(task, "", (exc.error_class, exc.message), started, host)
-                    else:
-                        retry_later(task, delay)
-                    continue
-                health[host].failures = 0
-                error = (problem, f"unusable caption: {problem}") if problem else None
-                finish(task, reply.text.strip(), error, started, host, reply)
-
-        await asyncio.gather(*(worker(host) for host in health for _ in range(config.concurrency)))
-        if state["fatal"] is not None:
-            raise state["fatal"]
+        await run_requests(self.backend, info.tag, todo, request_for, finish, policy=config.policy, options=config.options,
+                           content_problem=content_problem, what="captions")
 
     # ------------------------------------------------------------ output
 
