@@ -10,7 +10,12 @@ Faults are queued with ``inject`` and consumed by the next chat requests (for
 one model, or any): ``404``, ``429``, ``500``, ``503``, ``slow`` (sleep past the
 client's timeout), ``drop`` (close the connection mid-response), ``empty``,
 ``refusal``, ``repeat`` (runaway repetition), ``error_line`` (an ``{"error": …}``
-line mid-stream).
+line mid-stream), ``bad_json`` (prose where a ``format`` asked for JSON).
+
+Structured output: a request with a ``format`` schema gets JSON. A schema with an
+``answer`` property is a yes/no question about the phrase in double quotes in the
+prompt: "yes" when one of its words (4+ letters) is in the model's own caption of
+the image, else "no". A schema with a ``caption`` property gets that caption.
 
 Run standalone for benchmarks and kill tests:
     python -m tests.fakes.ollama_server --slots 4 --latency 0.1 --models llava:7b
@@ -24,6 +29,7 @@ import base64
 import collections
 import hashlib
 import json
+import re
 import socket
 import sys
 import threading
@@ -53,6 +59,18 @@ def caption_for(model: str, image: bytes) -> str:
         f"Water: {pick['water']}. Overall the tile has a {['compact', 'sprawling', 'orderly', 'mixed'][h[9] % 4]} urban character "
         f"(signature {h[10:14].hex()})."
     )
+
+
+def structured_reply(schema: dict, prompt: str, own_caption: str) -> str:
+    """The JSON a ``format`` request gets (see the module docstring)."""
+    properties = schema.get("properties") or {}
+    if "answer" in properties:
+        phrase = prompt.split('"')[1] if prompt.count('"') >= 2 else ""
+        seen = set(re.findall(r"[a-z]{4,}", own_caption.lower()))
+        return json.dumps({"answer": "yes" if seen & set(re.findall(r"[a-z]{4,}", phrase.lower())) else "no"})
+    if "caption" in properties:
+        return json.dumps({"caption": own_caption})
+    return json.dumps({})
 
 
 class FakeOllama:
@@ -212,6 +230,10 @@ class FakeOllama:
                 images = body["messages"][-1].get("images") or []
                 image = base64.b64decode(images[0]) if images else b""
                 text = caption_for(model, image)
+                if isinstance(body.get("format"), dict):
+                    text = structured_reply(body["format"], body["messages"][-1].get("content", ""), text)
+                if fault == "bad_json":
+                    text = "Sure! Here is what I see: " + caption_for(model, image)
                 if fault == "empty":
                     text = ""
                 elif fault == "refusal":

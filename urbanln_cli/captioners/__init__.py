@@ -9,6 +9,9 @@ stage owns scheduling, retries, content checks and the journal.
 
 from __future__ import annotations
 
+import io
+import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -82,3 +85,34 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
     # optional: def check_tiles(self, tiles: Sequence[TileInfo]) -> None, raising an UrbanlnError
+
+
+def fit_image(raw: bytes, size: int) -> bytes:
+    """An image's bytes, shrunk to ``size`` pixels on the longest side (as PNG) when larger; else unchanged."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as img:
+        if max(img.size) <= size:
+            return raw
+        img = img.convert("RGB")
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        return buf.getvalue()
+
+
+_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i am unable|i'?m unable|as an ai)", re.I)
+
+
+def content_problem(text: str) -> str | None:
+    """Why a caption is unusable ('empty', 'refusal', 'repetition'), or None."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if _REFUSAL.match(stripped):
+        return "refusal"
+    raw = stripped.encode("utf-8")
+    # Natural prose compresses to about half; a model stuck in a loop to a few percent.
+    if len(raw) > 300 and len(zlib.compress(raw)) / len(raw) < 0.12:
+        return "repetition"
+    return None

@@ -15,7 +15,7 @@ def fuse(
     captions: Annotated[Optional[List[Path]], typer.Argument(help="Captions datasets from `urbanln caption` (shards, or runs with other models). With --explain, a corpus works too. \\[default: captions]", show_default=False)] = None,
     tiles: Annotated[Path, typer.Option(help="Tiles dataset, for each tile's ground sample distance (visibility step).")] = Path("tiles"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus dataset folder.")] = Path("corpus"),
-    lexicon: Annotated[Optional[Path], typer.Option(help="TOML or JSON file extending the urban lexicon: [concepts.NAME] terms, [visibility] NAME = max GSD, [attributes] words.", show_default=False)] = None,
+    lexicon: Annotated[Optional[Path], typer.Option(help="TOML or JSON file extending the urban lexicon: \\[concepts.NAME] terms, \\[visibility] NAME = max GSD, \\[attributes] words.", show_default=False)] = None,
     clean: Annotated[bool, typer.Option("--clean/--no-clean", help="Strip refusals, boilerplate, filler clauses, repeats; enforce length bounds.")] = True,
     visibility: Annotated[bool, typer.Option("--visibility/--no-visibility", help="Drop claims about objects too small to see at the tile's GSD.")] = True,
     support: Annotated[bool, typer.Option("--support/--no-support", help="Drop claims too few other models make (support is still recorded).")] = True,
@@ -28,6 +28,19 @@ def fuse(
     max_tokens: Annotated[int, typer.Option(help="Long caption limit in CLIP tokens (Long-CLIP: 248); cut at a sentence boundary.")] = 248,
     short_tokens: Annotated[int, typer.Option(help="Short caption limit in CLIP tokens.")] = 77,
     tokenizer: Annotated[str, typer.Option(help="open_clip tokenizer that counts tokens.")] = "ViT-B-16",
+    check: Annotated[str, typer.Option(help="Image check of disputed claims (too little support, or any claim of a single model): clip, vlm or none.")] = "none",
+    check_model: Annotated[Optional[List[str]], typer.Option(help="--check vlm: checking models (aliases or tags, comma-separated or repeated); a claim goes to one that did not make it. \\[default: the captions' models]", show_default=False)] = None,
+    clip_model: Annotated[Optional[Path], typer.Option(help="--check clip: a pretrain run folder. \\[default: runs/latest]", show_default=False)] = None,
+    clip_arch: Annotated[Optional[str], typer.Option(help="--check clip: open_clip architecture of --clip-pretrained.", show_default=False)] = None,
+    clip_pretrained: Annotated[Optional[str], typer.Option(help="--check clip: open_clip weights (a tag such as openai, a file, or local-dir:FOLDER) instead of a run.", show_default=False)] = None,
+    clip_margin: Annotated[Optional[float], typer.Option(help="--check clip: how far a claim must beat the contrast prompts to count as confirmed. \\[default: the checker's]", show_default=False)] = None,
+    refine: Annotated[Optional[str], typer.Option(help="Ollama vision model that captions the four quadrants and rewrites each candidate (structured output); the rewrite is checked again.", show_default=False)] = None,
+    host: Annotated[Optional[List[str]], typer.Option(help="Ollama server URL for --check vlm and --refine; repeat for several. \\[default: $OLLAMA_HOST or http://127.0.0.1:11434]", envvar="OLLAMA_HOST", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight per host.")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take.")] = 300.0,
+    retries: Annotated[int, typer.Option(help="Retries for timeouts, dropped connections, 429 and 5xx.")] = 4,
+    image_size: Annotated[int, typer.Option(help="Longest image side sent to a VLM; larger tiles are shrunk.")] = 672,
+    seed: Annotated[int, typer.Option(help="Sampling seed of the VLM requests (temperature 0).")] = 0,
     explain: Annotated[Optional[str], typer.Option(help="Show how one tile is fused (from a corpus given as input, or computed for that tile) and exit.", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (or the --explain record) on stdout.")] = False,
@@ -38,7 +51,14 @@ def fuse(
     Every dropped phrase is kept with its reason in the `dropped` column, and the
     manifest counts dropped_<reason>. The caption fits --max-tokens CLIP tokens and
     caption_short fits --short-tokens.
+
+    --check clip|vlm lets the image confirm disputed claims (a CLIP model, or a VLM
+    asked yes/no through Ollama); --refine MODEL rewrites each candidate from its
+    quadrant captions. Their answers are journaled in <out>.partial/, so a rerun
+    after Ctrl-C or a server failure asks only what is missing.
     """
+    from urbanln_cli.captioners.aliases import resolve_models
+    from urbanln_cli.captioners.ollama import DEFAULT_HOST
     from urbanln_cli.stages.fuse import FuseConfig, explain as run_explain, fuse as run_fuse
 
     config = FuseConfig(
@@ -58,6 +78,19 @@ def fuse(
         max_tokens=max_tokens,
         short_tokens=short_tokens,
         tokenizer=tokenizer,
+        image_check=check,
+        check_models=tuple(resolve_models(check_model)) if check_model else (),
+        clip_model=clip_model,
+        clip_arch=clip_arch,
+        clip_pretrained=clip_pretrained,
+        clip_margin=clip_margin,
+        refine=resolve_models(refine)[0] if refine else None,
+        hosts=tuple(host or [DEFAULT_HOST]),
+        concurrency=concurrency,
+        timeout=timeout,
+        retries=retries,
+        image_size=image_size,
+        seed=seed,
         overwrite=overwrite,
     )
     if explain is not None:
@@ -71,6 +104,10 @@ def fuse(
         result = run_fuse(config, progress=update, run=_common.run_info(ctx))
     dropped = _common.describe_counts(result.counts, prefix="dropped_")
     mode = "; single model: support not checked" if result.counts["single_model"] else ""
+    if "checked" in result.counts:
+        mode += f"; image check confirmed {result.counts.get('confirmed', 0)} of {result.counts['checked']} disputed claims"
+    if config.refine:
+        mode += f"; {result.counts.get('refined', 0)} candidates rewritten by {config.refine} ({result.counts.get('refine_errors', 0)} failed)"
     _common.summary(f"wrote {result.rows} fused captions to {result.out}; {result.counts['failed_captions']} failed captions skipped{mode}" + (f"; dropped {dropped}" if dropped else ""))
     _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json)
 
@@ -84,23 +121,38 @@ def render_explain(record: dict) -> str:
     lines.append(f"models: {record['n_models']}   gsd: {'unknown' if gsd is None else f'{gsd:.2f} m/px'}   chosen: {record['model']}")
     for name, text in sorted((record.get("inputs") or {}).items()):
         lines += [f"\ninput {name}:", f"  {text}"]
+    if record.get("local_captions"):
+        lines.append("\nquadrant captions (--refine):")
+        lines += [f"  {where}: {text}" for where, text in zip(("top-left", "top-right", "bottom-left", "bottom-right"), record["local_captions"])]
     lines.append("\ncandidates:")
     for c in record["candidates"]:
         score = "n/a" if c["score"] is None else f"{c['score']:.3f}"
         mark = "*" if c["model"] == record["model"] else " "
-        lines.append(f" {mark} {c['model']}  score {score}\n    {c['caption']}")
+        how = f"  refined by {c['refined_by']}" if c.get("refined_by") else (f"  not refined: {c['refine_error']}" if c.get("refine_error") else "")
+        lines.append(f" {mark} {c['model']}  score {score}{how}\n    {c['caption']}")
     lines.append("\nkept claims (support = share of the other models that agree):")
     for c in record["claims"]:
         support = "n/a (single model)" if c["support"] is None else f"{c['support']:.2f}"
-        lines.append(f"  {c['model']} s{c['sentence']}: {c['text']}  [{c['concept'] or 'phrase'}]  support {support}")
+        lines.append(f"  {c['model']} s{c['sentence']}{_where(c)}: {c['text']}  [{c['concept'] or 'phrase'}]  support {support}{_checked(c)}")
     lines.append("\ndropped:")
     for d in record["dropped"] or []:
-        lines.append(f"  {d['model']} s{d['sentence']}: {d['reason']}: {d['text']}")
+        lines.append(f"  {d['model']} s{d['sentence']}{_where(d)}: {d['reason']}: {d['text']}{_checked(d)}")
     if not record["dropped"]:
         lines.append("  nothing")
     lines += [f"\ncaption ({record['tokens']} CLIP tokens{', cut' if record['cut'] else ''}):", f"  {record['caption']}"]
     lines += [f"caption_short ({record['short_tokens']} CLIP tokens):", f"  {record['caption_short']}"]
     return "\n".join(lines)
+
+
+def _where(item: dict) -> str:
+    return " (rewrite)" if item.get("stage") == "refine" else ""
+
+
+def _checked(item: dict) -> str:
+    if "checked_by" not in item:
+        return ""
+    said = item.get("check_answer") or (f"{item['check_score']:+.3f}" if item.get("check_score") is not None else item.get("check_error") or "?")
+    return f"  {'confirmed' if item['confirmed'] else 'not confirmed'} by {item['checked_by']} ({said})"
 
 
 def register(app: typer.Typer) -> None:

@@ -19,18 +19,15 @@ import collections
 import contextlib
 import gc
 import hashlib
-import io
 import json
 import math
 import operator
-import re
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from urbanln_cli import artifacts
-from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo
+from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo, content_problem, fit_image
 from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
 from urbanln_cli.errors import Interrupted, OutputExistsError, UsageProblem
 from urbanln_cli.journal import Journal, read_records
@@ -110,23 +107,6 @@ def record_key(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(record[f] for f in KEY_FIELDS)
 
 
-_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i am unable|i'?m unable|as an ai)", re.I)
-
-
-def content_problem(text: str) -> str | None:
-    """Why a caption is unusable ('empty', 'refusal', 'repetition'), or None."""
-    stripped = text.strip()
-    if not stripped:
-        return "empty"
-    if _REFUSAL.match(stripped):
-        return "refusal"
-    raw = stripped.encode("utf-8")
-    # Natural prose compresses to about half; a model stuck in a loop to a few percent.
-    if len(raw) > 300 and len(zlib.compress(raw)) / len(raw) < 0.12:
-        return "repetition"
-    return None
-
-
 def caption(
     config: CaptionConfig,
     progress: Callable[..., None] | None = None,
@@ -194,17 +174,7 @@ class _Job:
 
     def image(self, i: int) -> bytes:
         """The tile's bytes, shrunk to ``image_size`` on the longest side when larger."""
-        raw = self._raw_image(i)
-        from PIL import Image
-
-        with Image.open(io.BytesIO(raw)) as img:
-            if max(img.size) <= self.config.image_size:
-                return raw
-            img = img.convert("RGB")
-            img.thumbnail((self.config.image_size, self.config.image_size), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            img.save(buf, "PNG")
-            return buf.getvalue()
+        return fit_image(self._raw_image(i), self.config.image_size)
 
     def tile_info(self, i: int) -> TileInfo:
         crs, *bounds = self.geometry[i]

@@ -11,9 +11,15 @@ which can be switched off and records why it dropped what it dropped
 4. support: a claim's support is the share of the *other* models that make a
    matching claim; below ``min_support`` it goes (``unsupported``). With one
    model, support is undefined (``None``) and nothing is dropped for it;
-5. consensus: each model's candidate is rebuilt from its surviving sentences;
+5. image check (``check``: clip or vlm, optional): a disputed claim (support
+   below ``min_support``, or any claim of a single model) stays only when the
+   image confirms it (else ``unsupported``, or ``unconfirmed`` when support did
+   not drop it);
+6. refine (``refine``: an Ollama vision model, optional): quadrant captions, then
+   a structured rewrite of each model's candidate, checked again (``refine_new``);
+7. consensus: each model's candidate is rebuilt from its surviving sentences;
    the candidate with the highest mean claim-F1 to the others becomes ``caption``;
-6. ``caption_short`` (at most ``short_tokens`` CLIP tokens) and the long-caption
+8-9. ``caption_short`` (at most ``short_tokens`` CLIP tokens) and the long-caption
    cut to ``max_tokens`` CLIP tokens at a sentence boundary.
 
 When a sentence's head claim (what it is about) goes, its other claims go with
@@ -23,6 +29,8 @@ in the raw caption), so it can be traced back and scored.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 from collections import Counter
@@ -31,7 +39,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from urbanln_cli import artifacts
-from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.captioners import GenerationOptions
+from urbanln_cli.captioners.ollama import DEFAULT_HOST
+from urbanln_cli.captioners.runner import RetryPolicy
+from urbanln_cli.errors import InputError, Interrupted, UsageProblem
+from urbanln_cli.image_check import ClaimQuery, Verdict
 from urbanln_cli.text.claims import Claim, parse_claims
 from urbanln_cli.text.clean import REASONS as CLEAN_REASONS
 from urbanln_cli.text.clean import CleanOptions, clean_caption
@@ -40,7 +52,8 @@ from urbanln_cli.text.match import Matcher, MatchOptions
 from urbanln_cli.text.tokens import clip_counter, fit_tokens
 
 STAGE = "corpus"
-REASONS = (*CLEAN_REASONS, "too_small", "unsupported", "head_dropped", "length_cut")
+REASONS = (*CLEAN_REASONS, "too_small", "unsupported", "unconfirmed", "head_dropped", "refine_new", "length_cut")
+CHECKS = ("none", "clip", "vlm")
 # objects that characterise a tile in a short caption before generic ones (roads, roofs, buildings)
 LANDMARKS = ("river", "lake", "canal", "highway", "railway", "park", "stadium", "sports_field", "bridge", "forest", "farmland", "plaza", "parking")
 
@@ -64,6 +77,22 @@ class FuseConfig:
     max_tokens: int = 248  # long caption, Long-CLIP's context
     short_tokens: int = 77  # short caption, CLIP's context
     tokenizer: str = "ViT-B-16"  # open_clip tokenizer that counts tokens
+    # step 5, image check
+    image_check: str = "none"  # none | clip | vlm (--check)
+    check_models: tuple[str, ...] = ()  # vlm: who checks; default the captions' own models
+    clip_model: Path | None = None  # clip: a pretrain run folder (default runs/latest)
+    clip_arch: str | None = None  # clip: with clip_pretrained
+    clip_pretrained: str | None = None  # clip: open_clip weights (tag, file or local-dir:)
+    clip_margin: float | None = None  # clip: decision margin; None: the checker's default
+    # step 6, refine
+    refine: str | None = None  # an Ollama vision model
+    # the Ollama client of check vlm and refine (as in `caption`)
+    hosts: tuple[str, ...] = (DEFAULT_HOST,)
+    concurrency: int = 4
+    timeout: float = 300.0
+    retries: int = 4
+    image_size: int = 672
+    seed: int = 0
     overwrite: bool = False
 
     def check(self) -> None:
@@ -79,6 +108,16 @@ class FuseConfig:
             raise UsageProblem("--min-words must be at least 0 and --max-words at least --min-words")
         if self.max_tokens < 8 or self.short_tokens < 8:
             raise UsageProblem("--max-tokens and --short-tokens must be at least 8")
+        if self.image_check not in CHECKS:
+            raise UsageProblem(f"--check {self.image_check!r} is not one of {', '.join(CHECKS)}")
+        if self.concurrency < 1 or self.retries < 0 or not (math.isfinite(self.timeout) and self.timeout > 0) or self.image_size < 32:
+            raise UsageProblem("--concurrency must be at least 1, --retries at least 0, --timeout positive and --image-size at least 32")
+        if (self.image_check != "none" or self.refine) and self.tiles is None:
+            raise UsageProblem("--check and --refine look at the tiles' images", hint="pass --tiles PATH")
+
+    @property
+    def uses_ollama(self) -> bool:
+        return self.image_check == "vlm" or self.refine is not None
 
 
 @dataclass
@@ -112,126 +151,280 @@ class _Tools:
     count_tokens: Callable[[str], int]
 
 
-def fuse_tile(tile_id: str, captions: dict[str, str], gsd: float | None, config: FuseConfig, tools: _Tools) -> dict[str, Any] | None:
-    """Fuse one tile's captions (model -> text). Returns the corpus row, with ``_drops`` for counting.
+@dataclass(frozen=True)
+class Rewrite:
+    """What ``--refine`` returned for one candidate: the rewritten text, or why there is none."""
 
-    None when no model says anything usable about the tile (every caption cleaned away).
+    text: str | None
+    error: str | None = None
+    by: str = ""
+
+
+ClaimRef = tuple[str, int, int]  # (model, sentence index in the raw caption, claim position in the sentence)
+
+
+class TileFusion:
+    """One tile's captions on their way through the steps.
+
+    Construction runs steps 1-4 (clean, claims, visibility, support). Then the
+    stage may confirm disputed claims with an image check (``disputed`` and
+    ``apply_verdicts``) and rewrite the drafts (``drafts``, ``facts``); ``row``
+    finishes with consensus, the short caption and the length cut.
     """
-    lex = tools.lexicon
-    drops: list[dict[str, Any]] = []
-    units: dict[str, list[_Unit]] = {}
-    options = CleanOptions(min_words=config.min_words, max_words=config.max_words)
-    for model in sorted(captions):
-        kept, clean_drops = clean_caption(captions[model], options, enabled=config.clean)
-        drops += [_drop(model, d.sentence, d.text, d.reason) for d in clean_drops]
-        units[model] = [_Unit(model, s.index, s.text, parse_claims(s.text, lex, model=model, sentence=s.index)) for s in kept]
-    voters = [m for m in units if any(u.claims for u in units[m])]
 
-    # 3. visibility
-    if config.visibility:
-        for model in units:
-            for u in units[model]:
+    def __init__(self, tile_id: str, captions: dict[str, str], gsd: float | None, config: FuseConfig, tools: _Tools):
+        self.tile_id, self.captions, self.gsd, self.config, self.tools = tile_id, captions, gsd, config, tools
+        lex = tools.lexicon
+        self.drops: list[dict[str, Any]] = []
+        self.units: dict[str, list[_Unit]] = {}
+        for model in sorted(captions):
+            kept, clean_drops = clean_caption(captions[model], self._clean_options(), enabled=config.clean)
+            self.drops += [_drop(model, d.sentence, d.text, d.reason) for d in clean_drops]
+            self.units[model] = [_Unit(model, s.index, s.text, parse_claims(s.text, lex, model=model, sentence=s.index)) for s in kept]
+        self.voters = [m for m in self.units if any(u.claims for u in self.units[m])]
+
+        # 3. visibility
+        if config.visibility:
+            for u in self._all_units():
                 for i, c in enumerate(u.claims):
-                    limit = lex.max_gsd(c.concept, c.count is not None) if c.concept else None
-                    if limit is not None and (limit == 0 or (gsd is not None and math.isfinite(gsd) and gsd > limit)):
+                    if self._too_small(c):
                         u.dropped[i] = "too_small"
-        _head_rule(units)
+            _head_rule(self.units)
 
-    # 4. cross-model support (against the others' claims that survived visibility)
-    every = [c for m in units for u in units[m] for c in u.claims]
-    matcher = Matcher(every, MatchOptions(count_tolerance=config.count_tolerance, soft_threshold=config.soft_threshold))
-    alive = {m: [c for u in units[m] for c in u.alive()] for m in units}
-    support: dict[tuple[str, int, int], tuple[float | None, list[str]]] = {}
-    others_n = len(voters) - 1
-    for model in units:
-        for u in units[model]:
+        # 4. cross-model support (against the others' claims that survived visibility)
+        self.every = [c for u in self._all_units() for c in u.claims]
+        self.matcher = Matcher(self.every, self._match_options())
+        alive = {m: [c for u in self.units[m] for c in u.alive()] for m in self.units}
+        self.support: dict[ClaimRef, tuple[float | None, list[str]]] = {}
+        self.verdicts: dict[ClaimRef, Verdict] = {}
+        others_n = len(self.voters) - 1
+        for u in self._all_units():
             for i, c in enumerate(u.claims):
                 if i in u.dropped:
                     continue
                 if others_n < 1:
-                    support[(model, u.index, i)] = (None, [])
+                    self.support[(u.model, u.index, i)] = (None, [])
                     continue
-                backers = [o for o in voters if o != model and matcher.best(c, alive[o]) > 0]
+                backers = [o for o in self.voters if o != u.model and self.matcher.best(c, alive[o]) > 0]
                 share = len(backers) / others_n
-                support[(model, u.index, i)] = (share, backers)
+                self.support[(u.model, u.index, i)] = (share, backers)
                 if config.support and share < config.min_support - 1e-9:
                     u.dropped[i] = "unsupported"
-    _head_rule(units)
-    for model in units:
-        for u in units[model]:
+        _head_rule(self.units)
+
+    def _clean_options(self) -> CleanOptions:
+        return CleanOptions(min_words=self.config.min_words, max_words=self.config.max_words)
+
+    def _match_options(self) -> MatchOptions:
+        return MatchOptions(count_tolerance=self.config.count_tolerance, soft_threshold=self.config.soft_threshold)
+
+    def _too_small(self, c: Claim) -> bool:
+        limit = self.tools.lexicon.max_gsd(c.concept, c.count is not None) if c.concept else None
+        gsd = self.gsd
+        return limit is not None and (limit == 0 or (gsd is not None and math.isfinite(gsd) and gsd > limit))
+
+    def _all_units(self) -> list[_Unit]:
+        return [u for m in self.units for u in self.units[m]]
+
+    # ------------------------------------------------------------ step 5: image check
+
+    def disputed(self) -> list[tuple[ClaimRef, Claim]]:
+        """Claims too few other models back (all of them with a single model), which only the image can save."""
+        out = []
+        for u in self._all_units():
+            for i, c in enumerate(u.claims):
+                ref = (u.model, u.index, i)
+                if ref not in self.support or u.dropped.get(i) not in (None, "unsupported", "head_dropped"):
+                    continue
+                share = self.support[ref][0]
+                if share is None or share < self.config.min_support - 1e-9:
+                    out.append((ref, c))
+        return out
+
+    def apply_verdicts(self, verdicts: dict[ClaimRef, Verdict]) -> None:
+        """A disputed claim stays only when its image check confirms it."""
+        self.verdicts.update(verdicts)
+        for u in self._all_units():
+            for i in [i for i, why in u.dropped.items() if why == "head_dropped"]:
+                del u.dropped[i]  # recomputed below, once the heads are settled
+        for (model, index, pos), verdict in verdicts.items():
+            u = _unit(self.units, model, index)
+            if verdict.confirmed:
+                u.dropped.pop(pos, None)
+            else:
+                u.dropped.setdefault(pos, "unconfirmed")
+        _head_rule(self.units)
+
+    # ------------------------------------------------------------ step 6: refine
+
+    def drafts(self) -> dict[str, list[tuple[int, str, list[Claim]]]]:
+        """Each model's candidate from what survived: (sentence index, text, kept claims)."""
+        cands = {}
+        for model in self.units:
+            pieces = []
+            for u in self.units[model]:
+                live = u.alive()
+                if not u.claims:
+                    pieces.append((u.index, u.text, []))  # nothing to check: kept as written
+                elif len(live) == len(u.claims):
+                    pieces.append((u.index, u.text, live))
+                elif live:
+                    pieces.append((u.index, _sentence_from(live), live))
+            if pieces:
+                cands[model] = pieces
+        return cands
+
+    def facts(self) -> list[str]:
+        """The surviving claims of every model, once each: what a rewrite may say."""
+        seen, out = set(), []
+        for u in self._all_units():
+            for c in u.alive():
+                if c.key not in seen:
+                    seen.add(c.key)
+                    out.append(c.render())
+        return out
+
+    def _refined(self, model: str, rewrite: Rewrite) -> list[tuple[int, str, list[Claim]]]:
+        """The rewrite's sentences, cleaned; claims no surviving claim backs go (``refine_new``)."""
+        lex = self.tools.lexicon
+        kept, clean_drops = clean_caption(rewrite.text or "", self._clean_options(), enabled=self.config.clean)
+        self.drops += [_drop(model, d.sentence, d.text, d.reason, stage="refine") for d in clean_drops]
+        surviving = [c for u in self._all_units() for c in u.alive()]
+        units = [_Unit(model, s.index, s.text, parse_claims(s.text, lex, model=model, sentence=s.index)) for s in kept]
+        matcher = Matcher(surviving + [c for u in units for c in u.claims], self._match_options())
+        for u in units:
+            for i, c in enumerate(u.claims):
+                if self.config.visibility and self._too_small(c):
+                    u.dropped[i] = "too_small"
+                elif matcher.best(c, surviving) <= 0:
+                    u.dropped[i] = "refine_new"
+        _head_rule({model: units})
+        pieces = []
+        for u in units:
             for i, c in enumerate(u.claims):
                 if i in u.dropped:
-                    drops.append(_drop(model, u.index, c.render(), u.dropped[i], concept=c.concept))
-
-    # 5. candidates from what survived
-    cands: dict[str, list[tuple[int, str, list[Claim]]]] = {}
-    for model in units:
-        pieces = []
-        for u in units[model]:
+                    self.drops.append(_drop(model, u.index, c.render(), u.dropped[i], concept=c.concept, stage="refine"))
             live = u.alive()
             if not u.claims:
-                pieces.append((u.index, u.text, []))  # nothing to check: kept as written
-            elif len(live) == len(u.claims):
+                continue  # a rewrite sentence that asserts nothing checkable adds nothing
+            if len(live) == len(u.claims):
                 pieces.append((u.index, u.text, live))
             elif live:
                 pieces.append((u.index, _sentence_from(live), live))
-        if pieces:
-            cands[model] = pieces
-    if not cands:
-        return None
-    claims_of = {m: [c for _, _, cs in p for c in cs] for m, p in cands.items()}
-    scores: dict[str, float | None] = {m: None for m in cands}
-    if config.consensus and len(cands) > 1:
-        for m in cands:
-            scores[m] = sum(matcher.f1(claims_of[m], claims_of[o]) for o in cands if o != m) / (len(cands) - 1)
-        chosen = max(cands, key=lambda m: (scores[m], len(claims_of[m]), _neg(m)))
-    else:
-        chosen = max(cands, key=lambda m: (len(claims_of[m]), _neg(m)))
+        return pieces
 
-    # 6. length: every candidate fits max_tokens, cut at a sentence boundary
-    texts: dict[str, str] = {}
-    in_text: dict[str, set[int]] = {}
-    cut_of: dict[str, bool] = {}
-    for m, pieces in cands.items():
-        full = " ".join(t for _, t, _ in pieces)
-        text, cut, _ = fit_tokens(full, config.max_tokens, tools.count_tokens)
-        texts[m], cut_of[m] = text, cut
-        kept_idx, used = set(), ""
-        for idx, t, _ in pieces:
-            trial = f"{used} {t}".strip()
-            if text.startswith(trial):
-                kept_idx.add(idx)
-                used = trial
+    # ------------------------------------------------------------ steps 7-9
+
+    def row(self, rewrites: dict[str, Rewrite] | None = None, local_captions: list[str] | None = None) -> dict[str, Any] | None:
+        """The corpus row, or None when no model says anything usable about the tile."""
+        config, tools = self.config, self.tools
+        drops = self.drops
+        for u in self._all_units():
+            for i, c in enumerate(u.claims):
+                if i in u.dropped:
+                    verdict = self.verdicts.get((u.model, u.index, i))
+                    drops.append(_drop(u.model, u.index, c.render(), u.dropped[i], concept=c.concept, **_verdict_json(verdict)))
+        cands = self.drafts()
+        refined_by: dict[str, str | None] = {m: None for m in cands}
+        refine_errors: dict[str, str] = {}
+        for m, rewrite in (rewrites or {}).items():
+            if m not in cands:
+                continue
+            pieces = self._refined(m, rewrite) if rewrite.text else []
+            if pieces:
+                cands[m], refined_by[m] = pieces, rewrite.by
             else:
-                drops.append(_drop(m, idx, t, "length_cut"))
-        in_text[m] = kept_idx
+                refine_errors[m] = rewrite.error or "the rewrite kept no checkable claim"
+        if not cands:
+            return None
+        new = [c for m, p in cands.items() if refined_by[m] for _, _, cs in p for c in cs]
+        matcher = Matcher(self.every + new, self._match_options()) if new else self.matcher
+        claims_of = {m: [c for _, _, cs in p for c in cs] for m, p in cands.items()}
+        scores: dict[str, float | None] = {m: None for m in cands}
+        if config.consensus and len(cands) > 1:
+            for m in cands:
+                scores[m] = sum(matcher.f1(claims_of[m], claims_of[o]) for o in cands if o != m) / (len(cands) - 1)
+            chosen = max(cands, key=lambda m: (scores[m], len(claims_of[m]), _neg(m)))
+        else:
+            chosen = max(cands, key=lambda m: (len(claims_of[m]), _neg(m)))
 
-    claims_json = []
-    for m, pieces in cands.items():
-        for idx, _, cs in pieces:
-            for c in cs:
-                pos = next(i for i, x in enumerate(_unit(units, m, idx).claims) if x is c)
-                share, backers = support[(m, idx, pos)]
-                claims_json.append(c.to_json() | {"support": share, "supported_by": backers, "in_caption": m == chosen and idx in in_text[m], "in_candidate": idx in in_text[m]})
-    short = _short_caption(cands, chosen, claims_json, texts[chosen], config, tools)
-    support_values = [c["support"] for c in claims_json if c["in_caption"] and c["support"] is not None]
-    row = {
-        "tile_id": tile_id,
-        "caption": texts[chosen],
-        "caption_short": short,
-        "model": chosen,
-        "candidates": [{"model": m, "caption": texts[m], "score": scores[m], "sentences": sorted(in_text[m])} for m in cands],
-        "claims": json.dumps(claims_json, ensure_ascii=False),
-        "dropped": json.dumps(drops, ensure_ascii=False),
-        "n_models": len(captions),
-        "gsd": gsd,
-        "cut": cut_of[chosen],
-        "score": scores[chosen],
-        "support_mean": sum(support_values) / len(support_values) if support_values else None,
-        "tokens": tools.count_tokens(texts[chosen]),
-        "short_tokens": tools.count_tokens(short),
-    }
-    return row
+        # every candidate fits max_tokens, cut at a sentence boundary
+        texts: dict[str, str] = {}
+        in_text: dict[str, set[int]] = {}
+        cut_of: dict[str, bool] = {}
+        for m, pieces in cands.items():
+            full = " ".join(t for _, t, _ in pieces)
+            text, cut, _ = fit_tokens(full, config.max_tokens, tools.count_tokens)
+            texts[m], cut_of[m] = text, cut
+            kept_idx, used = set(), ""
+            for idx, t, _ in pieces:
+                trial = f"{used} {t}".strip()
+                if text.startswith(trial):
+                    kept_idx.add(idx)
+                    used = trial
+                else:
+                    drops.append(_drop(m, idx, t, "length_cut", **({"stage": "refine"} if refined_by[m] else {})))
+            in_text[m] = kept_idx
+
+        surviving = [c for u in self._all_units() for c in u.alive()]
+        claims_json = []
+        for m, pieces in cands.items():
+            for idx, _, cs in pieces:
+                for c in cs:
+                    if refined_by[m]:
+                        # a rewrite claim restates surviving claims: it carries their support
+                        backers = [s for s in surviving if matcher.score(c, s) > 0 or s.key == c.key]
+                        supports = [self.support[_ref(self.units, s)] for s in backers]
+                        known = [x for x, _ in supports if x is not None]
+                        share = max(known) if known else None
+                        supported_by = sorted({o for _, others in supports for o in others})
+                        extra = {"stage": "refine", "restates": [[s.model, s.sentence] for s in backers]}
+                    else:
+                        ref = (m, idx, _position(self.units, m, idx, c))
+                        share, supported_by = self.support[ref]
+                        extra = _verdict_json(self.verdicts.get(ref))
+                    claims_json.append(c.to_json() | {"support": share, "supported_by": supported_by, "in_caption": m == chosen and idx in in_text[m],
+                                                       "in_candidate": idx in in_text[m]} | extra)
+        short = _short_caption(cands, chosen, claims_json, texts[chosen], config, tools)
+        support_values = [c["support"] for c in claims_json if c["in_caption"] and c["support"] is not None]
+        return {
+            "tile_id": self.tile_id,
+            "caption": texts[chosen],
+            "caption_short": short,
+            "model": chosen,
+            "candidates": [{"model": m, "caption": texts[m], "score": scores[m], "sentences": sorted(in_text[m]), "refined_by": refined_by[m],
+                            "refine_error": refine_errors.get(m)} for m in cands],
+            "local_captions": list(local_captions or []),
+            "claims": json.dumps(claims_json, ensure_ascii=False),
+            "dropped": json.dumps(drops, ensure_ascii=False),
+            "n_models": len(self.captions),
+            "gsd": self.gsd,
+            "cut": cut_of[chosen],
+            "score": scores[chosen],
+            "support_mean": sum(support_values) / len(support_values) if support_values else None,
+            "tokens": tools.count_tokens(texts[chosen]),
+            "short_tokens": tools.count_tokens(short),
+        }
+
+
+def fuse_tile(tile_id: str, captions: dict[str, str], gsd: float | None, config: FuseConfig, tools: _Tools) -> dict[str, Any] | None:
+    """Fuse one tile's captions (model -> text) with the deterministic steps only; None when nothing usable is left."""
+    return TileFusion(tile_id, captions, gsd, config, tools).row()
+
+
+def _verdict_json(verdict: Verdict | None) -> dict[str, Any]:
+    if verdict is None:
+        return {}
+    return {"checked_by": verdict.by, "confirmed": verdict.confirmed,
+            **{k: v for k, v in (("check_score", verdict.score), ("check_answer", verdict.answer), ("check_error", verdict.error)) if v is not None}}
+
+
+def _position(units: dict[str, list[_Unit]], model: str, index: int, claim: Claim) -> int:
+    return next(i for i, x in enumerate(_unit(units, model, index).claims) if x is claim)
+
+
+def _ref(units: dict[str, list[_Unit]], claim: Claim) -> ClaimRef:
+    return (claim.model, claim.sentence, _position(units, claim.model, claim.sentence, claim))
 
 
 def _neg(model: str) -> tuple:
@@ -346,12 +539,31 @@ def load_captions(paths: tuple[Path, ...]) -> tuple[dict[str, dict[str, str]], d
     return merged, dict(counts), manifests
 
 
+class TileImages:
+    """A tiles artifact's GSD and images by tile id; images are read only when a check or rewrite needs them."""
+
+    def __init__(self, tiles: Path):
+        ds, self.manifest = artifacts.read_dataset(tiles, "tiles")
+        if "gsd" not in ds.column_names:
+            raise InputError(f"{tiles} has no gsd column", hint="re-create it with `urbanln tile`")
+        ids = ds.data.column("tile_id").to_pylist()
+        self.index = {t: i for i, t in enumerate(ids)}
+        self.gsd = {t: (float(g) if g is not None else None) for t, g in zip(ids, ds.data.column("gsd").to_pylist())}
+        self._images = ds.data.column("image")
+        self._sha = ds.data.column("image_sha256").to_pylist() if "image_sha256" in ds.column_names else None
+
+    def image(self, tile_id: str) -> bytes:
+        return self._images[self.index[tile_id]]["bytes"].as_py()
+
+    def image_id(self, tile_id: str) -> str:
+        if self._sha is not None:
+            return self._sha[self.index[tile_id]]
+        return hashlib.sha256(self.image(tile_id)).hexdigest()
+
+
 def load_gsd(tiles: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    ds, manifest = artifacts.read_dataset(tiles, "tiles")
-    if "gsd" not in ds.column_names:
-        raise InputError(f"{tiles} has no gsd column", hint="re-create it with `urbanln tile`")
-    table = ds.select_columns(["tile_id", "gsd"]).to_dict()
-    return {t: (float(g) if g is not None else None) for t, g in zip(table["tile_id"], table["gsd"])}, manifest
+    images = TileImages(tiles)
+    return images.gsd, images.manifest
 
 
 def _tools(config: FuseConfig) -> _Tools:
@@ -368,7 +580,9 @@ def corpus_features():
             "caption_short": Value("string"),
             "model": Value("string"),  # whose candidate became the caption
             # each model's refined caption; sentences: its source sentences (indices into the raw caption)
-            "candidates": [{"model": Value("string"), "caption": Value("string"), "score": Value("float64"), "sentences": [Value("int32")]}],
+            "candidates": [{"model": Value("string"), "caption": Value("string"), "score": Value("float64"), "sentences": [Value("int32")],
+                            "refined_by": Value("string"), "refine_error": Value("string")}],
+            "local_captions": [Value("string")],  # --refine: the refining model's captions of the four quadrants
             "claims": Value("string"),  # JSON: every kept claim with its support and source
             "dropped": Value("string"),  # JSON: every dropped phrase with its reason
             "n_models": Value("int32"),
@@ -385,20 +599,37 @@ def corpus_features():
 # ---------------------------------------------------------------- the stage
 
 
-def fuse(config: FuseConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> FuseResult:
-    """Fuse the captions folders of ``config`` into the corpus artifact at ``config.out``."""
+def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> FuseResult:
+    """Fuse the captions folders of ``config`` into the corpus artifact at ``config.out``.
+
+    ``progress(done, total, description=...)`` is called per phase.
+    """
     config.check()
     artifacts.check_output(config.out, config.overwrite, inputs=config.captions + ((config.tiles,) if config.tiles else ()))
     merged, counts, manifests = load_captions(config.captions)
-    gsd, tiles_manifest = _gsd_for(config)
+    tiles = _tiles_for(config)
+    gsd = tiles.gsd if tiles else {}
     tools = _tools(config)
-    report = progress or (lambda done, total: None)
-    rows, tally = [], Counter()
+    report = progress or (lambda done, total, **kw: None)
     ids = sorted(merged)
+    tally = Counter()
+    states: dict[str, TileFusion] = {}
     for n, tile_id in enumerate(ids, 1):
         if config.visibility and tile_id not in gsd:
             tally["tiles_without_gsd"] += 1
-        row = fuse_tile(tile_id, merged[tile_id], gsd.get(tile_id), config, tools)
+        states[tile_id] = TileFusion(tile_id, merged[tile_id], gsd.get(tile_id), config, tools)
+        if n % 16 == 0 or n == len(ids):
+            report(n, len(ids), description="claims")
+    models = sorted({m for caps in merged.values() for m in caps})
+    steps: dict[str, Any] = {"clean": config.clean, "visibility": config.visibility, "support": config.support, "consensus": config.consensus}
+    vlm = _vlm_for(config) if config.uses_ollama else None
+    try:
+        rewrites, local = _check_and_refine(states, tiles, config, models, vlm, report, tally, steps)
+    except KeyboardInterrupt:
+        raise Interrupted(f"fuse interrupted; the VLM answers so far are kept in {artifacts.partial_dir(config.out)}") from None
+    rows = []
+    for n, tile_id in enumerate(ids, 1):
+        row = states[tile_id].row(rewrites.get(tile_id), local.get(tile_id))
         if row is None:
             tally["empty_tiles"] += 1
         else:
@@ -407,12 +638,11 @@ def fuse(config: FuseConfig, progress: Callable[[int, int], None] | None = None,
             tally["cut"] += int(row["cut"])
             rows.append(row)
         if n % 16 == 0 or n == len(ids):
-            report(n, len(ids))
+            report(n, len(ids), description="fusing")
     import datasets
 
     features = corpus_features()
     ds = datasets.Dataset.from_list(rows, features=features) if rows else datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-    models = sorted({m for caps in merged.values() for m in caps})
     counts = {
         "rows": len(rows),
         "failed_captions": counts.get("failed_captions", 0),
@@ -422,8 +652,9 @@ def fuse(config: FuseConfig, progress: Callable[[int, int], None] | None = None,
         "empty_tiles": tally.get("empty_tiles", 0),
         "tiles_without_gsd": tally.get("tiles_without_gsd", 0),
         "single_model": all(len(caps) <= 1 for caps in merged.values()),
+        **{k: v for k, v in sorted(tally.items()) if k.startswith(("checked", "confirmed", "check_", "refine", "vlm_"))},
     }
-    inputs = [artifacts.fingerprint(p) for p in config.captions] + ([artifacts.fingerprint(config.tiles)] if tiles_manifest else [])
+    inputs = [artifacts.fingerprint(p) for p in config.captions] + ([artifacts.fingerprint(config.tiles)] if tiles else [])
     manifest = artifacts.new_manifest(
         STAGE,
         run=run or artifacts.RunInfo.from_config(config),
@@ -432,25 +663,123 @@ def fuse(config: FuseConfig, progress: Callable[[int, int], None] | None = None,
         counts=counts,
         models={m: {"from": "captions"} for m in models},
         extra={
-            "steps": {"clean": config.clean, "visibility": config.visibility, "support": config.support, "consensus": config.consensus},
+            "steps": steps,
             "lexicon": tools.lexicon.describe(),
             "captions_artifacts": [m.get("artifact_id") for m in manifests],
-            "tiles_artifact": tiles_manifest.get("artifact_id") if tiles_manifest else None,
+            "tiles_artifact": tiles.manifest.get("artifact_id") if tiles else None,
         },
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
+    if vlm is not None and vlm.journal_path is not None:
+        vlm.journal_path.unlink(missing_ok=True)  # the corpus holds every answer that counted
+        with contextlib.suppress(OSError):
+            vlm.journal_path.parent.rmdir()
     return FuseResult(config.out, len(rows), counts, manifest)
 
 
-def _gsd_for(config: FuseConfig) -> tuple[dict[str, float], dict[str, Any] | None]:
-    if not config.visibility or config.tiles is None:
-        return {}, None
+def _check_and_refine(states, tiles, config, models, vlm, report, tally, steps) -> tuple[dict[str, dict[str, Rewrite]], dict[str, list[str]]]:
+    """Steps 5 and 6 (each when switched on); records what they used in ``steps``."""
+    rewrites: dict[str, dict[str, Rewrite]] = {}
+    local: dict[str, list[str]] = {}
+    if config.image_check != "none":
+        steps["check"] = _image_check(states, tiles, config, models, vlm, report, tally)
+    if config.refine:
+        steps["refine"] = _refine(states, tiles, config, vlm, report, tally, rewrites, local)
+    return rewrites, local
+
+
+def _vlm_for(config: FuseConfig, journal: bool = True):
+    from urbanln_cli.captioners.cached import CachedVlm
+    from urbanln_cli.captioners.ollama import OllamaBackend
+
+    path = artifacts.partial_dir(config.out) / "vlm.jsonl" if journal else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return CachedVlm(
+        lambda: OllamaBackend(config.hosts, timeout=config.timeout),
+        path,
+        policy=RetryPolicy(config.concurrency, config.retries, content_retries=2),
+        options=GenerationOptions(temperature=0.0, seed=config.seed, num_predict=512),
+    )
+
+
+def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, models: list[str], vlm, report, tally) -> dict[str, Any]:
+    """Step 5 over every tile at once (batched for CLIP, concurrent for VLMs)."""
+    refs, queries = [], []
+    for tile_id, state in states.items():
+        for ref, claim in state.disputed():
+            refs.append((tile_id, ref))
+            queries.append(ClaimQuery(tile_id, claim.render(), claim.concept, ref[0]))
+    if config.image_check == "clip":
+        from urbanln_cli.image_check.clip import ClipCheckConfig, ClipChecker
+
+        checker = ClipChecker(ClipCheckConfig(model=config.clip_model, arch=config.clip_arch, pretrained=config.clip_pretrained,
+                                              **({"margin": config.clip_margin} if config.clip_margin is not None else {})))
+        verdicts = checker.check(queries, tiles.image, lambda done, total: report(done, total, description="checking claims (clip)"))
+    else:
+        from urbanln_cli.image_check.vlm import VlmChecker
+
+        checkers = list(config.check_models) or models
+        if any(m.startswith("sim:") for m in checkers):
+            raise UsageProblem("the simulated panel cannot answer questions about claims",
+                               hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl")
+        checker = VlmChecker(vlm, checkers)
+        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config), tiles.image_id, tiles.gsd.get,
+                                 lambda done, total: report(done, total, description="checking claims (vlm)"))
+    by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
+    for (tile_id, ref), verdict in zip(refs, verdicts):
+        by_tile.setdefault(tile_id, {})[ref] = verdict
+        tally["checked"] += 1
+        tally["confirmed"] += verdict.confirmed
+        tally["check_errors"] += verdict.error is not None
+    for tile_id, verdicts_of in by_tile.items():
+        states[tile_id].apply_verdicts(verdicts_of)
+    return checker.describe()
+
+
+def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, vlm, report, tally, rewrites, local) -> dict[str, Any]:
+    """Step 6: quadrant captions per tile, then a rewrite of each model's draft."""
+    from urbanln_cli.captioners.refine import Refiner
+
+    refiner = Refiner(vlm, config.refine)
+    image = lambda t: _fit(tiles.image(t), config)  # noqa: E731
+    ids = [t for t, state in states.items() if state.drafts()]
+    locals_ = refiner.local_captions(ids, tiles.image, tiles.image_id, tiles.gsd.get,
+                                     lambda done, total: report(done, total, description="quadrant captions"))
+    jobs, owners = [], []
+    for t in ids:
+        if locals_[t] is None:
+            tally["refine_failed_tiles"] += 1
+            continue
+        local[t] = locals_[t]
+        facts = states[t].facts()
+        for model, pieces in states[t].drafts().items():
+            jobs.append((t, " ".join(text for _, text, _ in pieces), locals_[t], facts))
+            owners.append((t, model))
+    results = refiner.rewrite(jobs, image, tiles.image_id, tiles.gsd.get, lambda done, total: report(done, total, description="rewriting"))
+    for (t, model), (text, error) in zip(owners, results):
+        rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
+        tally["refined"] += text is not None
+        tally["refine_errors"] += error is not None
+    return refiner.describe()
+
+
+def _fit(image: bytes, config: FuseConfig) -> bytes:
+    from urbanln_cli.captioners import fit_image
+
+    return fit_image(image, config.image_size)
+
+
+def _tiles_for(config: FuseConfig) -> TileImages | None:
+    needs_images = config.image_check != "none" or config.refine is not None
+    if config.tiles is None or not (config.visibility or needs_images):
+        return None
     if not Path(config.tiles).exists():
         raise InputError(
-            f"tiles artifact not found: {config.tiles} (needed for each tile's GSD)",
-            hint="pass --tiles PATH, or --no-visibility to skip the visibility step",
+            f"tiles artifact not found: {config.tiles} (needed for each tile's GSD and image)",
+            hint="pass --tiles PATH" + ("" if needs_images else ", or --no-visibility to skip the visibility step"),
         )
-    return load_gsd(config.tiles)
+    return TileImages(config.tiles)
 
 
 def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
@@ -467,8 +796,11 @@ def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
     merged, counts, _ = load_captions(config.captions)
     if tile_id not in merged:
         raise InputError(f"tile {tile_id} has no usable caption in {', '.join(map(str, config.captions))}", hint=_ids_hint(sorted(merged)[:3]))
-    gsd, _ = _gsd_for(config)
-    row = fuse_tile(tile_id, merged[tile_id], gsd.get(tile_id), config, _tools(config))
+    tiles = _tiles_for(config)
+    state = TileFusion(tile_id, merged[tile_id], (tiles.gsd if tiles else {}).get(tile_id), config, _tools(config))
+    vlm = _vlm_for(config, journal=False) if config.uses_ollama else None
+    rewrites, local = _check_and_refine({tile_id: state}, tiles, config, sorted(merged[tile_id]), vlm, lambda *a, **k: None, Counter(), {})
+    row = state.row(rewrites.get(tile_id), local.get(tile_id))
     if row is None:
         return {"tile_id": tile_id, "source": "computed", "caption": None, "inputs": merged[tile_id], "note": "every caption was cleaned away"}
     return _decode(row) | {"source": "computed", "inputs": merged[tile_id]}

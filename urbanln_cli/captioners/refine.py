@@ -1,0 +1,92 @@
+"""``fuse --refine MODEL``: divide and conquer, then rewrite.
+
+The refining VLM first captions the four quadrant crops of the tile briefly
+(local detail a whole-tile caption skips). Then, for each model's filtered
+caption, it writes one complete caption from that draft, the four local
+captions and the claims that survived the checks, as structured output
+(``{"caption": "..."}``), so the rewrite can be parsed. ``fuse`` checks the
+rewrite again: claims that no surviving claim backs are dropped (``refine_new``),
+so a rewrite can reword and reorder but not add unchecked content.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Sequence
+
+from urbanln_cli.captioners import content_problem
+from urbanln_cli.captioners.cached import Ask, CachedVlm
+from urbanln_cli.image_check import QUADRANTS, quadrant_crops
+
+REWRITE_SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}}, "required": ["caption"]}
+
+
+def _scale(gsd: float | None) -> str:
+    return f" at about {gsd:.2f} m per pixel" if gsd else ""
+
+
+def quadrant_prompt(where: str, gsd: float | None) -> str:
+    return (f"This is the {where} quarter of a satellite image tile{_scale(gsd)}. In one or two short sentences, describe "
+            "what is clearly visible: land use, buildings, roads, vegetation, water. Do not mention anything too small to see.")
+
+
+def rewrite_prompt(draft: str, local: Sequence[str], facts: Sequence[str], gsd: float | None) -> str:
+    lines = [f"You are improving the caption of a satellite image tile{_scale(gsd)}.", "", "Draft caption:", draft, "",
+             "Short descriptions of its four quarters:"]
+    lines += [f"- {where}: {text}" for where, text in zip(QUADRANTS, local)]
+    lines += ["", "Facts checked against other models and the image:"] + [f"- {f}" for f in facts]
+    lines += ["", "Write one complete, fluent caption of the whole tile in 3 to 8 sentences. Say where things are. Use only the "
+              "checked facts and what is clearly visible; leave out anything too small to see at this resolution. "
+              'Reply in JSON: {"caption": "..."}.']
+    return "\n".join(lines)
+
+
+def parse_rewrite(text: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    caption = value.get("caption") if isinstance(value, dict) else None
+    return caption.strip() if isinstance(caption, str) and caption.strip() else None
+
+
+def rewrite_problem(text: str) -> str | None:
+    caption = parse_rewrite(text)
+    return "bad_json" if caption is None else content_problem(caption)
+
+
+class Refiner:
+    def __init__(self, vlm: CachedVlm, model: str):
+        self.vlm, self.model = vlm, model
+
+    def describe(self) -> dict:
+        return {"model": self.model, "quadrant_prompt": quadrant_prompt("{quarter}", None), "format": REWRITE_SCHEMA}
+
+    def local_captions(self, tile_ids: Sequence[str], image_of: Callable[[str], bytes], image_id_of: Callable[[str], str],
+                       gsd_of: Callable[[str], float | None], progress=None) -> dict[str, list[str] | None]:
+        """Four quadrant captions per tile (None for a tile where any of them failed)."""
+        crops: dict[str, list[bytes]] = {}
+
+        def crop(tile_id: str, k: int) -> bytes:
+            if tile_id not in crops:
+                if len(crops) >= 16:  # tiles are asked in order: keep the crops of the last few, not all
+                    crops.pop(next(iter(crops)))
+                crops[tile_id] = quadrant_crops(image_of(tile_id))
+            return crops[tile_id][k]
+
+        asks = [Ask(self.model, quadrant_prompt(where, gsd_of(t)), lambda t=t, k=k: crop(t, k), f"{image_id_of(t)}#q{k}")
+                for t in tile_ids for k, where in enumerate(QUADRANTS)]
+        answers = self.vlm.run(asks, content_problem, progress)
+        out: dict[str, list[str] | None] = {}
+        for n, t in enumerate(tile_ids):
+            mine = answers[4 * n : 4 * n + 4]
+            out[t] = None if any(a.error for a in mine) else [a.text for a in mine]
+        return out
+
+    def rewrite(self, jobs: Sequence[tuple[str, str, Sequence[str], Sequence[str]]], image_of: Callable[[str], bytes],
+                image_id_of: Callable[[str], str], gsd_of: Callable[[str], float | None], progress=None) -> list[tuple[str | None, str | None]]:
+        """For each (tile_id, draft, local captions, facts): (rewritten caption, error)."""
+        asks = [Ask(self.model, rewrite_prompt(draft, local, facts, gsd_of(t)), lambda t=t: image_of(t), image_id_of(t), REWRITE_SCHEMA)
+                for t, draft, local, facts in jobs]
+        answers = self.vlm.run(asks, rewrite_problem, progress)
+        return [(None, a.error) if a.error else (parse_rewrite(a.text), None) for a in answers]

@@ -1,0 +1,66 @@
+"""``fuse --check vlm``: one model checks another's claims with a yes/no question about the tile.
+
+Each disputed claim goes to the first checking model that did not make it (the
+author itself only when no other model is given), as a question with Ollama's
+structured output: the reply must be ``{"answer": "yes"}`` or ``{"answer": "no"}``.
+Only "yes" confirms. A question that still fails after the retries leaves the
+claim unconfirmed, with the error recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Sequence
+
+from urbanln_cli.captioners.cached import Ask, CachedVlm
+from urbanln_cli.image_check import ClaimQuery, Verdict
+
+ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}, "required": ["answer"]}
+
+
+def question(phrase: str, gsd: float | None) -> str:
+    """The yes/no question; the claim is in double quotes so the answer is about exactly that phrase."""
+    scale = f" at about {gsd:.2f} m per pixel" if gsd else ""
+    return (f"This is a satellite or aerial image{scale}. Is there \"{phrase}\" in this image? "
+            "Answer only from what is clearly visible. Reply in JSON: {\"answer\": \"yes\"} or {\"answer\": \"no\"}.")
+
+
+def parse_answer(text: str) -> str | None:
+    """'yes' or 'no' from a structured reply, or None when the reply is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    answer = value.get("answer") if isinstance(value, dict) else None
+    answer = answer.strip().lower() if isinstance(answer, str) else None
+    return answer if answer in ("yes", "no") else None
+
+
+def answer_problem(text: str) -> str | None:
+    return None if parse_answer(text) is not None else "bad_json"
+
+
+def checker_for(author: str, models: Sequence[str]) -> str:
+    return next((m for m in models if m != author), models[0])
+
+
+class VlmChecker:
+    def __init__(self, vlm: CachedVlm, models: Sequence[str]):
+        self.vlm, self.models = vlm, list(models)
+
+    def describe(self) -> dict:
+        return {"kind": "vlm", "models": self.models, "rule": "yes/no question with a JSON schema; only 'yes' confirms",
+                "prompt": question("{claim}", None)}
+
+    def check(self, queries: Sequence[ClaimQuery], image_of: Callable[[str], bytes], image_id_of: Callable[[str], str],
+              gsd_of: Callable[[str], float | None], progress: Callable[[int, int], None] | None = None) -> list[Verdict]:
+        asks = []
+        for q in queries:
+            asks.append(Ask(checker_for(q.author, self.models), question(q.phrase, gsd_of(q.tile_id)),
+                            lambda t=q.tile_id: image_of(t), image_id_of(q.tile_id), ANSWER_SCHEMA))
+        answers = self.vlm.run(asks, answer_problem, progress)
+        out = []
+        for ask, answer in zip(asks, answers):
+            parsed = parse_answer(answer.text) if answer.error is None else None
+            out.append(Verdict(parsed == "yes", f"vlm:{ask.model}", answer=parsed, error=answer.error))
+        return out
