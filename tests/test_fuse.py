@@ -172,6 +172,28 @@ def test_single_model_keeps_claims_with_undefined_support():
     assert row["score"] is None and row["caption"] == PRECISE
 
 
+def test_real_vlm_quirks_at_2_4_m():
+    """From the UrbanCLIP Beijing captions: glued sentences, airports and airplanes (visible), cars (not)."""
+    text = ("There are at least 13 airplanes on the tarmac, with some further in the background.The airport is surrounded "
+            "by buildings and vehicles. Several cars are parked along the road.")
+    assert split_sentences(text)[1] == "The airport is surrounded by buildings and vehicles."
+    row = fuse_tile("t", {"a": text}, 2.4, FuseConfig(), _tools_default())
+    kept = {c["concept"] for c in json.loads(row["claims"])}
+    dropped = {(d["reason"], d["text"]) for d in json.loads(row["dropped"])}
+    assert {"airplane", "airport", "building"} <= kept and "car" not in kept
+    assert ("too_small", "vehicles") in dropped and ("head_dropped", "road") in dropped
+    assert "There is an airport and buildings." in row["caption"]  # rebuilt from what survived; "is" agrees with "an airport"
+
+
+def test_captions_without_tiles_take_the_gsd_given(tmp_path):
+    captions = _captions(tmp_path / "captions", [_row("x/1", "m", PRECISE)])
+    result = fuse(FuseConfig(captions=(captions,), tiles=tmp_path / "no-tiles", gsd=2.0, out=tmp_path / "corpus"))
+    row = datasets.load_from_disk(str(result.out))[0]
+    assert row["gsd"] == 2.0 and result.counts["dropped_too_small"] == 1 and result.counts["tiles_without_gsd"] == 0
+    with pytest.raises(InputError, match="tiles artifact not found"):
+        fuse(FuseConfig(captions=(captions,), tiles=tmp_path / "no-tiles", out=tmp_path / "other"))
+
+
 def test_long_caption_fits_248_clip_tokens_with_the_real_tokenizer():
     import open_clip
 

@@ -169,7 +169,10 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     assert missing.exit_code == 4 and "moondream:1.8b is not pulled" in missing.stderr and "ollama pull moondream:1.8b" in missing.stderr
     bad = cli(*base, "--check", "owl")
     assert bad.exit_code == 2 and "--check 'owl' is not one of none, clip, vlm" in bad.stderr
-    assert not (tmp_path / "corpus").exists() and down.stdout == missing.stdout == ""
+    stranger = _captions(tmp_path / "stranger", [_row("elsewhere/1", LLAVA, "A river.")])
+    lost = cli("fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url)
+    assert lost.exit_code == 3 and "1 of 1 captioned tiles are not in" in lost.stderr and "hint:" in lost.stderr
+    assert not (tmp_path / "corpus").exists() and down.stdout == missing.stdout == lost.stdout == ""
 
 
 def test_cli_refine_and_explain(tmp_path, tiles, server, cli):

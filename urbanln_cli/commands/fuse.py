@@ -14,6 +14,7 @@ def fuse(
     ctx: typer.Context,
     captions: Annotated[Optional[List[Path]], typer.Argument(help="Captions datasets from `urbanln caption` (shards, or runs with other models). With --explain, a corpus works too. \\[default: captions]", show_default=False)] = None,
     tiles: Annotated[Path, typer.Option(help="Tiles dataset, for each tile's ground sample distance (visibility step).")] = Path("tiles"),
+    gsd: Annotated[Optional[float], typer.Option(help="Metres per pixel of tiles without one: captions made elsewhere, with no tiles artifact (--tiles is then optional).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus dataset folder.")] = Path("corpus"),
     lexicon: Annotated[Optional[Path], typer.Option(help="TOML or JSON file extending the urban lexicon: \\[concepts.NAME] terms, \\[visibility] NAME = max GSD, \\[attributes] words.", show_default=False)] = None,
     clean: Annotated[bool, typer.Option("--clean/--no-clean", help="Strip refusals, boilerplate, filler clauses, repeats; enforce length bounds.")] = True,
@@ -64,6 +65,7 @@ def fuse(
     config = FuseConfig(
         captions=tuple(captions or [Path("captions")]),
         tiles=tiles,
+        gsd=gsd,
         out=out,
         lexicon=lexicon,
         clean=clean,

@@ -61,7 +61,8 @@ LANDMARKS = ("river", "lake", "canal", "highway", "railway", "park", "stadium", 
 @dataclass(frozen=True)
 class FuseConfig:
     captions: tuple[Path, ...] = (Path("captions"),)
-    tiles: Path | None = Path("tiles")  # for each tile's GSD (visibility); None: GSD unknown
+    tiles: Path | None = Path("tiles")  # for each tile's GSD (visibility) and image (check, refine); None: not used
+    gsd: float | None = None  # metres per pixel of tiles without one (no tiles artifact, or a tile it lacks)
     out: Path = Path("corpus")
     lexicon: Path | None = None  # TOML or JSON extending the built-in lexicon
     clean: bool = True
@@ -108,6 +109,8 @@ class FuseConfig:
             raise UsageProblem("--min-words must be at least 0 and --max-words at least --min-words")
         if self.max_tokens < 8 or self.short_tokens < 8:
             raise UsageProblem("--max-tokens and --short-tokens must be at least 8")
+        if self.gsd is not None and not (math.isfinite(self.gsd) and self.gsd > 0):
+            raise UsageProblem(f"--gsd {self.gsd} must be a positive number of metres per pixel")
         if self.image_check not in CHECKS:
             raise UsageProblem(f"--check {self.image_check!r} is not one of {', '.join(CHECKS)}")
         if self.concurrency < 1 or self.retries < 0 or not (math.isfinite(self.timeout) and self.timeout > 0) or self.image_size < 32:
@@ -459,7 +462,7 @@ def _sentence_from(claims: list[Claim]) -> str:
     """A plain sentence for the surviving claims of a sentence that lost some."""
     phrases = [_with_article(c) for c in claims]
     body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    plural = len(phrases) > 1 or claims[0].term.endswith("s") or (claims[0].count or 1) > 1
+    plural = claims[0].term.endswith("s") or (claims[0].count or 1) > 1  # "there is" agrees with the first item, as people write it
     return f"There {'are' if plural else 'is'} {body}."
 
 
@@ -482,7 +485,7 @@ def _short_caption(cands, chosen: str, claims_json: list[dict], long_caption: st
     phrases = []
     for k in features[:2]:
         c = best_claim(k)
-        text = c["text"]
+        text = c["text"] if lex.concepts.get(k) is None or lex.concepts[k].kind != "land_use" else lex.concepts[k].label
         if c["count"] is None and not text.endswith("s"):
             text = ("an " if text[:1] in "aeiou" else "a ") + text
         phrases.append(text)
@@ -608,16 +611,17 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
     artifacts.check_output(config.out, config.overwrite, inputs=config.captions + ((config.tiles,) if config.tiles else ()))
     merged, counts, manifests = load_captions(config.captions)
     tiles = _tiles_for(config)
-    gsd = tiles.gsd if tiles else {}
+    gsd = _gsd_of(tiles, config)
     tools = _tools(config)
+    _check_images(merged, tiles, config)
     report = progress or (lambda done, total, **kw: None)
     ids = sorted(merged)
     tally = Counter()
     states: dict[str, TileFusion] = {}
     for n, tile_id in enumerate(ids, 1):
-        if config.visibility and tile_id not in gsd:
+        if config.visibility and gsd(tile_id) is None:
             tally["tiles_without_gsd"] += 1
-        states[tile_id] = TileFusion(tile_id, merged[tile_id], gsd.get(tile_id), config, tools)
+        states[tile_id] = TileFusion(tile_id, merged[tile_id], gsd(tile_id), config, tools)
         if n % 16 == 0 or n == len(ids):
             report(n, len(ids), description="claims")
     models = sorted({m for caps in merged.values() for m in caps})
@@ -724,7 +728,7 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
             raise UsageProblem("the simulated panel cannot answer questions about claims",
                                hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl")
         checker = VlmChecker(vlm, checkers)
-        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config), tiles.image_id, tiles.gsd.get,
+        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config), tiles.image_id, lambda t: states[t].gsd,
                                  lambda done, total: report(done, total, description="checking claims (vlm)"))
     by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
     for (tile_id, ref), verdict in zip(refs, verdicts):
@@ -744,7 +748,7 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
     refiner = Refiner(vlm, config.refine)
     image = lambda t: _fit(tiles.image(t), config)  # noqa: E731
     ids = [t for t, state in states.items() if state.drafts()]
-    locals_ = refiner.local_captions(ids, tiles.image, tiles.image_id, tiles.gsd.get,
+    locals_ = refiner.local_captions(ids, tiles.image, tiles.image_id, lambda t: states[t].gsd,
                                      lambda done, total: report(done, total, description="quadrant captions"))
     jobs, owners = [], []
     for t in ids:
@@ -756,7 +760,7 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
         for model, pieces in states[t].drafts().items():
             jobs.append((t, " ".join(text for _, text, _ in pieces), locals_[t], facts))
             owners.append((t, model))
-    results = refiner.rewrite(jobs, image, tiles.image_id, tiles.gsd.get, lambda done, total: report(done, total, description="rewriting"))
+    results = refiner.rewrite(jobs, image, tiles.image_id, lambda t: states[t].gsd, lambda done, total: report(done, total, description="rewriting"))
     for (t, model), (text, error) in zip(owners, results):
         rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
         tally["refined"] += text is not None
@@ -775,11 +779,27 @@ def _tiles_for(config: FuseConfig) -> TileImages | None:
     if config.tiles is None or not (config.visibility or needs_images):
         return None
     if not Path(config.tiles).exists():
+        if config.gsd is not None and not needs_images:
+            return None  # captions without tiles (e.g. imported): every tile has the --gsd given
         raise InputError(
             f"tiles artifact not found: {config.tiles} (needed for each tile's GSD and image)",
-            hint="pass --tiles PATH" + ("" if needs_images else ", or --no-visibility to skip the visibility step"),
+            hint="pass --tiles PATH" + ("" if needs_images else ", --gsd M for captions without tiles, or --no-visibility"),
         )
     return TileImages(config.tiles)
+
+
+def _check_images(merged: dict[str, Any], tiles: TileImages | None, config: FuseConfig) -> None:
+    if tiles is None or not (config.image_check != "none" or config.refine):
+        return
+    missing = [t for t in merged if t not in tiles.index]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(merged)} captioned tiles are not in {config.tiles} (e.g. {missing[0]}); "
+                         "--check and --refine need their images", hint="pass with --tiles the tiles the captions were made from")
+
+
+def _gsd_of(tiles: TileImages | None, config: FuseConfig) -> Callable[[str], float | None]:
+    known = tiles.gsd if tiles else {}
+    return lambda tile_id: known.get(tile_id) if known.get(tile_id) is not None else config.gsd
 
 
 def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
@@ -797,7 +817,8 @@ def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
     if tile_id not in merged:
         raise InputError(f"tile {tile_id} has no usable caption in {', '.join(map(str, config.captions))}", hint=_ids_hint(sorted(merged)[:3]))
     tiles = _tiles_for(config)
-    state = TileFusion(tile_id, merged[tile_id], (tiles.gsd if tiles else {}).get(tile_id), config, _tools(config))
+    _check_images({tile_id: None}, tiles, config)
+    state = TileFusion(tile_id, merged[tile_id], _gsd_of(tiles, config)(tile_id), config, _tools(config))
     vlm = _vlm_for(config, journal=False) if config.uses_ollama else None
     rewrites, local = _check_and_refine({tile_id: state}, tiles, config, sorted(merged[tile_id]), vlm, lambda *a, **k: None, Counter(), {})
     row = state.row(rewrites.get(tile_id), local.get(tile_id))

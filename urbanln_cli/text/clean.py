@@ -14,7 +14,8 @@ from dataclasses import dataclass
 # reasons, in the order the checks run
 REASONS = ("refusal", "boilerplate", "filler", "repeated", "repetition", "too_short", "too_long")
 
-_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•\d])")
+# a sentence ends at . ! ? before a capital (with a space, or without one after a word: "background.The")
+_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[a-z]{3}[.!?])(?=[A-Z][a-z])|\n\s*\n|\n(?=\s*[-*•\d])")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 _REFUSAL = re.compile(

@@ -55,8 +55,9 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "park": ("land_use", "park", (
         "park", "parks", "parkland", "green space", "green spaces", "green area", "lawns", "lawn", "public garden", "gardens")),
     "open_land": ("land_use", "open land", (
-        "open land", "sparsely built land", "vacant land", "empty land", "bare land", "barren land", "wasteland", "open space")),
+        "open land", "open field", "open fields", "grassy field", "grassy fields", "grass field", "dirt field", "sparsely built land", "vacant land", "empty land", "bare land", "barren land", "wasteland", "open space")),
     "forest": ("land_use", "forest", ("forest", "woodland", "woods", "wooded area")),
+    "airport": ("land_use", "airport", ("airport", "airfield", "airstrip", "runway", "runways", "tarmac", "apron")),
     "water_body": ("land_use", "open water", ("open water", "water body", "body of water", "waterfront")),
     # infrastructure and objects
     "building": ("object", "buildings", ("building", "buildings", "structures", "structure", "block", "blocks", "tower", "towers", "skyscraper", "skyscrapers")),
@@ -86,6 +87,8 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "road_sign": ("object", "road signs", ("road sign", "road signs", "street sign", "street signs", "signage", "signs")),
     "street_light": ("object", "street lights", ("street light", "street lights", "streetlights", "lamp posts", "lampposts")),
     "sidewalk": ("object", "sidewalks", ("sidewalk", "sidewalks", "pavement", "pavements", "footpath", "footpaths")),
+    "airplane": ("object", "airplanes", ("airplane", "airplanes", "aircraft", "aeroplane", "aeroplanes", "plane", "planes", "jet", "jets")),
+    "train": ("object", "a train", ("train", "trains", "locomotive", "freight train")),
     "boat": ("object", "boats", ("boat", "boats", "ship", "ships", "vessel", "vessels")),
     "solar_panel": ("object", "solar panels", ("solar panel", "solar panels", "solar farm")),
 }
@@ -96,7 +99,7 @@ _VISIBILITY: dict[str, float] = {
     "person": 0.0, "cyclist": 0.0, "traffic_light": 0.0, "road_sign": 0.0, "street_light": 0.0,
     "bicycle": 0.6, "road_marking": 0.6, "bike_lane": 0.6,
     "car": 1.5, "sidewalk": 1.5, "tree+count": 1.5,
-    "boat": 5.0, "solar_panel": 5.0, "building+count": 5.0,
+    "boat": 5.0, "solar_panel": 5.0, "building+count": 5.0, "train": 5.0, "airplane": 10.0,
 }
 
 # attribute words a claim keeps (modifiers of a concept); multi-word first.
