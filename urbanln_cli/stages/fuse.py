@@ -287,11 +287,11 @@ class TileFusion:
                     out.append(c.render())
         return out
 
-    def _refined(self, model: str, rewrite: Rewrite) -> list[tuple[int, str, list[Claim]]]:
-        """The rewrite's sentences, cleaned; claims no surviving claim backs go (``refine_new``)."""
+    def _refined(self, model: str, rewrite: Rewrite, drops: list[dict[str, Any]]) -> list[tuple[int, str, list[Claim]]]:
+        """The rewrite's sentences, cleaned; claims no surviving claim backs go (``refine_new``, added to ``drops``)."""
         lex = self.tools.lexicon
         kept, clean_drops = clean_caption(rewrite.text or "", self._clean_options(), enabled=self.config.clean)
-        self.drops += [_drop(model, d.sentence, d.text, d.reason, stage="refine") for d in clean_drops]
+        drops += [_drop(model, d.sentence, d.text, d.reason, stage="refine") for d in clean_drops]
         surviving = [c for u in self._all_units() for c in u.alive()]
         units = [_Unit(model, s.index, s.text, parse_claims(s.text, lex, model=model, sentence=s.index)) for s in kept]
         matcher = Matcher(surviving + [c for u in units for c in u.claims], self._match_options())
@@ -306,7 +306,7 @@ class TileFusion:
         for u in units:
             for i, c in enumerate(u.claims):
                 if i in u.dropped:
-                    self.drops.append(_drop(model, u.index, c.render(), u.dropped[i], concept=c.concept, stage="refine"))
+                    drops.append(_drop(model, u.index, c.render(), u.dropped[i], concept=c.concept, stage="refine"))
             live = u.alive()
             if not u.claims:
                 continue  # a rewrite sentence that asserts nothing checkable adds nothing
@@ -321,7 +321,7 @@ class TileFusion:
     def row(self, rewrites: dict[str, Rewrite] | None = None, local_captions: list[str] | None = None) -> dict[str, Any] | None:
         """The corpus row, or None when no model says anything usable about the tile."""
         config, tools = self.config, self.tools
-        drops = self.drops
+        drops = list(self.drops)
         for u in self._all_units():
             for i, c in enumerate(u.claims):
                 if i in u.dropped:
@@ -333,7 +333,7 @@ class TileFusion:
         for m, rewrite in (rewrites or {}).items():
             if m not in cands:
                 continue
-            pieces = self._refined(m, rewrite) if rewrite.text else []
+            pieces = self._refined(m, rewrite, drops) if rewrite.text else []
             if pieces:
                 cands[m], refined_by[m] = pieces, rewrite.by
             else:
