@@ -283,3 +283,25 @@ def test_cli_errors_exit_3_with_clean_stdout(panel, tmp_path, cli):
     assert ok.exit_code == 0 and json.loads(ok.stdout)["counts"]["dropped_too_small"] == 0
     bad = cli("fuse", captions, "--min-support", "2", "-o", tmp_path / "c4")
     assert bad.exit_code == 2 and bad.stdout == ""
+
+
+def test_check_clip_keeps_a_disputed_claim_only_when_the_image_confirms_it(panel, tmp_path, cli):
+    captions, tiles_path, ids = panel
+    base = ["fuse", captions, "--tiles", tiles_path, "--check", "clip", "--clip-arch", "urbanln-tiny", "--clip-pretrained", "none", "--json"]
+    runs = {}
+    for name, margin in (("lenient", "-1000"), ("strict", "1000")):
+        result = cli(*base, "-o", tmp_path / name, "--clip-margin", margin)
+        assert result.exit_code == 0, result.stderr
+        runs[name] = json.loads(result.stdout)["counts"]
+    plain = fuse(FuseConfig(captions=(captions,), tiles=tiles_path, out=tmp_path / "plain")).counts
+    lenient, strict = runs["lenient"], runs["strict"]
+    assert lenient["checked"] == strict["checked"] == plain["dropped_unsupported"] > 0  # the disputed claims, each checked once
+    assert lenient["confirmed"] == lenient["checked"] and lenient["dropped_unsupported"] == 0
+    assert strict["confirmed"] == 0 and strict["dropped_unsupported"] == plain["dropped_unsupported"]
+    row = datasets.load_from_disk(str(tmp_path / "lenient"))[0]
+    checked = [c for c in json.loads(row["claims"]) if "checked_by" in c]
+    assert checked and all(c["checked_by"] == "clip" and c["confirmed"] and isinstance(c["check_score"], float) for c in checked)
+    manifest = artifacts.read_manifest(tmp_path / "strict")
+    assert manifest["steps"]["check"]["margin"] == 1000.0 and manifest["steps"]["check"]["checker"] == "clip"
+    missing = cli("fuse", captions, "--tiles", tiles_path, "-o", tmp_path / "none", "--check", "clip", "--clip-model", tmp_path / "no-run")
+    assert missing.exit_code == 3 and "hint:" in missing.stderr and not (tmp_path / "none").exists()

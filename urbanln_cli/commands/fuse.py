@@ -153,7 +153,10 @@ def _where(item: dict) -> str:
 def _checked(item: dict) -> str:
     if "checked_by" not in item:
         return ""
-    said = item.get("check_answer") or (f"{item['check_score']:+.3f}" if item.get("check_score") is not None else item.get("check_error") or "?")
+    if item.get("check_score") is not None:  # clip: the score, and the view that scored best
+        said = f"{item['check_score']:+.2f} on {item.get('check_answer') or 'the tile'}"
+    else:
+        said = item.get("check_answer") or item.get("check_error") or "?"
     return f"  {'confirmed' if item['confirmed'] else 'not confirmed'} by {item['checked_by']} ({said})"
 
 

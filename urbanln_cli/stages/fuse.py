@@ -54,6 +54,7 @@ from urbanln_cli.text.tokens import clip_counter, fit_tokens
 STAGE = "corpus"
 REASONS = (*CLEAN_REASONS, "too_small", "unsupported", "unconfirmed", "head_dropped", "refine_new", "length_cut")
 CHECKS = ("none", "clip", "vlm")
+CLIP_CHUNK_TILES = 1024
 # objects that characterise a tile in a short caption before generic ones (roads, roofs, buildings)
 LANDMARKS = ("river", "lake", "canal", "highway", "railway", "park", "stadium", "sports_field", "bridge", "forest", "farmland", "plaza", "parking")
 
@@ -715,11 +716,17 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
             refs.append((tile_id, ref))
             queries.append(ClaimQuery(tile_id, claim.render(), claim.concept, ref[0]))
     if config.image_check == "clip":
-        from urbanln_cli.image_check.clip import ClipCheckConfig, ClipChecker
+        from urbanln_cli.image_check.clip import ClipCheckConfig, ClipChecker, reference_sample
 
         checker = ClipChecker(ClipCheckConfig(model=config.clip_model, arch=config.clip_arch, pretrained=config.clip_pretrained,
-                                              **({"margin": config.clip_margin} if config.clip_margin is not None else {})))
-        verdicts = checker.check(queries, tiles.image, lambda done, total: report(done, total, description="checking claims (clip)"))
+                                              **({"margin": config.clip_margin} if config.clip_margin is not None else {})),
+                              lexicon=states[next(iter(states))].tools.lexicon if states else None)
+        # one fixed reference set of tiles, so a claim's verdict does not depend on the chunk it is checked in
+        reference = reference_sample(sorted(tiles.index))
+        verdicts = []
+        for chunk in _chunks_by_tile(queries, CLIP_CHUNK_TILES):  # memory grows with the tiles of one call
+            verdicts += checker.check(chunk, tiles.image, lambda done, total: report(done, total, description="checking claims (clip)"),
+                                      reference=reference)
     else:
         from urbanln_cli.image_check.vlm import VlmChecker
 
@@ -739,6 +746,20 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
     for tile_id, verdicts_of in by_tile.items():
         states[tile_id].apply_verdicts(verdicts_of)
     return checker.describe()
+
+
+def _chunks_by_tile(queries: list[ClaimQuery], tiles_per_chunk: int) -> list[list[ClaimQuery]]:
+    """Consecutive queries, split so no chunk holds more than ``tiles_per_chunk`` tiles (queries come tile by tile)."""
+    chunks: list[list[ClaimQuery]] = []
+    seen: set[str] = set()
+    for q in queries:
+        if q.tile_id not in seen and len(seen) == tiles_per_chunk:
+            seen = set()
+        if not seen:
+            chunks.append([])
+        seen.add(q.tile_id)
+        chunks[-1].append(q)
+    return chunks
 
 
 def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, vlm, report, tally, rewrites, local) -> dict[str, Any]:
