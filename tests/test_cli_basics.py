@@ -18,7 +18,7 @@ def test_every_command_is_registered():
     assert sorted(group.commands) == sorted(COMMANDS)
 
 
-@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["synth", "city"], ["evaluate", "retrieval"]])
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["synth", "city"], ["evaluate", "retrieval"], ["evaluate", "segmentation"]])
 def test_help(cli, command):
     result = cli(*command, "--help")
     assert result.exit_code == 0, result.output

@@ -164,3 +164,80 @@ def test_cli_label_and_errors(tmp_path, cli):
     result = cli("label", tiles, "--raster", f"population={tmp_path / 'pop.tif'}:sum", "-o", tmp_path / "labels")
     assert result.exit_code == 1 and "already exists" in result.stderr and "--overwrite" in result.stderr
     assert not list(tmp_path.glob(".*staging*"))
+
+
+# ---------------------------------------------------------------- class masks (:mask)
+
+
+def _mask(labels, tile_id, column="lc_mask"):
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(labels.loc[tile_id, column])))
+
+
+def test_mask_is_the_class_cell_under_each_pixel(tmp_path):
+    # 10 m classes under 2 m imagery; the raster stops at x = 330 m, so tiles at 300-350 m are partly outside and 350-400 m outside
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, 6, size=(1, 30, 33), dtype=np.uint8)
+    classes[0, 0, :3] = 255  # nodata
+    make_geotiff(tmp_path / "lc.tif", data=classes, res=10.0, nodata=255)
+    tiles = _tiles(tmp_path)  # 25 px (50 m) tiles over 400 m × 300 m
+    assert RasterTarget.parse(f"lc={tmp_path / 'lc.tif'}:mask").agg == "mask"
+    result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget.parse(f"lc={tmp_path / 'lc.tif'}:mask"),)))
+    assert result.targets == ["lc_mask"]
+    labels = _labels(tmp_path / "l")
+    for tile_id in ("city/r0_c0", "city/r50_c100", "city/r125_c125", "city/r25_c150"):
+        row, col = (int(p[1:]) for p in tile_id.split("/")[1].split("_"))
+        r, c = np.meshgrid(np.arange(25), np.arange(25), indexing="ij")
+        # pixel (r, c) has its centre at ((col + c + 0.5) × 2 m, (row + r + 0.5) × 2 m) from the top-left corner
+        cell_r, cell_c = ((row + r + 0.5) * 2 // 10).astype(int), ((col + c + 0.5) * 2 // 10).astype(int)
+        inside = cell_c < 33
+        expected = np.full((25, 25), 255, np.uint8)
+        expected[inside] = classes[0, cell_r[inside], cell_c[inside]]
+        np.testing.assert_array_equal(_mask(labels, tile_id), expected)
+    assert (_mask(labels, "city/r0_c0")[:5, :15] == 255).all()  # the nodata cells
+    assert (_mask(labels, "city/r0_c175") == 255).all()  # outside the raster
+    manifest = json.loads((tmp_path / "l" / "urbanln.json").read_text())
+    info = manifest["targets"]["lc"]
+    assert info["agg"] == "mask" and info["columns"] == ["lc_mask"] and info["ignore"] == 255
+    stored = np.concatenate([_mask(labels, t).ravel() for t in labels.index])
+    assert info["classes"] == {str(k): int((stored == k).sum()) for k in range(6) if (stored == k).any()}
+    assert info["nodata_pixels"] == int((stored == 255).sum())
+    assert info["nodata_per_tile"]["city/r0_c175"] == 625 and info["nodata_per_tile"]["city/r0_c0"] == 75
+    assert info["tiles_with_nodata"] == len(info["nodata_per_tile"]) and info["nodata_per_tile_complete"]
+    counts = manifest["counts"]
+    assert counts["outside_lc"] == 6 and counts["partial_lc"] == 6 and counts["some_nodata_lc"] == 1
+
+
+def test_mask_size_and_reprojection(tmp_path):
+    from rasterio.warp import transform_bounds
+
+    tiles = _tiles(tmp_path, size=100, res=1.0, width=200, height=100)
+    west, south, east, north = transform_bounds("EPSG:32633", "EPSG:4326", 500_000, 4_999_900, 500_200, 5_000_000)
+    res = 0.0001
+    shape = (1, int((north - south) / res) + 10, int((east - west) / res) + 10)
+    make_geotiff(tmp_path / "geo.tif", data=np.full(shape, 3, np.uint8), crs="EPSG:4326", origin=(west - 5 * res, north + 5 * res), res=res)
+    label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget.parse(f"lc={tmp_path / 'geo.tif'}:mask"),), mask_size=40))
+    labels = _labels(tmp_path / "l")
+    for tile_id in labels.index:
+        mask = _mask(labels, tile_id)
+        assert mask.shape == (40, 40) and (mask == 3).all()
+
+
+def test_mask_refuses_values_that_are_not_class_ids(tmp_path, cli):
+    tiles = _tiles(tmp_path, size=50, width=100, height=100)
+    make_geotiff(tmp_path / "frac.tif", data=np.full((1, 10, 10), 2.5, np.float32), res=20.0)
+    make_geotiff(tmp_path / "big.tif", data=np.full((1, 10, 10), 300, np.uint16), res=20.0)
+    make_geotiff(tmp_path / "full.tif", data=np.full((1, 10, 10), 255, np.uint8), res=20.0)  # 255 without nodata set
+    for name, words in (("frac", "value 2.5"), ("big", "value 300"), ("full", "value 255")):
+        result = cli("label", tiles, "--raster", f"lc={tmp_path / name}.tif:mask", "-o", tmp_path / name)
+        assert result.exit_code == 3 and result.stdout == "", result.output
+        assert result.stderr.startswith("error: ") and words in result.stderr and "not a class id" in result.stderr
+        assert result.stderr.count("\n") == 2 and "hint: " in result.stderr and "nodata" in result.stderr
+        assert not (tmp_path / name).exists()
+    from urbanln_cli.errors import UsageProblem
+
+    with pytest.raises(UsageProblem, match="--mask-size"):
+        LabelConfig(tiles=tiles, rasters=(RasterTarget.parse("lc=x.tif:mask"),), mask_size=0).check()

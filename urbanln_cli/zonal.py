@@ -96,6 +96,53 @@ class ZonalRaster:
         status = "nodata" if values.size == 0 else "partial" if partial else "some_nodata" if some_nodata else "ok"
         return Zone(values, weights, status)
 
+    def grid(self, crs: str, bounds: tuple[float, float, float, float], height: int, width: int) -> tuple[np.ma.MaskedArray, str]:
+        """Nearest-neighbour values at the centres of a ``height`` × ``width`` grid over ``bounds``.
+
+        Cell (r, c) of the grid is the raster cell under the point at fraction
+        ((c + 0.5) / width, (r + 0.5) / height) of the bounds, from the top-left
+        corner, so on a tile's own pixel grid cell (r, c) lies under image pixel (r, c).
+        Points outside the raster and nodata cells are masked. Status as in ``zone``.
+        """
+        minx, miny, maxx, maxy = bounds
+        xs = minx + (np.arange(width) + 0.5) / width * (maxx - minx)
+        ys = maxy - (np.arange(height) + 0.5) / height * (maxy - miny)
+        a, b, _, d, _, _ = tuple(self.inverse)[:6]
+        if (not crs or _crs_key(crs) == self.crs_key) and b == 0 and d == 0:  # north-up, same CRS: rows and columns apart
+            cols, _ = self._to_pixels("", (xs.tolist(), [0.0] * width))
+            _, rows = self._to_pixels("", ([0.0] * height, ys.tolist()))
+            cols, rows = np.broadcast_to(cols[None, :], (height, width)), np.broadcast_to(rows[:, None], (height, width))
+        else:
+            gx, gy = np.meshgrid(xs, ys)
+            cols, rows = self._to_pixels(crs, (gx.ravel().tolist(), gy.ravel().tolist()))
+            cols, rows = cols.reshape(height, width), rows.reshape(height, width)
+        n_rows, n_cols = self.shape
+        with np.errstate(invalid="ignore"):
+            inside = np.isfinite(cols) & np.isfinite(rows) & (cols >= 0) & (rows >= 0) & (cols < n_cols) & (rows < n_rows)
+        out = np.ma.masked_all((height, width), dtype=self.ds.dtypes[self.band - 1])
+        if not inside.any():
+            return out, "outside"
+        ci, ri = np.floor(cols[inside]).astype(np.int64), np.floor(rows[inside]).astype(np.int64)
+        r0, c0 = int(ri.min()), int(ci.min())
+        cells = self._cells(r0, c0, int(ri.max()) + 1, int(ci.max()) + 1)
+        out[inside] = cells[ri - r0, ci - c0]
+        nodata = bool(np.ma.getmaskarray(out)[inside].any())
+        status = "nodata" if np.ma.getmaskarray(out).all() else "partial" if not inside.all() else "some_nodata" if nodata else "ok"
+        return out, status
+
+    def colormap(self) -> dict[int, tuple[int, int, int]] | None:
+        """The band's colour table (class -> RGB), if the raster has one."""
+        try:
+            table = self.ds.colormap(self.band)
+        except ValueError:  # no colour table
+            return None
+        return {int(k): tuple(int(c) for c in v[:3]) for k, v in table.items()}
+
+    def class_names(self) -> dict[int, str]:
+        """Class names from the band's ``class_<id>=name`` tags (as ``urbanln synth city`` writes them)."""
+        tags = self.ds.tags(self.band)
+        return {int(k[6:]): v for k, v in tags.items() if k.startswith("class_") and k[6:].isdigit()}
+
     def _to_pixels(self, crs: str, ring: tuple[list[float], list[float]]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = ring
         if crs and _crs_key(crs) != self.crs_key:

@@ -22,7 +22,7 @@ def label(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output labels dataset folder.")] = Path("labels"),
     raster: Annotated[
         Optional[List[str]],
-        typer.Option(help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, or fractions (one column per class of a categorical raster).", show_default=False),
+        typer.Option(help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, fractions (one column per class of a categorical raster), or mask (each tile's class mask on its own pixel grid, for `probe --task segmentation`).", show_default=False),
     ] = None,
     table: Annotated[Optional[Path], typer.Option(help="CSV or parquet table of targets.", show_default=False)] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Join the table where this column equals tile_id. \\[default: join by nearest lon/lat]", show_default=False)] = None,
@@ -31,6 +31,7 @@ def label(
     max_distance: Annotated[Optional[float], typer.Option(help="Nearest join: farthest match in metres. \\[default: half the tile's width]", show_default=False)] = None,
     dup: Annotated[Dup, typer.Option(help="How to merge table rows with the same id (or point).")] = Dup.mean,
     columns: Annotated[Optional[str], typer.Option(help="Comma-separated table columns to take. \\[default: every numeric column]", show_default=False)] = None,
+    mask_size: Annotated[Optional[int], typer.Option(help="Masks (:mask) at most this many pixels a side, for large tiles. \\[default: the tile's own size]", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
 ) -> None:
@@ -38,6 +39,7 @@ def label(
 
     Raster statistics are taken over each tile's footprint, reprojected to the
     raster's CRS, weighting cells by the share the tile covers. Missing values are NaN.
+    A :mask target stores each tile's class mask (PNG, 255 = nodata) in a NAME_mask column.
     """
     from urbanln_cli.stages.label import LabelConfig, RasterTarget, label as run_label
 
@@ -52,6 +54,7 @@ def label(
         max_distance=max_distance,
         dup=dup.value,
         columns=tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None,
+        mask_size=mask_size,
         overwrite=overwrite,
     )
     with _common.progress_bar("labelling") as update:

@@ -1,4 +1,4 @@
-"""``urbanln probe``: score embeddings on a target with a ridge or MLP head."""
+"""``urbanln probe``: score embeddings on a target with a ridge or MLP head, or a model's patch tokens on a mask (``--task segmentation``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import typer
 from urbanln_cli.commands import _common
 
 
-class Model(str, Enum):
-    ridge = "ridge"
-    mlp = "mlp"
+class Task(str, Enum):
+    regression = "regression"
+    segmentation = "segmentation"
 
 
 class LogTarget(str, Enum):
@@ -24,15 +24,24 @@ class LogTarget(str, Enum):
 
 def probe(
     ctx: typer.Context,
+    task: Annotated[Task, typer.Option(help="regression: predict labels columns from embeddings. segmentation: a linear head on a model's frozen patch tokens predicts a --mask per pixel.")] = Task.regression,
     target: Annotated[str, typer.Option("--target", "-t", help="Labels column to predict, a comma-separated list, or 'all'.")] = "carbon",
     embeddings: Annotated[
         Optional[List[Path]],
         typer.Option("--embeddings", "-e", help="Embeddings from `urbanln embed`; repeat to compare several side by side. \\[default: embeddings.safetensors]", show_default=False),
     ] = None,
     labels: Annotated[Path, typer.Option(help="Labels dataset from `urbanln label`.")] = Path("labels"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder. \\[default: probe/<target>, or probe/all]", show_default=False)] = None,
-    model: Annotated[Model, typer.Option(help="ridge: standardised ridge, alpha by inner CV. mlp: D→256→1 head with early stopping.")] = Model.ridge,
-    split: Annotated[str, typer.Option(help="random (k-fold), spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B (train on group A, test on B).")] = "random",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder. \\[default: probe/<target>, probe/all, or probe/<mask>-segmentation]", show_default=False)] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="Regression: the head, ridge (standardised ridge, alpha by inner CV) or mlp (D→256→1 with early stopping) \\[default: ridge]. "
+                     "Segmentation: a `urbanln pretrain` run folder \\[default: runs/latest].", show_default=False),
+    ] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option(help="random (k-fold), spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B (train on group A, test on B). "
+                     "\\[default: random; spatial for segmentation]", show_default=False),
+    ] = None,
     folds: Annotated[int, typer.Option(help="Folds for random and spatial splits.")] = 5,
     block_km: Annotated[float, typer.Option(help="Side of the spatial blocks in km (spatial split; also the inner CV's units for spatial, group and transfer).")] = 1.0,
     log_target: Annotated[LogTarget, typer.Option(help="Fit log1p(target) and back-transform predictions; auto: when the target is ≥ 0 with skewness > 1.")] = LogTarget.auto,
@@ -42,16 +51,43 @@ def probe(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the scatter and map PNGs.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics table as JSON on stdout instead of a table.")] = False,
+    mask: Annotated[str, typer.Option(help="Segmentation: the mask target of the labels (`urbanln label --raster NAME=PATH:mask`).")] = "landcover",
+    tiles: Annotated[Path, typer.Option(help="Segmentation: the tiles dataset.")] = Path("tiles"),
+    arch: Annotated[Optional[str], typer.Option(help="Segmentation: open_clip architecture for --pretrained or --baseline random.", show_default=False)] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="Segmentation: weights instead of a run (an open_clip tag, a checkpoint file or local-dir:FOLDER).", show_default=False)] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Segmentation: random (the same architecture with random weights).", show_default=False)] = None,
+    epochs: Annotated[int, typer.Option(help="Segmentation: epochs of the linear head.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Segmentation: tiles per forward pass of the image tower.")] = 64,
+    device: Annotated[str, typer.Option(help="Segmentation: auto, cuda or cpu.")] = "auto",
 ) -> None:
     """Probe embeddings: predict a target (carbon, population, GDP, …) from each tile's vector.
 
     Embeddings and labels are joined by tile id. Scores are out of fold: R², RMSE and
     MAE in the target's own units, mean ± std over folds. Writes report.json,
     predictions.parquet, a scatter and a map PNG per target, and prints the table.
+
+    With --task segmentation (also `urbanln evaluate segmentation`), a linear head on
+    the frozen patch tokens of a model predicts the --mask classes per pixel; it
+    reports per-class IoU, mIoU and pixel accuracy over spatial folds, and writes
+    report.json and examples.png.
     """
     from urbanln_cli.errors import UsageProblem
-    from urbanln_cli.stages.probe import ProbeConfig, probe as run_probe
+    from urbanln_cli.stages.probe import MODELS, ProbeConfig, probe as run_probe
 
+    if task is Task.segmentation:
+        from urbanln_cli.commands import segment as segment_cli
+        from urbanln_cli.stages.segment import SegmentConfig
+
+        _only_for(ctx, ("embeddings", "target", "log_target", "drop_zero", "alphas"), "regression")
+        if model in MODELS:
+            raise UsageProblem(f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln pretrain` run folder",
+                               hint="pass --model runs/NAME, or leave it out for runs/latest")
+        config = SegmentConfig(mask=mask, tiles=tiles, labels=labels, out=out, model=Path(model) if model else None, arch=arch,
+                               pretrained=pretrained, baseline=baseline, split=split or "spatial", folds=folds, block_km=block_km,
+                               epochs=epochs, batch_size=batch_size, device=device, seed=seed, plots=plots, overwrite=overwrite)
+        segment_cli.run(ctx, config, as_json)
+        return
+    _only_for(ctx, ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device"), "segmentation")
     settings = {}
     if alphas is not None:
         try:
@@ -63,8 +99,8 @@ def probe(
         embeddings=tuple(embeddings or [Path("embeddings.safetensors")]),
         labels=labels,
         out=out,
-        model=model.value,
-        split=split,
+        model=model or "ridge",
+        split=split or "random",
         folds=folds,
         block_km=block_km,
         log_target=log_target.value,
@@ -90,6 +126,16 @@ def probe(
         _common.emit({"out": str(result.out), "table": result.report["table"], "counts": result.counts, "plots": result.plots}, True)
     else:
         render_table(result.table)
+
+
+def _only_for(ctx: typer.Context, names: tuple[str, ...], task: str) -> None:
+    """Options of the other task given on the command line are a usage error, not silently ignored."""
+    from urbanln_cli.errors import UsageProblem
+
+    given = [f"--{n.replace('_', '-')}" for n in names if (source := ctx.get_parameter_source(n)) is not None and source.name == "COMMANDLINE"]
+    if given:
+        raise UsageProblem(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --task {task}",
+                           hint=f"add --task {task}, or leave {'it' if len(given) == 1 else 'them'} out")
 
 
 def render_table(table: list[dict]) -> None:

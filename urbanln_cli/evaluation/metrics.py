@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -54,3 +54,16 @@ def skewness(values: np.ndarray) -> float:
     if m2 <= 0:
         return 0.0
     return float(np.mean(centred**3) / m2**1.5)
+
+
+def json_finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a copy of ``value`` with them as None (numpy scalars as Python ones)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_finite(value.item())
+    return value

@@ -1,4 +1,4 @@
-"""PNG figures drawn with PIL alone (no matplotlib): predicted-vs-true scatters and tile maps.
+"""PNG figures drawn with PIL alone (no matplotlib): predicted-vs-true scatters, tile maps and segmentation examples.
 
 Points are rasterised with numpy, so a figure of 100,000 tiles takes well under a second.
 Text uses PIL's default font.
@@ -235,6 +235,76 @@ def scatter_figure(
         draw.text((ox, oy - 18), f"{name}  {subtitle}", font=font, fill=INK)
         draw.text((ox + size // 2, oy + size + 22), f"true {target}", font=font, fill=INK, anchor="mt")
         _vertical_text(image, (ox - margin_l + 2, oy + size // 2), "predicted", font)
+    path = Path(path)
+    image.save(path, optimize=False)
+    return path
+
+
+# a qualitative palette for class ids without colours of their own (tab20-like)
+_CLASS_COLOURS = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+    (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148),
+    (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+]
+IGNORED = (235, 235, 235)
+
+
+def class_colours(classes: Sequence[int], palette: dict[int, tuple[int, int, int]] | None = None) -> np.ndarray:
+    """A 256 × 3 uint8 lookup from class id to colour: the raster's own colours where known, ignored (255) light grey."""
+    lut = np.zeros((256, 3), np.uint8)
+    for i, c in enumerate(classes):
+        lut[c] = (palette or {}).get(int(c), _CLASS_COLOURS[i % len(_CLASS_COLOURS)])
+    lut[255] = IGNORED
+    return lut
+
+
+def segmentation_figure(
+    path: Path,
+    tiles: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    classes: Sequence[int],
+    iou: dict[int, float],
+    title: str,
+    palette: dict[int, tuple[int, int, int]] | None = None,
+    names: dict[int, str] | None = None,
+    panel: int = 192,
+) -> Path:
+    """One row per tile: the image, the true classes and the predicted ones, with a legend of class IoUs.
+
+    ``tiles``: (tile id, RGB image, true class ids, predicted class ids); class masks
+    may be coarser than the image and are drawn with nearest neighbour. 255 is
+    drawn light grey (not scored).
+    """
+    from PIL import Image, ImageDraw
+
+    font, title_font = _font(12), _font(14)
+    lut = class_colours(classes, palette)
+    top, left, gap, row_h = 40, 12, 10, panel + 24
+    legend_w = 230
+    width = left + 3 * (panel + gap) + legend_w
+    height = max(top + row_h * len(tiles) + 8, top + 18 * len(classes) + 30)
+    image = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 10), title, font=title_font, fill=INK)
+    for r, (tile_id, rgb, truth, pred) in enumerate(tiles):
+        oy = top + r * row_h
+        pictures = [
+            ("image", Image.fromarray(np.asarray(rgb, np.uint8), "RGB").resize((panel, panel), Image.Resampling.BILINEAR)),
+            ("truth", Image.fromarray(lut[np.asarray(truth, np.uint8)], "RGB").resize((panel, panel), Image.Resampling.NEAREST)),
+            ("predicted", Image.fromarray(lut[np.asarray(pred, np.uint8)], "RGB").resize((panel, panel), Image.Resampling.NEAREST)),
+        ]
+        for c, (name, picture) in enumerate(pictures):
+            ox = left + c * (panel + gap)
+            draw.text((ox, oy), f"{tile_id}: {name}" if c == 0 else name, font=font, fill=INK)
+            image.paste(picture, (ox, oy + 16))
+            draw.rectangle((ox, oy + 16, ox + panel - 1, oy + 16 + panel - 1), outline=GRID)
+    lx = left + 3 * (panel + gap) + 4
+    draw.text((lx, top), "class: IoU", font=font, fill=INK)
+    for i, c in enumerate(classes):
+        y = top + 18 * (i + 1)
+        draw.rectangle((lx, y, lx + 12, y + 12), fill=tuple(int(v) for v in lut[c]), outline=INK)
+        value = iou.get(int(c))
+        label = f"{c} {(names or {}).get(int(c), '')}".strip()
+        draw.text((lx + 18, y + 6), f"{label}: {f'{value:.3f}' if value is not None and math.isfinite(value) else 'n/a'}", font=font, fill=INK, anchor="lm")
     path = Path(path)
     image.save(path, optimize=False)
     return path

@@ -108,3 +108,73 @@ def shuffled_unit_folds(units: np.ndarray, k: int, seed: int) -> np.ndarray:
             assign[u] = j
             load[j] += counts[u]
     return assign[inverse]
+
+
+def has_group(group: np.ndarray) -> np.ndarray:
+    """Rows whose group is a non-empty name (not None, NaN or '')."""
+    return np.array([g is not None and not (isinstance(g, float) and math.isnan(g)) and str(g) != "" for g in group], bool)
+
+
+def usable_rows(spec: SplitSpec, usable: np.ndarray, lon: np.ndarray, lat: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Narrow ``usable`` to the rows the split can place, and count why the others were dropped.
+
+    A spatial split needs lon/lat; group and transfer splits need a group; a transfer
+    split keeps only rows in its train or test groups (and every group it names must exist).
+    """
+    usable = np.asarray(usable, bool).copy()
+    lon, lat, group = np.asarray(lon, np.float64), np.asarray(lat, np.float64), np.asarray(group, object)
+    dropped: dict[str, int] = {}
+    grouped = has_group(group)
+    if spec.kind == "spatial":
+        located = np.isfinite(lon) & np.isfinite(lat)
+        dropped["no_location"] = int((usable & ~located).sum())
+        usable &= located
+    elif spec.kind in ("group", "transfer"):
+        dropped["no_group"] = int((usable & ~grouped).sum())
+        usable &= grouped
+    if spec.kind == "transfer":
+        names = {str(g) for g in group[grouped]}
+        missing = [g for g in (*spec.train_groups, *spec.test_groups) if g not in names]
+        if missing:
+            raise UsageProblem(
+                f"--split {spec.describe()}: no tile is in group {', '.join(map(repr, missing))}",
+                hint=f"the labels' groups are: {', '.join(sorted(names)[:20]) or 'none'}",
+            )
+        in_train = usable & np.isin(group.astype(str), spec.train_groups)
+        in_test = usable & np.isin(group.astype(str), spec.test_groups)
+        dropped["outside_transfer"] = int((usable & ~in_train & ~in_test).sum())
+        usable &= in_train | in_test
+    return usable, dropped
+
+
+def outer_folds(
+    spec: SplitSpec, lon: np.ndarray, lat: np.ndarray, group: np.ndarray, *, folds: int, block_km: float, seed: int, what: str
+) -> tuple[np.ndarray, dict]:
+    """The fold id of each row (rows already narrowed by ``usable_rows``) and a description of the folds.
+
+    ``what`` names the rows in errors, e.g. "target 'carbon'".
+    """
+    n = len(lon)
+    if spec.kind == "random":
+        return random_folds(n, folds, seed), {}
+    if spec.kind == "spatial":
+        blocks = spatial_blocks(lon, lat, block_km)
+        n_blocks = len(np.unique(blocks))
+        if n_blocks < folds:
+            raise UsageProblem(
+                f"{what}: {n} tiles fall in only {n_blocks} spatial block(s) of {block_km:g} km, fewer than --folds {folds}",
+                hint="use a smaller --block-km or fewer --folds",
+            )
+        fold = group_k_folds(blocks, folds)
+        return fold, {"blocks": n_blocks, "blocks_per_fold": [int(len(np.unique(blocks[fold == k]))) for k in range(folds)]}
+    names = np.asarray(group, object).astype(str)
+    if spec.kind == "group":
+        uniq, fold = np.unique(names, return_inverse=True)
+        if len(uniq) < 2:
+            raise UsageProblem(
+                f"--split group needs at least two groups; {what} has {len(uniq)} ({', '.join(uniq)})",
+                hint="use --split spatial or --split random",
+            )
+        return fold.astype(np.int64), {"test_group": {int(k): str(g) for k, g in enumerate(uniq)}}
+    fold = np.where(np.isin(names, spec.test_groups), 0, TRAIN_ONLY).astype(np.int64)
+    return fold, {"test_group": {0: ",".join(spec.test_groups)}, "train_groups": list(spec.train_groups)}

@@ -1,6 +1,9 @@
 """Stage ``label``: attach targets to tiles from rasters and tables (a ``labels`` artifact).
 
-Raster targets are zonal statistics over each tile's footprint (see ``zonal``).
+Raster targets are zonal statistics over each tile's footprint (see ``zonal``),
+or, with the ``mask`` aggregation, a class raster resampled (nearest neighbour)
+onto the tile's own pixel grid and stored as a lossless PNG per tile in a
+``NAME_mask`` column (class ids 0–254; ``MASK_IGNORE`` = 255 for nodata or outside).
 Table targets join by an id column, or by the nearest point within a distance.
 Missing values are NaN, and every reason for one is counted in the manifest.
 """
@@ -20,6 +23,9 @@ from urbanln_cli.errors import InputError, UsageProblem
 from urbanln_cli.zonal import AGGREGATIONS, ZonalRaster, aggregate
 
 RESERVED = {"tile_id", "lon", "lat", "group"}
+RASTER_AGGS = (*AGGREGATIONS, "mask")
+MASK_IGNORE = 255  # mask pixels with no class: nodata, outside the raster, or a tile without geometry
+MAX_NODATA_LISTED = 10_000  # tiles whose nodata pixel count the manifest lists by id
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
@@ -31,16 +37,16 @@ class RasterTarget:
 
     @classmethod
     def parse(cls, text: str) -> "RasterTarget":
-        """``NAME=PATH[:AGG]``; AGG is one of sum, mean, max, median, fractions."""
+        """``NAME=PATH[:AGG]``; AGG is one of sum, mean, max, median, fractions, mask."""
         name, sep, rest = text.partition("=")
         if not sep or not name or not rest:
             raise UsageProblem(f"--raster {text!r} is not NAME=PATH[:AGG]", hint="e.g. --raster population=worldpop.tif:sum")
         path, agg = rest, "mean"
         head, colon, tail = rest.rpartition(":")
-        if colon and tail in AGGREGATIONS:
+        if colon and tail in RASTER_AGGS:
             path, agg = head, tail
         elif colon and head and "/" not in tail and "\\" not in tail and "." not in tail:
-            raise UsageProblem(f"--raster {text!r}: unknown aggregation {tail!r}", hint=f"use one of {', '.join(AGGREGATIONS)}")
+            raise UsageProblem(f"--raster {text!r}: unknown aggregation {tail!r}", hint=f"use one of {', '.join(RASTER_AGGS)}")
         return cls(name.strip(), Path(path), agg)
 
 
@@ -56,6 +62,7 @@ class LabelConfig:
     max_distance: float | None = None  # metres; default half the tile's width
     dup: str = "mean"
     columns: tuple[str, ...] | None = None  # table columns to take; default every numeric one
+    mask_size: int | None = None  # mask targets: at most this many pixels a side; default the tile's own size
     overwrite: bool = False
 
     def check(self) -> None:
@@ -65,6 +72,8 @@ class LabelConfig:
             raise UsageProblem(f"--dup {self.dup!r} is not mean or first")
         if self.max_distance is not None and self.max_distance <= 0:
             raise UsageProblem(f"--max-distance {self.max_distance} must be positive")
+        if self.mask_size is not None and self.mask_size < 1:
+            raise UsageProblem(f"--mask-size {self.mask_size} must be at least 1")
         names = [r.name for r in self.rasters]
         for name in names:
             if not _NAME.match(name) or name in RESERVED:
@@ -98,19 +107,23 @@ def label(config: LabelConfig, progress: Callable[[int, int], None] | None = Non
     total = len(tiles) * len(config.rasters) + (len(tiles) if config.table else 0)
     done = 0
 
+    masks: dict[str, list[bytes]] = {}
     for target in config.rasters:
-        values, target_counts = _raster_target(tiles, target, lambda n: report(done + n, total))
+        if target.agg == "mask":
+            values, target_counts, info = _mask_target(tiles, target, config.mask_size, resize, lambda n: report(done + n, total))
+        else:
+            (values, target_counts), info = _raster_target(tiles, target, lambda n: report(done + n, total)), {}
         done += len(tiles)
         for name in values:
-            if name in columns:
+            if name in columns or name in masks:
                 raise UsageProblem(f"two targets produce the column {name!r}", hint="rename one of the --raster targets")
-        columns.update(values)
+        (masks if target.agg == "mask" else columns).update(values)
         counts.update({f"{k}_{target.name}": v for k, v in target_counts.items() if v})
-        sources[target.name] = {"from": "raster", "path": str(target.path), "agg": target.agg, "columns": sorted(values)}
+        sources[target.name] = {"from": "raster", "path": str(target.path), "agg": target.agg, "columns": sorted(values), **info}
     if config.table is not None:
         values, table_counts = _table_targets(tiles, config)
         for name in values:
-            if name in columns or name in RESERVED:
+            if name in columns or name in masks or name in RESERVED:
                 raise UsageProblem(f"table column {name!r} clashes with another target", hint="pick columns with --columns")
         columns.update(values)
         counts.update({k: v for k, v in table_counts.items() if v})
@@ -129,10 +142,12 @@ def label(config: LabelConfig, progress: Callable[[int, int], None] | None = Non
         "lat": tiles["lat"].astype("float64").tolist(),
         "group": tiles["group"].tolist(),
         **{name: col.tolist() for name, col in columns.items()},
+        **masks,
     }
     features = datasets.Features(
         {"tile_id": datasets.Value("string"), "lon": datasets.Value("float64"), "lat": datasets.Value("float64"), "group": datasets.Value("string")}
         | {name: datasets.Value("float64") for name in columns}
+        | {name: datasets.Value("binary") for name in masks}
     )
     ds = datasets.Dataset.from_dict(data, features=features)
     inputs = [artifacts.fingerprint(config.tiles)] + [artifacts.fingerprint(t.path) for t in config.rasters]
@@ -147,7 +162,7 @@ def label(config: LabelConfig, progress: Callable[[int, int], None] | None = Non
         extra={"targets": sources, "tiles_artifact": tiles_manifest.get("artifact_id")},
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
-    return LabelResult(config.out, ds.num_rows, list(columns), counts, manifest)
+    return LabelResult(config.out, ds.num_rows, [*columns, *masks], counts, manifest)
 
 
 # ---------------------------------------------------------------- rasters
@@ -192,6 +207,86 @@ def _raster_target(tiles, target: RasterTarget, on_progress) -> tuple[dict[str, 
         label = f"{target.name}_{int(c) if float(c).is_integer() else c}"
         columns[label] = np.asarray([r.get(c, 0.0) if r else math.nan for r in results], np.float64)
     return columns, counts
+
+
+def _mask_target(tiles, target: RasterTarget, mask_size: int | None, resize: int | None, on_progress):
+    """One PNG class mask per tile on the tile's pixel grid: ({NAME_mask: [png bytes]}, counts, manifest info)."""
+    import io
+
+    from PIL import Image
+
+    raster = ZonalRaster(target.path)
+    counts = {"outside": 0, "nodata": 0, "partial": 0, "some_nodata": 0, "no_geometry": 0}
+    pixels = np.zeros(256, np.int64)
+    nodata_per_tile: dict[str, int] = {}
+    pngs: list[bytes] = []
+    try:
+        palette, names = raster.colormap(), raster.class_names()
+        for i, tile in enumerate(tiles.itertuples(index=False)):
+            height, width = _mask_shape(tile, resize, mask_size)
+            footprint = _footprint(tile)
+            if footprint is None:
+                counts["no_geometry"] += 1
+                mask = np.full((height, width), MASK_IGNORE, np.uint8)
+            else:
+                values, status = raster.grid(*footprint, height, width)
+                if status != "ok":
+                    counts[status] += 1
+                mask = _class_ids(values, target, tile.tile_id)
+            pixels += np.bincount(mask.ravel(), minlength=256)
+            ignored = int((mask == MASK_IGNORE).sum())
+            if ignored:
+                nodata_per_tile[str(tile.tile_id)] = ignored
+            buf = io.BytesIO()
+            Image.fromarray(mask, "L").save(buf, "PNG")
+            pngs.append(buf.getvalue())
+            if i % 64 == 63:
+                on_progress(i + 1)
+    finally:
+        raster.close()
+    on_progress(len(tiles))
+    classes = {str(c): int(pixels[c]) for c in np.flatnonzero(pixels[:MASK_IGNORE])}
+    listed = dict(sorted(nodata_per_tile.items())[:MAX_NODATA_LISTED])
+    info = {
+        "encoding": "PNG, one 8-bit channel, a class id per pixel",
+        "ignore": MASK_IGNORE,
+        "grid": "the tile's pixels" if mask_size is None else f"the tile's pixels, at most {mask_size} a side",
+        "classes": classes,
+        "palette": {c: list(palette[int(c)]) for c in classes} if palette else None,
+        "names": {c: names[int(c)] for c in classes if int(c) in names} or None,
+        "nodata_pixels": int(pixels[MASK_IGNORE]),
+        "tiles_with_nodata": len(nodata_per_tile),
+        "nodata_per_tile": listed,
+        "nodata_per_tile_complete": len(listed) == len(nodata_per_tile),
+    }
+    return {f"{target.name}_mask": pngs}, counts, info
+
+
+def _mask_shape(tile, resize: int | None, mask_size: int | None) -> tuple[int, int]:
+    """(height, width) of a tile's stored image, shrunk to at most ``mask_size`` a side."""
+    width, height = (resize, resize) if resize else (int(tile.width), int(tile.height))
+    if mask_size is not None and max(width, height) > mask_size:
+        scale = mask_size / max(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+    return height, width
+
+
+def _class_ids(values: np.ma.MaskedArray, target: RasterTarget, tile_id: str) -> np.ndarray:
+    """uint8 class ids, MASK_IGNORE where masked; a value that is not a class id 0–254 is an error."""
+    valid = ~np.ma.getmaskarray(values)
+    data = np.asarray(values.data)
+    if valid.any():
+        seen = data[valid]
+        lo, hi = seen.min(), seen.max()
+        whole = not np.issubdtype(seen.dtype, np.floating) or bool((seen == np.round(seen)).all())
+        if lo < 0 or hi >= MASK_IGNORE or not whole:
+            bad = seen[(seen < 0) | (seen >= MASK_IGNORE) | (seen != np.round(seen))][0]
+            raise InputError(
+                f"{target.path}: value {bad:g} under tile {tile_id} is not a class id that fits a mask (whole numbers 0–254; 255 marks nodata)",
+                hint="a mask needs a categorical raster; set its nodata (e.g. gdal_edit.py -a_nodata 255), "
+                f"or use :mean or :fractions for {target.name}",
+            )
+    return np.where(valid, data, MASK_IGNORE).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- tables

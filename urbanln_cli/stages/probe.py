@@ -18,7 +18,6 @@ and the manifest ``urbanln.json``.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +269,8 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
 
 def _read_labels(path: Path):
     ds, manifest = artifacts.read_dataset(path, "labels")
-    frame = ds.to_pandas()
+    masks = [name for name, feature in ds.features.items() if getattr(feature, "dtype", None) == "binary"]  # label --raster NAME=PATH:mask
+    frame = ds.remove_columns(masks).to_pandas()
     if "tile_id" not in frame.columns:
         raise WrongArtifactError(f"{path} has no tile_id column", hint=f"re-create it with `{artifacts.PRODUCERS['labels']}`")
     frame["tile_id"] = frame["tile_id"].astype(str)
@@ -377,27 +377,9 @@ def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, conf
         dropped["zero"] = int(zero.sum())
         usable &= ~zero
     lon, lat = labels["lon"].to_numpy(np.float64), labels["lat"].to_numpy(np.float64)
-    located = np.isfinite(lon) & np.isfinite(lat)
     group = labels["group"].to_numpy(object)
-    has_group = np.array([g is not None and not (isinstance(g, float) and math.isnan(g)) and str(g) != "" for g in group], bool)
-    if spec.kind == "spatial":
-        dropped["no_location"] = int((usable & ~located).sum())
-        usable &= located
-    elif spec.kind in ("group", "transfer"):
-        dropped["no_group"] = int((usable & ~has_group).sum())
-        usable &= has_group
-    if spec.kind == "transfer":
-        names = {str(g) for g in group[has_group]}
-        missing = [g for g in (*spec.train_groups, *spec.test_groups) if g not in names]
-        if missing:
-            raise UsageProblem(
-                f"--split {spec.describe()}: no tile is in group {', '.join(map(repr, missing))}",
-                hint=f"the labels' groups are: {', '.join(sorted(names)[:20]) or 'none'}",
-            )
-        in_train = usable & np.isin(group.astype(str), spec.train_groups)
-        in_test = usable & np.isin(group.astype(str), spec.test_groups)
-        dropped["outside_transfer"] = int((usable & ~in_train & ~in_test).sum())
-        usable &= in_train | in_test
+    usable, split_dropped = splits.usable_rows(spec, usable, lon, lat, group)
+    dropped.update(split_dropped)
     for reason, n in dropped.items():
         if n:
             counts[f"{reason}_{target}"] = counts.get(f"{reason}_{target}", 0) + n
@@ -417,7 +399,9 @@ def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, conf
         raise UsageProblem(f"--log-target yes: target {target!r} has negative values (min {values.min():g})", hint="use --log-target no")
     use_log = config.log_target == "yes" or (config.log_target == "auto" and nonneg and skew > SKEW_LIMIT)
 
-    fold, fold_info = _folds(rows, labels, lon, lat, group, spec, config, target)
+    fold, fold_info = splits.outer_folds(
+        spec, lon[rows], lat[rows], group[rows], folds=config.folds, block_km=config.block_km, seed=config.seed, what=f"target {target!r}"
+    )
     units = _inner_units(rows, lon, lat, spec, config)
     inner = splits.shuffled_unit_folds(units, config.inner_folds, config.seed + 1)
     fold_ids = sorted(int(f) for f in np.unique(fold) if f != splits.TRAIN_ONLY)
@@ -433,33 +417,6 @@ def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, conf
         "fold_ids": fold_ids,
         "fold_info": fold_info,
     }
-
-
-def _folds(rows, labels, lon, lat, group, spec: splits.SplitSpec, config: ProbeConfig, target: str):
-    n = len(rows)
-    if spec.kind == "random":
-        return splits.random_folds(n, config.folds, config.seed), {}
-    if spec.kind == "spatial":
-        blocks = splits.spatial_blocks(lon[rows], lat[rows], config.block_km)
-        n_blocks = len(np.unique(blocks))
-        if n_blocks < config.folds:
-            raise UsageProblem(
-                f"target {target!r}: {n} tiles fall in only {n_blocks} spatial block(s) of {config.block_km:g} km, fewer than --folds {config.folds}",
-                hint="use a smaller --block-km or fewer --folds",
-            )
-        fold = splits.group_k_folds(blocks, config.folds)
-        return fold, {"blocks": n_blocks, "blocks_per_fold": [int(len(np.unique(blocks[fold == k]))) for k in range(config.folds)]}
-    names = group[rows].astype(str)
-    if spec.kind == "group":
-        uniq, fold = np.unique(names, return_inverse=True)
-        if len(uniq) < 2:
-            raise UsageProblem(
-                f"--split group needs at least two groups; target {target!r} has {len(uniq)} ({', '.join(uniq)})",
-                hint="use --split spatial or --split random",
-            )
-        return fold.astype(np.int64), {"test_group": {int(k): str(g) for k, g in enumerate(uniq)}}
-    fold = np.where(np.isin(names, spec.test_groups), 0, splits.TRAIN_ONLY).astype(np.int64)
-    return fold, {"test_group": {0: ",".join(spec.test_groups)}, "train_groups": list(spec.train_groups)}
 
 
 def _inner_units(rows, lon, lat, spec: splits.SplitSpec, config: ProbeConfig) -> np.ndarray:
@@ -552,19 +509,6 @@ def _inverse(label_row: np.ndarray, rows: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- writing
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        return _finite(value.item())
-    return value
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
@@ -619,7 +563,7 @@ def _write(config: ProbeConfig, out: Path, result: Evaluation, run: artifacts.Ru
                     files["map"] = name
                 plots[target] = files
         report["files"] = {"predictions": "predictions.parquet", "plots": plots}
-        report = _finite(report)
+        report = metrics.json_finite(report)
         artifacts.write_json_atomic(staging / "report.json", report)
         inputs = [artifacts.fingerprint(p) for p in (*config.embeddings, config.labels)]
         manifest = artifacts.new_manifest(
