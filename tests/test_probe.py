@@ -392,6 +392,19 @@ def test_cli_table_on_stdout(cli, data, monkeypatch):
     assert manifest["params"]["split"] == {"value": "spatial", "source": "flag"}
 
 
+def test_cli_mlp_settings_reach_the_head(cli, data, monkeypatch):
+    monkeypatch.chdir(data["tmp"])
+    result = cli("probe", "-t", "population", "-e", "good.safetensors", "--model", "mlp", "--hidden", "8", "--max-epochs", "3",
+                 "--patience", "2", "--lr", "0.01", "--weight-decay", "0", "--no-plots", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((data["tmp"] / "probe" / "population" / "report.json").read_text())
+    assert report["model"]["layers"] == "D->8->1" and report["model"]["max_epochs"] == 3 and report["model"]["patience"] == 2
+    assert report["model"]["optimizer"] == "adam lr 0.01 weight_decay 0"
+    assert all(f["epochs"] <= 3 for f in report["results"][0]["folds"])
+    ridge = cli("probe", "-t", "population", "-e", "good.safetensors", "--hidden", "8", "-o", "other")
+    assert ridge.exit_code == 2 and "--hidden is for --model mlp" in ridge.stderr and ridge.stdout == ""
+
+
 def test_cli_json(cli, data, monkeypatch):
     monkeypatch.chdir(data["tmp"])
     result = cli("probe", "-t", "all", "-e", "good.safetensors", "--json", "--no-plots")

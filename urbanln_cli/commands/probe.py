@@ -48,6 +48,11 @@ def probe(
     drop_zero: Annotated[bool, typer.Option("--drop-zero", help="Leave out tiles whose target is exactly 0.")] = False,
     alphas: Annotated[Optional[str], typer.Option(help="Comma-separated ridge alphas to search. \\[default: 19 values from 1e-3 to 1e6]", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed for random folds, inner folds and the MLP.")] = 0,
+    hidden: Annotated[int, typer.Option(help="--model mlp: hidden units.")] = 256,
+    max_epochs: Annotated[int, typer.Option(help="--model mlp: most epochs; early stopping on a validation part of each training fold.")] = 200,
+    patience: Annotated[int, typer.Option(help="--model mlp: epochs without a better validation MSE before stopping.")] = 10,
+    lr: Annotated[float, typer.Option(help="--model mlp: Adam learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="--model mlp: Adam weight decay (L2).")] = 1e-4,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the scatter and map PNGs.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics table as JSON on stdout instead of a table.")] = False,
@@ -78,7 +83,7 @@ def probe(
         from urbanln_cli.commands import segment as segment_cli
         from urbanln_cli.stages.segment import SegmentConfig
 
-        _only_for(ctx, ("embeddings", "target", "log_target", "drop_zero", "alphas"), "regression")
+        _only_for(ctx, ("embeddings", "target", "log_target", "drop_zero", "alphas", *MLP_OPTIONS), "--task regression")
         if model in MODELS:
             raise UsageProblem(f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln pretrain` run folder",
                                hint="pass --model runs/NAME, or leave it out for runs/latest")
@@ -87,7 +92,9 @@ def probe(
                                epochs=epochs, batch_size=batch_size, device=device, seed=seed, plots=plots, overwrite=overwrite)
         segment_cli.run(ctx, config, as_json)
         return
-    _only_for(ctx, ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device"), "segmentation")
+    _only_for(ctx, ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device"), "--task segmentation")
+    if (model or "ridge") != "mlp":
+        _only_for(ctx, MLP_OPTIONS, "--model mlp")
     settings = {}
     if alphas is not None:
         try:
@@ -106,6 +113,11 @@ def probe(
         log_target=log_target.value,
         drop_zero=drop_zero,
         seed=seed,
+        hidden=hidden,
+        max_epochs=max_epochs,
+        patience=patience,
+        lr=lr,
+        weight_decay=weight_decay,
         plots=plots,
         overwrite=overwrite,
         **settings,
@@ -128,14 +140,17 @@ def probe(
         render_table(result.table)
 
 
-def _only_for(ctx: typer.Context, names: tuple[str, ...], task: str) -> None:
-    """Options of the other task given on the command line are a usage error, not silently ignored."""
+MLP_OPTIONS = ("hidden", "max_epochs", "patience", "lr", "weight_decay")
+
+
+def _only_for(ctx: typer.Context, names: tuple[str, ...], flag: str) -> None:
+    """Options of another task (or head) given on the command line are a usage error, not silently ignored."""
     from urbanln_cli.errors import UsageProblem
 
     given = [f"--{n.replace('_', '-')}" for n in names if (source := ctx.get_parameter_source(n)) is not None and source.name == "COMMANDLINE"]
     if given:
-        raise UsageProblem(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --task {task}",
-                           hint=f"add --task {task}, or leave {'it' if len(given) == 1 else 'them'} out")
+        raise UsageProblem(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for {flag}",
+                           hint=f"add {flag}, or leave {'it' if len(given) == 1 else 'them'} out")
 
 
 def render_table(table: list[dict]) -> None:

@@ -55,6 +55,8 @@ class ProbeConfig:
     hidden: int = 256  # mlp
     max_epochs: int = 200  # mlp
     patience: int = 10  # mlp
+    lr: float = 1e-3  # mlp, Adam
+    weight_decay: float = 1e-4  # mlp, Adam's L2 penalty
     plots: bool = True
     overwrite: bool = False
 
@@ -75,7 +77,9 @@ class ProbeConfig:
         if not self.embeddings:
             raise UsageProblem("no embeddings given", hint="pass --embeddings FILE (repeatable)")
         if self.min_rows < 2 or self.hidden < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise UsageProblem("min_rows must be at least 2, and hidden, max_epochs and patience at least 1")
+            raise UsageProblem("min_rows must be at least 2, and --hidden, --max-epochs and --patience at least 1")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise UsageProblem(f"--lr {self.lr} must be positive and --weight-decay {self.weight_decay} at least 0")
 
     def output(self) -> Path:
         if self.out is not None:
@@ -439,7 +443,7 @@ def _model_info(config: ProbeConfig) -> dict[str, Any]:
         "layers": f"D->{config.hidden}->1",
         "activation": "relu",
         "dropout": 0.1,
-        "optimizer": "adam lr 1e-3 weight_decay 1e-4",
+        "optimizer": f"adam lr {config.lr:g} weight_decay {config.weight_decay:g}",
         "batch_size": 256,
         "max_epochs": config.max_epochs,
         "patience": config.patience,
@@ -463,7 +467,8 @@ def _run_one(plan: dict[str, Any], src: Embeddings, config: ProbeConfig, step: C
     if config.model == "ridge":
         pred_z, records = ridge_cv(X, z, fold, inner, config.alphas, on_fold=step)
     else:
-        pred_z, records = mlp_cv(X, z, fold, inner, seed=config.seed, hidden=config.hidden, max_epochs=config.max_epochs, patience=config.patience, on_fold=step)
+        pred_z, records = mlp_cv(X, z, fold, inner, seed=config.seed, hidden=config.hidden, max_epochs=config.max_epochs, patience=config.patience,
+                                 lr=config.lr, weight_decay=config.weight_decay, on_fold=step)
     for _ in skipped:
         step(-1)
     pred = np.full(len(y), np.nan)
