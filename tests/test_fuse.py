@@ -177,6 +177,8 @@ def test_real_vlm_quirks_at_2_4_m():
     text = ("There are at least 13 airplanes on the tarmac, with some further in the background.The airport is surrounded "
             "by buildings and vehicles. Several cars are parked along the road.")
     assert split_sentences(text)[1] == "The airport is surrounded by buildings and vehicles."
+    kept, drops = clean_caption("A river port. Overall, the image portrays.")  # a truncated caption's last words
+    assert [s.text for s in kept] == ["A river port."] and [(d.reason, d.sentence) for d in drops] == [("boilerplate", 1)]
     row = fuse_tile("t", {"a": text}, 2.4, FuseConfig(), _tools_default())
     kept = {c["concept"] for c in json.loads(row["claims"])}
     dropped = {(d["reason"], d["text"]) for d in json.loads(row["dropped"])}

@@ -41,6 +41,7 @@ _SCENE_WORDS = frozenset(
 _STOP = frozenset(
     "a an the this that these those is are was were be been being of in on at to from by with and or as it its "
     "there here which who what shows show depicts depict displays contains appears appear seems seem looks look "
+    "portrays portray illustrates illustrate showcases showcase captures capture presents present "
     "can could may might would will very quite rather also just".split()
 )
 # clauses that pad a sentence without asserting anything about the place
