@@ -13,6 +13,7 @@ from tests.fakes.ollama_server import FakeOllama, caption_for
 from tests.fakes.rasters import make_geotiff
 from tests.test_fuse import _captions, _row
 from urbanln_cli import artifacts
+from urbanln_cli.captioners import RETRY_TEMPERATURE
 from urbanln_cli.captioners.refine import REWRITE_SCHEMA
 from urbanln_cli.errors import ServiceUnavailable
 from urbanln_cli.image_check import quadrant_crops
@@ -128,16 +129,24 @@ def test_transient_failures_and_bad_json_are_retried(tmp_path, tiles, server):
     server.inject("500", "503", "drop", "bad_json", "bad_json", "429")
     again = fuse(_config(tmp_path / "b", captions, tiles_path, server, image_check="vlm", refine=LLAVA, retries=6))
     assert datasets.load_from_disk(str(again.out)).to_list() == datasets.load_from_disk(str(clean.out)).to_list()
+    # greedy decoding ignores the seed: a content retry samples a little instead of asking the same again
+    assert {r["options"]["temperature"] for r in server.requests} == {0.0, RETRY_TEMPERATURE}
 
 
 def test_answers_that_stay_broken_are_recorded_not_invented(tmp_path, tiles, server):
     tiles_path, images = tiles
-    server.inject(*["bad_json"] * 3 * 40, model=QWEN)  # every answer qwen gives is prose, more than the retries
-    result = fuse(_config(tmp_path, _panel(tmp_path, images), tiles_path, server, image_check="vlm", check_models=(QWEN,)))
+    captions = _panel(tmp_path, images, models=(LLAVA,))
+    unchecked = fuse(_config(tmp_path / "plain", captions, tiles_path, server))
+    server.inject(*["bad_json"] * 3 * 100, model=QWEN)  # every answer qwen gives is prose, more than the retries
+    result = fuse(_config(tmp_path, captions, tiles_path, server, image_check="vlm", check_models=(QWEN,)))
     rows = datasets.load_from_disk(str(result.out)).to_list()
-    by_qwen = [i for r in rows for i in _claims(r) + _dropped(r) if i.get("checked_by") == f"vlm:{QWEN}"]
-    assert by_qwen and all(not i["confirmed"] and "bad_json" in i["check_error"] for i in by_qwen)
-    assert result.counts["check_errors"] == len(by_qwen)
+    checked = [i for r in rows for i in _claims(r) + _dropped(r) if "checked_by" in i]
+    assert checked and all(not i["confirmed"] and "bad_json" in i["check_error"] for i in checked)
+    assert result.counts["check_errors"] == result.counts["checked"] == len(checked)
+    # no answer is not a "no": the corpus is what it would be without the check, bar the recorded errors
+    assert [r["caption"] for r in rows] == [r["caption"] for r in datasets.load_from_disk(str(unchecked.out))]
+    assert result.counts["dropped_unconfirmed"] == 0
+    assert (artifacts.partial_dir(result.out) / "vlm.jsonl").exists()  # kept, so a rerun asks only what failed
 
 
 def test_a_lost_server_stops_with_exit_4_and_a_rerun_asks_only_the_rest(tmp_path, tiles):
@@ -159,6 +168,34 @@ def test_a_lost_server_stops_with_exit_4_and_a_rerun_asks_only_the_rest(tmp_path
     assert datasets.load_from_disk(str(result.out)).to_list() == datasets.load_from_disk(str(reference.out)).to_list()
 
 
+def test_answers_are_keyed_by_what_was_sent(tmp_path, tiles, server):
+    tiles_path, images = tiles
+    captions = _panel(tmp_path, images)
+    with FakeOllama() as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        first.stop_after(8)
+        with pytest.raises(ServiceUnavailable):
+            fuse(_config(tmp_path, captions, tiles_path, first, refine=LLAVA, retries=1, concurrency=1))
+    with FakeOllama(port=port) as second:  # another --image-size: no journaled answer may be reused
+        fuse(_config(tmp_path, captions, tiles_path, second, refine=LLAVA, image_size=32))
+        assert second.chats == 6 * len(images)
+
+
+def test_a_failed_quadrant_caption_leaves_the_draft_and_says_why(tmp_path, tiles, server):
+    tiles_path, images = tiles
+    captions = _panel(tmp_path, images)
+    server.inject("404")  # the model vanishing mid-run stops the run (exit 4), keeping what was answered
+    with pytest.raises(ServiceUnavailable, match="disappeared"):
+        fuse(_config(tmp_path / "gone", captions, tiles_path, server, refine=LLAVA))
+    server.inject(*["empty"] * 3)  # one quadrant caption stays empty through its content retries
+    result = fuse(_config(tmp_path, captions, tiles_path, server, refine=LLAVA, concurrency=1))
+    rows = datasets.load_from_disk(str(result.out)).to_list()
+    failed = [c for r in rows for c in r["candidates"] if c["refine_error"]]
+    assert len(failed) == 2 and all("quadrant caption failed" in c["refine_error"] and c["refined_by"] is None for c in failed)
+    assert result.counts["refine_errors"] == 2 and result.counts["refined"] == 2 * len(images) - 2
+    assert sum(1 for r in rows if not r["local_captions"]) == 1
+
+
 def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     tiles_path, images = tiles
     captions = _panel(tmp_path, images)
@@ -169,6 +206,10 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     assert missing.exit_code == 4 and "moondream:1.8b is not pulled" in missing.stderr and "ollama pull moondream:1.8b" in missing.stderr
     bad = cli(*base, "--check", "owl")
     assert bad.exit_code == 2 and "--check 'owl' is not one of none, clip, vlm" in bad.stderr
+    stray = cli(*base, "--check-model", "qwen-vl")
+    assert stray.exit_code == 2 and "--check-model is for --check vlm" in stray.stderr
+    two = cli(*base, "--refine", "llava,qwen-vl")
+    assert two.exit_code == 2 and "--refine takes one Ollama vision model" in two.stderr
     stranger = _captions(tmp_path / "stranger", [_row("elsewhere/1", LLAVA, "A river.")])
     lost = cli("fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url)
     assert lost.exit_code == 3 and "1 of 1 captioned tiles are not in" in lost.stderr and "hint:" in lost.stderr

@@ -59,6 +59,9 @@ class ModelMissing(Exception):
         self.model, self.host = model, host
 
 
+RETRY_TEMPERATURE = 0.3
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     temperature: float = 0.2
@@ -68,9 +71,14 @@ class GenerationOptions:
     keep_alive: str = "30m"
 
     def for_attempt(self, attempt: int) -> "GenerationOptions":
-        """Content retries change the seed, or a deterministic model would say the same again."""
+        """Content retries change the seed, or a deterministic model would say the same again.
+
+        Greedy decoding (temperature 0) ignores the seed, so a retry of it samples a little.
+        """
         from dataclasses import replace
 
+        if attempt and self.temperature == 0:
+            return replace(self, seed=self.seed + attempt, temperature=RETRY_TEMPERATURE)
         return replace(self, seed=self.seed + attempt)
 
 

@@ -59,6 +59,7 @@ class CachedVlm:
                     self.cache[record["key"]] = record
         self.asked = 0
         self.reused = 0
+        self.digests: dict[str, str] = {}  # model tag -> digest, of every model asked
 
     def key(self, ask: Ask, info: ModelInfo) -> str:
         spec = {"model": info.tag, "digest": info.digest, "prompt": ask.prompt, "image": ask.image_id,
@@ -77,6 +78,7 @@ class CachedVlm:
         try:
             models = sorted({a.model for a in asks})
             infos = await backend.preflight(models) if models else {}
+            self.digests.update({m: infos[m].digest for m in models})
             keys = [self.key(a, infos[a.model]) for a in asks]
             first = {k: i for i, k in reversed(list(enumerate(keys)))}  # the same question is asked once
             todo = sorted(i for k, i in first.items() if k not in self.cache)

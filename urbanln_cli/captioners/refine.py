@@ -16,22 +16,18 @@ from typing import Callable, Sequence
 
 from urbanln_cli.captioners import content_problem
 from urbanln_cli.captioners.cached import Ask, CachedVlm
-from urbanln_cli.image_check import QUADRANTS, quadrant_crops
+from urbanln_cli.image_check import QUADRANTS, gsd_phrase, quadrant_crops
 
 REWRITE_SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}}, "required": ["caption"]}
 
 
-def _scale(gsd: float | None) -> str:
-    return f" at about {gsd:.2f} m per pixel" if gsd else ""
-
-
 def quadrant_prompt(where: str, gsd: float | None) -> str:
-    return (f"This is the {where} quarter of a satellite image tile{_scale(gsd)}. In one or two short sentences, describe "
+    return (f"This is the {where} quarter of a satellite image tile{gsd_phrase(gsd)}. In one or two short sentences, describe "
             "what is clearly visible: land use, buildings, roads, vegetation, water. Do not mention anything too small to see.")
 
 
 def rewrite_prompt(draft: str, local: Sequence[str], facts: Sequence[str], gsd: float | None) -> str:
-    lines = [f"You are improving the caption of a satellite image tile{_scale(gsd)}.", "", "Draft caption:", draft, "",
+    lines = [f"You are improving the caption of a satellite image tile{gsd_phrase(gsd)}.", "", "Draft caption:", draft, "",
              "Short descriptions of its four quarters:"]
     lines += [f"- {where}: {text}" for where, text in zip(QUADRANTS, local)]
     lines += ["", "Facts checked against other models and the image:"] + [f"- {f}" for f in facts]
@@ -56,31 +52,35 @@ def rewrite_problem(text: str) -> str | None:
 
 
 class Refiner:
-    def __init__(self, vlm: CachedVlm, model: str):
-        self.vlm, self.model = vlm, model
+    def __init__(self, vlm: CachedVlm, model: str, image_size: int):
+        self.vlm, self.model, self.image_size = vlm, model, image_size
 
     def describe(self) -> dict:
         return {"model": self.model, "quadrant_prompt": quadrant_prompt("{quarter}", None), "format": REWRITE_SCHEMA}
 
     def local_captions(self, tile_ids: Sequence[str], image_of: Callable[[str], bytes], image_id_of: Callable[[str], str],
-                       gsd_of: Callable[[str], float | None], progress=None) -> dict[str, list[str] | None]:
-        """Four quadrant captions per tile (None for a tile where any of them failed)."""
+                       gsd_of: Callable[[str], float | None], progress=None) -> dict[str, list[str] | str]:
+        """Four quadrant captions per tile, or the error of one that failed.
+
+        ``image_of`` gives the whole tile; ``image_id_of`` must name what is sent (bytes and size).
+        """
         crops: dict[str, list[bytes]] = {}
 
         def crop(tile_id: str, k: int) -> bytes:
             if tile_id not in crops:
                 if len(crops) >= 16:  # tiles are asked in order: keep the crops of the last few, not all
                     crops.pop(next(iter(crops)))
-                crops[tile_id] = quadrant_crops(image_of(tile_id))
+                crops[tile_id] = quadrant_crops(image_of(tile_id), self.image_size)
             return crops[tile_id][k]
 
         asks = [Ask(self.model, quadrant_prompt(where, gsd_of(t)), lambda t=t, k=k: crop(t, k), f"{image_id_of(t)}#q{k}")
                 for t in tile_ids for k, where in enumerate(QUADRANTS)]
         answers = self.vlm.run(asks, content_problem, progress)
-        out: dict[str, list[str] | None] = {}
+        out: dict[str, list[str] | str] = {}
         for n, t in enumerate(tile_ids):
             mine = answers[4 * n : 4 * n + 4]
-            out[t] = None if any(a.error for a in mine) else [a.text for a in mine]
+            failed = next((a.error for a in mine if a.error), None)
+            out[t] = f"a quadrant caption failed: {failed}" if failed else [a.text for a in mine]
         return out
 
     def rewrite(self, jobs: Sequence[tuple[str, str, Sequence[str], Sequence[str]]], image_of: Callable[[str], bytes],

@@ -116,8 +116,8 @@ async def run_requests(
                 queue.put_nowait(task)
                 return
             started = time.monotonic()
+            request = request_for(task.item)
             try:
-                request = request_for(task.item)
                 image = request.image()
             except Exception as exc:  # a damaged tile: record it, do not stop the run
                 done(task, outcome(task, "", ("bad_image", f"cannot read the tile's image: {exc}"), host, started))

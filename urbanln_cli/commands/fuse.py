@@ -30,7 +30,7 @@ def fuse(
     short_tokens: Annotated[int, typer.Option(help="Short caption limit in CLIP tokens.")] = 77,
     tokenizer: Annotated[str, typer.Option(help="open_clip tokenizer that counts tokens.")] = "ViT-B-16",
     check: Annotated[str, typer.Option(help="Image check of disputed claims (too little support, or any claim of a single model): clip, vlm or none.")] = "none",
-    check_model: Annotated[Optional[List[str]], typer.Option(help="--check vlm: checking models (aliases or tags, comma-separated or repeated); a claim goes to one that did not make it. \\[default: the captions' models]", show_default=False)] = None,
+    check_model: Annotated[Optional[List[str]], typer.Option(help="--check vlm: checking models (aliases or tags, comma-separated or repeated); a claim goes to one that did not make it (a lone model checks its own). \\[default: the captions' models]", show_default=False)] = None,
     clip_model: Annotated[Optional[Path], typer.Option(help="--check clip: a pretrain run folder. \\[default: runs/latest]", show_default=False)] = None,
     clip_arch: Annotated[Optional[str], typer.Option(help="--check clip: open_clip architecture of --clip-pretrained.", show_default=False)] = None,
     clip_pretrained: Annotated[Optional[str], typer.Option(help="--check clip: open_clip weights (a tag such as openai, a file, or local-dir:FOLDER) instead of a run.", show_default=False)] = None,
@@ -86,7 +86,7 @@ def fuse(
         clip_arch=clip_arch,
         clip_pretrained=clip_pretrained,
         clip_margin=clip_margin,
-        refine=resolve_models(refine)[0] if refine else None,
+        refine=_one_model(refine),
         hosts=tuple(host or [DEFAULT_HOST]),
         concurrency=concurrency,
         timeout=timeout,
@@ -108,8 +108,13 @@ def fuse(
     mode = "; single model: support not checked" if result.counts["single_model"] else ""
     if "checked" in result.counts:
         mode += f"; image check confirmed {result.counts.get('confirmed', 0)} of {result.counts['checked']} disputed claims"
+        if result.counts.get("check_errors"):
+            mode += f" ({result.counts['check_errors']} got no answer and stay as support left them)"
     if config.refine:
-        mode += f"; {result.counts.get('refined', 0)} candidates rewritten by {config.refine} ({result.counts.get('refine_errors', 0)} failed)"
+        mode += (f"; {result.counts.get('refined', 0)} candidates rewritten by {config.refine}, "
+                 f"{result.counts.get('refine_not_used', 0)} kept their draft ({result.counts.get('refine_errors', 0)} requests failed)")
+    if result.counts.get("check_errors") or result.counts.get("refine_errors"):
+        mode += f"; to ask again, rerun with --overwrite (the answers so far are reused from {result.out}.partial/)"
     _common.summary(f"wrote {result.rows} fused captions to {result.out}; {result.counts['failed_captions']} failed captions skipped{mode}" + (f"; dropped {dropped}" if dropped else ""))
     _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json)
 
@@ -144,6 +149,18 @@ def render_explain(record: dict) -> str:
     lines += [f"\ncaption ({record['tokens']} CLIP tokens{', cut' if record['cut'] else ''}):", f"  {record['caption']}"]
     lines += [f"caption_short ({record['short_tokens']} CLIP tokens):", f"  {record['caption_short']}"]
     return "\n".join(lines)
+
+
+def _one_model(name: str | None) -> str | None:
+    from urbanln_cli.captioners.aliases import resolve_models
+    from urbanln_cli.errors import UsageProblem
+
+    if name is None:
+        return None
+    tags = resolve_models(name)
+    if len(tags) != 1 or tags[0].startswith("sim:"):
+        raise UsageProblem(f"--refine takes one Ollama vision model, not {name!r}", hint="e.g. --refine qwen-vl")
+    return tags[0]
 
 
 def _where(item: dict) -> str:

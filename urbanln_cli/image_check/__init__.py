@@ -40,17 +40,28 @@ class Verdict:
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
-def quadrant_crops(image: bytes) -> list[bytes]:
-    """The four quadrant crops of a tile as PNG bytes, in ``QUADRANTS`` order."""
+def quadrant_boxes(w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """PIL crop boxes of the four quadrants of a w×h image, in ``QUADRANTS`` order."""
+    return [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]
+
+
+def gsd_phrase(gsd: float | None) -> str:
+    """' at about 2.40 m per pixel' for a prompt, or nothing when the GSD is unknown."""
+    return f" at about {gsd:.2f} m per pixel" if gsd else ""
+
+
+def quadrant_crops(image: bytes, size: int | None = None) -> list[bytes]:
+    """The four quadrant crops of a tile as PNG bytes, in ``QUADRANTS`` order (each at most ``size`` px a side)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(image)) as img:
         img = img.convert("RGB")
-        w, h = img.size
-        boxes = [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]
         out = []
-        for box in boxes:
+        for box in quadrant_boxes(*img.size):
             buf = io.BytesIO()
-            img.crop(box).save(buf, "PNG")
+            crop = img.crop(box)
+            if size is not None and max(crop.size) > size:
+                crop.thumbnail((size, size), Image.Resampling.LANCZOS)
+            crop.save(buf, "PNG")
             out.append(buf.getvalue())
     return out

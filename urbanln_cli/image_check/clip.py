@@ -87,7 +87,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from urbanln_cli.errors import InputError, UsageProblem
-from urbanln_cli.image_check import QUADRANTS, ClaimQuery, Verdict
+from urbanln_cli.image_check import QUADRANTS, ClaimQuery, Verdict, quadrant_boxes
 from urbanln_cli.text.lexicon import Lexicon, builtin
 
 PROMPT = "a satellite image of {}."  # the one template of claim and contrast texts
@@ -364,8 +364,7 @@ class ClipChecker:
         w, h = rgb.size
         if w < 2 or h < 2:
             raise _BadImage(f"the tile image is {w}×{h} px, too small for quadrant crops")
-        boxes = [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]  # as quadrant_crops
-        return [self.transform(rgb), *(self.transform(rgb.crop(box)) for box in boxes)]
+        return [self.transform(rgb), *(self.transform(rgb.crop(box)) for box in quadrant_boxes(w, h))]
 
     # ------------------------------------------------------------ provenance
 

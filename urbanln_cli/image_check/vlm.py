@@ -1,7 +1,8 @@
 """``fuse --check vlm``: one model checks another's claims with a yes/no question about the tile.
 
 Each disputed claim goes to the first checking model that did not make it (the
-author itself only when no other model is given), as a question with Ollama's
+author itself only when it is the only checking model: then the model takes a
+second look at its own claim, as a yes/no question), as a question with Ollama's
 structured output: the reply must be ``{"answer": "yes"}`` or ``{"answer": "no"}``.
 Only "yes" confirms. A question that still fails after the retries leaves the
 claim unconfirmed, with the error recorded.
@@ -13,15 +14,14 @@ import json
 from typing import Callable, Sequence
 
 from urbanln_cli.captioners.cached import Ask, CachedVlm
-from urbanln_cli.image_check import ClaimQuery, Verdict
+from urbanln_cli.image_check import ClaimQuery, Verdict, gsd_phrase
 
 ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}, "required": ["answer"]}
 
 
 def question(phrase: str, gsd: float | None) -> str:
     """The yes/no question; the claim is in double quotes so the answer is about exactly that phrase."""
-    scale = f" at about {gsd:.2f} m per pixel" if gsd else ""
-    return (f"This is a satellite or aerial image{scale}. Is there \"{phrase}\" in this image? "
+    return (f"This is a satellite or aerial image{gsd_phrase(gsd)}. Is there \"{phrase}\" in this image? "
             "Answer only from what is clearly visible. Reply in JSON: {\"answer\": \"yes\"} or {\"answer\": \"no\"}.")
 
 

@@ -116,6 +116,12 @@ class FuseConfig:
             raise UsageProblem(f"--check {self.image_check!r} is not one of {', '.join(CHECKS)}")
         if self.concurrency < 1 or self.retries < 0 or not (math.isfinite(self.timeout) and self.timeout > 0) or self.image_size < 32:
             raise UsageProblem("--concurrency must be at least 1, --retries at least 0, --timeout positive and --image-size at least 32")
+        if self.check_models and self.image_check != "vlm":
+            raise UsageProblem("--check-model is for --check vlm", hint="add --check vlm, or leave it out")
+        clip = [n for n, v in (("--clip-model", self.clip_model), ("--clip-arch", self.clip_arch), ("--clip-pretrained", self.clip_pretrained),
+                               ("--clip-margin", self.clip_margin)) if v is not None]
+        if clip and self.image_check != "clip":
+            raise UsageProblem(f"{', '.join(clip)} {'is' if len(clip) == 1 else 'are'} for --check clip", hint="add --check clip, or leave them out")
         if (self.image_check != "none" or self.refine) and self.tiles is None:
             raise UsageProblem("--check and --refine look at the tiles' images", hint="pass --tiles PATH")
 
@@ -253,6 +259,8 @@ class TileFusion:
                 del u.dropped[i]  # recomputed below, once the heads are settled
         for (model, index, pos), verdict in verdicts.items():
             u = _unit(self.units, model, index)
+            if verdict.error is not None:
+                continue  # no answer is not a "no": the claim stays as support left it (the error is recorded)
             if verdict.confirmed:
                 u.dropped.pop(pos, None)
             else:
@@ -583,7 +591,7 @@ def corpus_features():
             "caption": Value("string"),
             "caption_short": Value("string"),
             "model": Value("string"),  # whose candidate became the caption
-            # each model's refined caption; sentences: its source sentences (indices into the raw caption)
+            # each model's caption; sentences: its source sentences (indices into the raw caption, or into the rewrite when refined_by)
             "candidates": [{"model": Value("string"), "caption": Value("string"), "score": Value("float64"), "sentences": [Value("int32")],
                             "refined_by": Value("string"), "refine_error": Value("string")}],
             "local_captions": [Value("string")],  # --refine: the refining model's captions of the four quadrants
@@ -618,32 +626,38 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
     report = progress or (lambda done, total, **kw: None)
     ids = sorted(merged)
     tally = Counter()
-    states: dict[str, TileFusion] = {}
+    rows: list[dict[str, Any]] = []
+    looks = config.image_check != "none" or config.refine is not None
+    states: dict[str, TileFusion] = {}  # kept for the image steps only: they work on every tile at once
     for n, tile_id in enumerate(ids, 1):
         if config.visibility and gsd(tile_id) is None:
             tally["tiles_without_gsd"] += 1
-        states[tile_id] = TileFusion(tile_id, merged[tile_id], gsd(tile_id), config, tools)
+        state = TileFusion(tile_id, merged[tile_id], gsd(tile_id), config, tools)
+        if looks:
+            states[tile_id] = state
+        else:
+            _add_row(rows, state.row(), tally)
         if n % 16 == 0 or n == len(ids):
-            report(n, len(ids), description="claims")
+            report(n, len(ids), description="claims" if looks else "fusing")
     models = sorted({m for caps in merged.values() for m in caps})
+    model_info: dict[str, dict[str, Any]] = {m: {"from": "captions"} for m in models}
     steps: dict[str, Any] = {"clean": config.clean, "visibility": config.visibility, "support": config.support, "consensus": config.consensus}
     vlm = _vlm_for(config) if config.uses_ollama else None
-    try:
-        rewrites, local = _check_and_refine(states, tiles, config, models, vlm, report, tally, steps)
-    except KeyboardInterrupt:
-        raise Interrupted(f"fuse interrupted; the VLM answers so far are kept in {artifacts.partial_dir(config.out)}") from None
-    rows = []
-    for n, tile_id in enumerate(ids, 1):
-        row = states[tile_id].row(rewrites.get(tile_id), local.get(tile_id))
-        if row is None:
-            tally["empty_tiles"] += 1
-        else:
-            for d in json.loads(row["dropped"]):
-                tally[f"dropped_{d['reason']}"] += 1
-            tally["cut"] += int(row["cut"])
-            rows.append(row)
-        if n % 16 == 0 or n == len(ids):
-            report(n, len(ids), description="fusing")
+    if looks:
+        try:
+            rewrites, local = _check_and_refine(states, tiles, config, models, vlm, report, tally, steps)
+        except KeyboardInterrupt:
+            kept = f"; the VLM answers so far are kept in {vlm.journal_path.parent}" if vlm is not None else ""
+            raise Interrupted(f"fuse interrupted{kept}") from None
+        for n, tile_id in enumerate(ids, 1):
+            _add_row(rows, states.pop(tile_id).row(rewrites.get(tile_id), local.get(tile_id)), tally)
+            if n % 16 == 0 or n == len(ids):
+                report(n, len(ids), description="fusing")
+    if vlm is not None:
+        tally["vlm_asked"], tally["vlm_reused"] = vlm.asked, vlm.reused
+        for tag, digest in vlm.digests.items():
+            roles = (["check"] if tag in steps.get("check", {}).get("models", []) else []) + (["refine"] if tag == config.refine else [])
+            model_info[tag] = model_info.get(tag, {}) | {"digest": digest, "roles": roles}
     import datasets
 
     features = corpus_features()
@@ -666,7 +680,7 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
         inputs=inputs,
         rows=len(rows),
         counts=counts,
-        models={m: {"from": "captions"} for m in models},
+        models=model_info,
         extra={
             "steps": steps,
             "lexicon": tools.lexicon.describe(),
@@ -675,11 +689,25 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
         },
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
-    if vlm is not None and vlm.journal_path is not None:
+    failures = counts.get("check_errors", 0) + counts.get("refine_errors", 0)
+    if vlm is not None and vlm.journal_path is not None and not failures:
         vlm.journal_path.unlink(missing_ok=True)  # the corpus holds every answer that counted
         with contextlib.suppress(OSError):
             vlm.journal_path.parent.rmdir()
     return FuseResult(config.out, len(rows), counts, manifest)
+
+
+def _add_row(rows: list[dict[str, Any]], row: dict[str, Any] | None, tally: Counter) -> None:
+    if row is None:
+        tally["empty_tiles"] += 1
+        return
+    for d in json.loads(row["dropped"]):
+        tally[f"dropped_{d['reason']}"] += 1
+    tally["cut"] += int(row["cut"])
+    for c in row["candidates"]:
+        tally["refined"] += c["refined_by"] is not None
+        tally["refine_not_used"] += c["refine_error"] is not None  # the draft stayed; the row says why
+    rows.append(row)
 
 
 def _check_and_refine(states, tiles, config, models, vlm, report, tally, steps) -> tuple[dict[str, dict[str, Rewrite]], dict[str, list[str]]]:
@@ -697,15 +725,17 @@ def _vlm_for(config: FuseConfig, journal: bool = True):
     from urbanln_cli.captioners.cached import CachedVlm
     from urbanln_cli.captioners.ollama import OllamaBackend
 
-    path = artifacts.partial_dir(config.out) / "vlm.jsonl" if journal else None
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     return CachedVlm(
         lambda: OllamaBackend(config.hosts, timeout=config.timeout),
-        path,
+        artifacts.partial_dir(config.out) / "vlm.jsonl" if journal else None,  # the folder appears with the first answer
         policy=RetryPolicy(config.concurrency, config.retries, content_retries=2),
         options=GenerationOptions(temperature=0.0, seed=config.seed, num_predict=512),
     )
+
+
+def _sent_id(tiles: TileImages, config: FuseConfig) -> Callable[[str], str]:
+    """What a VLM is sent, by name: the tile's bytes and the size they are shrunk to (the answer cache's key)."""
+    return lambda t: f"{tiles.image_id(t)}@{config.image_size}"
 
 
 def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, models: list[str], vlm, report, tally) -> dict[str, Any]:
@@ -735,7 +765,7 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
             raise UsageProblem("the simulated panel cannot answer questions about claims",
                                hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl")
         checker = VlmChecker(vlm, checkers)
-        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config), tiles.image_id, lambda t: states[t].gsd,
+        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config), _sent_id(tiles, config), lambda t: states[t].gsd,
                                  lambda done, total: report(done, total, description="checking claims (vlm)"))
     by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
     for (tile_id, ref), verdict in zip(refs, verdicts):
@@ -766,27 +796,29 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
     """Step 6: quadrant captions per tile, then a rewrite of each model's draft."""
     from urbanln_cli.captioners.refine import Refiner
 
-    refiner = Refiner(vlm, config.refine)
-    image = lambda t: _fit(tiles.image(t), config)  # noqa: E731
+    refiner = Refiner(vlm, config.refine, config.image_size)
+    sent_id = _sent_id(tiles, config)
     ids = [t for t, state in states.items() if state.drafts()]
-    locals_ = refiner.local_captions(ids, tiles.image, tiles.image_id, lambda t: states[t].gsd,
+    locals_ = refiner.local_captions(ids, tiles.image, sent_id, lambda t: states[t].gsd,
                                      lambda done, total: report(done, total, description="quadrant captions"))
     jobs, owners = [], []
     for t in ids:
-        if locals_[t] is None:
-            tally["refine_failed_tiles"] += 1
+        drafts = states[t].drafts()
+        if isinstance(locals_[t], str):  # a quadrant caption failed: no rewrite, and each candidate says why
+            rewrites[t] = {model: Rewrite(None, locals_[t], by=config.refine) for model in drafts}
+            tally["refine_errors"] += len(drafts)
             continue
         local[t] = locals_[t]
         facts = states[t].facts()
-        for model, pieces in states[t].drafts().items():
+        for model, pieces in drafts.items():
             jobs.append((t, " ".join(text for _, text, _ in pieces), locals_[t], facts))
             owners.append((t, model))
-    results = refiner.rewrite(jobs, image, tiles.image_id, lambda t: states[t].gsd, lambda done, total: report(done, total, description="rewriting"))
+    results = refiner.rewrite(jobs, lambda t: _fit(tiles.image(t), config), sent_id, lambda t: states[t].gsd,
+                              lambda done, total: report(done, total, description="rewriting"))
     for (t, model), (text, error) in zip(owners, results):
         rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
-        tally["refined"] += text is not None
         tally["refine_errors"] += error is not None
-    return refiner.describe()
+    return refiner.describe() | {"digest": vlm.digests.get(config.refine)}
 
 
 def _fit(image: bytes, config: FuseConfig) -> bytes:
