@@ -12,7 +12,8 @@ urbanln env                                                   # is Ollama up, wh
 urbanln tile "$city" --size 256                               # -> tiles/
 urbanln label --raster "population=$pop:sum" --raster "carbon=$carbon:sum" --raster "nightlight=$light:mean"   # -> labels/
 urbanln caption --models llava,qwen-vl                        # -> captions/  (resumable: rerun after Ctrl-C)
-urbanln fuse                                                  # -> corpus/
+# -> corpus/: each model's claims checked by the other model (yes/no), then rewritten from quadrant captions
+urbanln fuse --check vlm --refine qwen-vl
 urbanln pretrain --arch ViT-B-16 --pretrained openai --epochs 20 --batch-size 64   # -> runs/<time>/, runs/latest
 urbanln embed                                                 # -> embeddings.safetensors (from runs/latest)
 urbanln embed --baseline pixels -o pixels.safetensors
