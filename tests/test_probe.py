@@ -447,3 +447,80 @@ def test_cli_refuses_to_overwrite(cli, data, monkeypatch):
     again = cli("probe", "-t", "population", "-e", "good.safetensors", "--no-plots")
     assert again.exit_code == 1 and again.stdout == "" and "--overwrite" in again.stderr
     assert cli("probe", "-t", "population", "-e", "good.safetensors", "--no-plots", "--overwrite").exit_code == 0
+
+
+def test_manifest_records_resolved_values_of_the_head_that_ran(cli, data, monkeypatch):
+    monkeypatch.chdir(data["tmp"])
+    assert cli("probe", "-t", "population", "-e", "good.safetensors", "--no-plots").exit_code == 0
+    params = json.loads((data["tmp"] / "probe" / "population" / "urbanln.json").read_text())["params"]
+    # options left out are None on the command line; the manifest records what ran
+    assert params["model"] == {"value": "ridge", "source": "default"}
+    assert params["split"] == {"value": "random", "source": "default"}
+    assert params["alphas"] == {"value": list(DEFAULT_ALPHAS), "source": "default"}
+    assert params["embeddings"] == {"value": ["good.safetensors"], "source": "flag"}
+    # only the options of the task and head that ran
+    for name in ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device", "hidden", "max_epochs", "patience", "lr", "weight_decay", "as_json"):
+        assert name not in params, name
+    assert cli("probe", "-t", "population", "-e", "good.safetensors", "--model", "mlp", "--max-epochs", "3", "--lr", "0.01", "--no-plots", "-o", "mlp").exit_code == 0
+    params = json.loads((data["tmp"] / "mlp" / "urbanln.json").read_text())["params"]
+    assert params["model"] == {"value": "mlp", "source": "flag"}
+    assert params["lr"] == {"value": 0.01, "source": "flag"}
+    assert params["weight_decay"] == {"value": 1e-4, "source": "default"}  # the MLP's default
+    assert params["max_epochs"] == {"value": 3, "source": "flag"} and params["hidden"] == {"value": 256, "source": "default"}
+    assert "alphas" not in params and "epochs" not in params
+
+
+@pytest.mark.parametrize(
+    "args, env, words",
+    [
+        ([], {"URBANLN_PROBE_EPOCHS": "3"}, "URBANLN_PROBE_EPOCHS (--epochs) is for --task segmentation"),
+        (["--mask", "landcover"], {"URBANLN_PROBE_DEVICE": "cpu"}, "--mask, URBANLN_PROBE_DEVICE (--device) are for --task segmentation"),
+        ([], {"URBANLN_PROBE_HIDDEN": "8"}, "URBANLN_PROBE_HIDDEN (--hidden) is for --model mlp"),
+        (["--lr", "0.1"], {}, "--lr is for --model mlp"),
+        (["--model", "mlp"], {"URBANLN_PROBE_ALPHAS": "1,2"}, "URBANLN_PROBE_ALPHAS (--alphas) is for --model ridge"),
+    ],
+)
+def test_options_of_another_task_from_the_environment_are_refused(cli, data, monkeypatch, args, env, words):
+    monkeypatch.chdir(data["tmp"])
+    result = cli("probe", "-t", "population", "-e", "good.safetensors", "--no-plots", *args, env=env)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert words in result.stderr
+    for variable in env:
+        assert f"unset {variable}" in result.stderr
+    assert not (data["tmp"] / "probe").exists()
+
+
+def test_options_of_another_task_in_the_config_file_are_left_out(cli, data, monkeypatch):
+    # one [probe] table may hold settings for both tasks and both heads: the run uses its own, and records only those
+    monkeypatch.chdir(data["tmp"])
+    (data["tmp"] / "urbanln.toml").write_text('[probe]\nepochs = 3\nmask = "roads"\nhidden = 8\nlr = 0.05\nsplit = "spatial"\nblock-km = 0.8\n')
+    result = cli("--config", "urbanln.toml", "probe", "-t", "population", "-e", "good.safetensors", "--no-plots")
+    assert result.exit_code == 0, result.stderr
+    params = json.loads((data["tmp"] / "probe" / "population" / "urbanln.json").read_text())["params"]
+    assert params["split"] == {"value": "spatial", "source": "config"}
+    assert not {"epochs", "mask", "hidden", "lr"} & set(params)
+    report = json.loads((data["tmp"] / "probe" / "population" / "report.json").read_text())
+    assert report["model"]["kind"] == "ridge"
+    # with --model mlp the config's hidden and lr take part
+    result = cli("--config", "urbanln.toml", "probe", "-t", "population", "-e", "good.safetensors", "--no-plots", "--model", "mlp", "--max-epochs", "2", "-o", "mlp")
+    assert result.exit_code == 0, result.stderr
+    params = json.loads((data["tmp"] / "mlp" / "urbanln.json").read_text())["params"]
+    assert params["hidden"] == {"value": 8, "source": "config"} and params["lr"] == {"value": 0.05, "source": "config"}
+    assert json.loads((data["tmp"] / "mlp" / "report.json").read_text())["model"]["optimizer"] == "adam lr 0.05 weight_decay 0.0001"
+
+
+def test_lr_help_states_each_tasks_default():
+    import typer.main
+
+    from urbanln_cli.cli import app
+    from urbanln_cli.stages.segment import SegmentConfig
+
+    def sci(x: float) -> str:
+        return f"{x:.0e}".replace("e-0", "e-")
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["probe"].params}
+    for name in ("lr", "weight_decay"):
+        assert params[name].default is None  # None: the default of the task (or head) that runs
+        help_text = params[name].help
+        assert f"--model mlp [default: {sci(getattr(ProbeConfig, name))}]" in help_text.replace("\\", "")
+        assert f"--task segmentation [default: {sci(getattr(SegmentConfig, name))}]" in help_text.replace("\\", "")

@@ -86,6 +86,119 @@ def test_interpolation_matrices_are_bilinear_upsampling():
         torch.testing.assert_close(rh @ x @ rw.T, expected, rtol=1e-5, atol=1e-5)
 
 
+def _block_masks(n, shape, cell, k, seed):
+    """Masks of random classes in blocks of ``cell`` pixels, with a corner of ignored pixels."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(n):
+        coarse = rng.integers(0, k, (shape[0] // cell, shape[1] // cell))
+        mask = np.kron(coarse, np.ones((cell, cell), np.int64)).astype(np.uint8)
+        mask[:3, -5:] = seg.IGNORE
+        masks.append(mask)
+    return masks
+
+
+def _head_miou(feats, masks, k, train, test, **kw):
+    """Fit the pixel head on ``train``, return the mIoU of its predictions on ``test``."""
+    import torch
+
+    from urbanln_cli.evaluation import pixel_head
+
+    settings = {"epochs": 10, "lr": 1e-1, "weight_decay": 1e-4, **kw}
+    head, _ = pixel_head.fit(feats, masks, np.asarray(train), k, device=torch.device("cpu"), seed=0, **settings)
+    conf = np.zeros((k, k), np.int64)
+    for rows, preds in pixel_head.predict(head, feats, masks, np.asarray(test)):
+        for row, pred in zip(rows, preds):
+            assert pred.shape == masks[row].shape
+            conf += seg.confusion(masks[row], pred, k)
+    return seg.mean_iou(conf)
+
+
+def test_pixel_head_learns_informative_tokens_and_a_misaligned_grid_fails():
+    # features that ARE the answer: each class's share of a token's pixels (the one-hot mask average-pooled to
+    # the token grid), on a grid that is not square (8 × 12 tokens of 4 px over 32 × 48 px masks); a class per token
+    n, k, cell = 30, 3, 4
+    masks = _block_masks(n, (32, 48), cell, k, seed=3)
+    onehot = np.stack([np.stack([m == c for c in range(k)]).astype(np.float32) for m in masks])  # [tiles, k, 32, 48]
+    feats = onehot.reshape(n, k, 8, cell, 12, cell).mean(axis=(3, 5)).astype(np.float16)  # [tiles, k, 8, 12]
+    train, test = range(20), range(20, n)
+    assert _head_miou(feats, masks, k, train, test) > 0.85  # 0.92: only bilinear upsampling blurs the block edges
+    # the same tokens on the wrong grid: rows and columns swapped (a 12 × 8 grid, still upsampled to 32 × 48),
+    # the flat tokens read column by column, or off by one token (as when the class token is kept and the last patch lost)
+    flat = feats.reshape(n, k, -1)
+    swapped = np.ascontiguousarray(feats.transpose(0, 1, 3, 2))
+    column_major = np.ascontiguousarray(flat.reshape(n, k, 12, 8).transpose(0, 1, 3, 2))
+    off_by_one = np.roll(flat, 1, axis=2).reshape(feats.shape)
+    for wrong in (swapped, column_major, off_by_one):
+        assert _head_miou(wrong, masks, k, train, test) < 0.4  # about 0.2
+
+
+def test_token_grid_undoes_the_vit_flattening():
+    import torch
+
+    from urbanln_cli.stages.segment import token_grid
+
+    grid = torch.randn(2, 5, 3, 4)  # [tiles, dim, gh, gw], as the ViT's patch embedding (conv1) gives them
+    tokens = grid.reshape(2, 5, -1).permute(0, 2, 1)  # open_clip VisionTransformer._embeds: token i*gw + j is patch (i, j)
+    back, dropped = token_grid(tokens, (3, 4))
+    assert back.shape == (2, 5, 3, 4) and not dropped
+    torch.testing.assert_close(back, grid)
+    with_class = torch.cat([torch.full((2, 1, 5), 99.0), tokens], dim=1)
+    back, dropped = token_grid(with_class, (3, 4))
+    assert dropped
+    torch.testing.assert_close(back, grid)
+
+
+def _identity_vit():
+    """urbanln-tiny with a transformer that does nothing (zero output projections) and no positional embedding:
+    each patch token is then a layer-normed linear function of its own 16 × 16 patch only."""
+    import torch
+
+    from urbanln_cli.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("urbanln-tiny", "none", device="cpu")[0].eval()
+    with torch.no_grad():
+        for block in model.visual.transformer.resblocks:
+            for linear in (block.attn.out_proj, block.mlp.c_proj):
+                linear.weight.zero_()
+                linear.bias.zero_()
+        model.visual.positional_embedding.zero_()
+    return model
+
+
+def test_stage_tokens_line_up_with_the_pixels(monkeypatch):
+    # tiles of 96 px whose 4 × 4 blocks (one per token once resized to the 64 px input) are coloured by class:
+    # the stage's tokens must let a head find the class of each block, and a row/column mix-up in the
+    # reshape of the tokens into their grid must not
+    import pyarrow as pa
+    import torch
+    from PIL import Image
+
+    from urbanln_cli.stages import segment as stage
+
+    palette = np.array([[220, 40, 40], [40, 190, 70], [50, 60, 220]], np.uint8)
+    masks = _block_masks(40, (96, 96), 24, 3, seed=5)
+    images = []
+    for mask in masks:
+        buffer = io.BytesIO()
+        Image.fromarray(palette[np.where(mask == seg.IGNORE, 0, mask)]).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    images = pa.array(images)
+    model = _identity_vit()
+
+    def tokens():
+        feats, info = stage._tokens(model, images, np.arange(40), stage.SegmentConfig(batch_size=16), torch.device("cpu"), lambda n: None)
+        assert feats.shape == (40, 64, 4, 4) and info["grid"] == [4, 4]
+        return feats
+
+    train, test = range(24), range(24, 40)
+    assert _head_miou(tokens(), masks, 3, train, test) > 0.85
+    right = stage.token_grid
+    monkeypatch.setattr(stage, "token_grid", lambda t, grid: (right(t, grid)[0].transpose(2, 3), False))
+    assert _head_miou(tokens(), masks, 3, train, test) < 0.5
+
+
 # ---------------------------------------------------------------- masks from label
 
 
@@ -161,12 +274,79 @@ def test_segmentation_probe_end_to_end(city, tmp_path, cli):
         assert len(colours) > 50 and max(n for n, _ in colours) < 0.8 * img.width * img.height
     manifest = json.loads((tmp_path / "a" / "urbanln.json").read_text())
     assert manifest["stage"] == "probe" and manifest["task"] == "segmentation"
+    # resolved defaults, and only the options of segmentation
+    params = manifest["params"]
+    assert params["split"] == {"value": "spatial", "source": "default"}
+    assert params["lr"] == {"value": 1e-2, "source": "default"} and params["weight_decay"] == {"value": 1e-4, "source": "default"}
+    assert params["epochs"] == {"value": 2, "source": "flag"} and params["mask"] == {"value": "landcover", "source": "flag"}
+    for name in ("target", "embeddings", "log_target", "drop_zero", "alphas", "hidden", "max_epochs", "patience", "as_json"):
+        assert name not in params, name
+    assert report["head"]["optimizer"] == "AdamW lr 0.01 weight_decay 0.0001"
     # the alias gives the same numbers (and the same run twice is deterministic)
     again = cli("evaluate", "segmentation", "--tiles", tiles, "--labels", labels, *FAST, "-o", tmp_path / "b")
     assert again.exit_code == 0, again.stderr
     assert "mIoU" in again.stdout and "road" in again.stdout
     other = json.loads((tmp_path / "b" / "report.json").read_text())
     assert other["metrics"] == report["metrics"] and other["iou"] == report["iou"]
+
+
+def test_segmentation_lr_and_weight_decay(city, tmp_path, cli):
+    _, tiles, labels = city
+    base = ["--tiles", tiles, "--labels", labels, *FAST, "--no-plots", "--lr", "0.05", "--weight-decay", "0", "--json"]
+    probed = cli("probe", "--task", "segmentation", *base, "-o", tmp_path / "p")
+    assert probed.exit_code == 0, probed.stderr
+    evaluated = cli("evaluate", "segmentation", *base, "-o", tmp_path / "e")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    for folder in ("p", "e"):
+        report = json.loads((tmp_path / folder / "report.json").read_text())
+        assert report["head"]["optimizer"] == "AdamW lr 0.05 weight_decay 0"
+        params = json.loads((tmp_path / folder / "urbanln.json").read_text())["params"]
+        assert params["lr"] == {"value": 0.05, "source": "flag"} and params["weight_decay"] == {"value": 0.0, "source": "flag"}
+    assert json.loads(probed.stdout)["metrics"] == json.loads(evaluated.stdout)["metrics"]
+    bad = cli("evaluate", "segmentation", "--tiles", tiles, "--labels", labels, *FAST, "--lr", "0", "-o", tmp_path / "x")
+    assert bad.exit_code == 2 and "--lr 0 must be positive" in bad.stderr
+
+
+def test_segmentation_options_from_config_and_environment(city, tmp_path, cli):
+    # a [probe] table may hold the regression settings too: a segmentation run leaves them out (model = "mlp" included)
+    _, tiles, labels = city
+    config = tmp_path / "urbanln.toml"
+    config.write_text('[probe]\nmodel = "mlp"\nhidden = 8\nalphas = "1,2"\ntarget = "population"\nepochs = 1\nlr = 0.03\n')
+    args = ["probe", "--task", "segmentation", "--tiles", tiles, "--labels", labels, "--baseline", "random", "--arch", "urbanln-tiny",
+            "--block-km", "0.1", "--folds", "3", "--device", "cpu", "--no-plots"]
+    result = cli("--config", config, *args, "-o", tmp_path / "c")
+    assert result.exit_code == 0, result.stderr
+    params = json.loads((tmp_path / "c" / "urbanln.json").read_text())["params"]
+    assert params["epochs"] == {"value": 1, "source": "config"} and params["lr"] == {"value": 0.03, "source": "config"}
+    assert params["model"] == {"value": None, "source": "default"}  # left out: a regression head; the model is the --baseline
+    assert not {"hidden", "alphas", "target"} & set(params)
+    # the same from the environment is refused
+    result = cli(*args, "-o", tmp_path / "v", env={"URBANLN_PROBE_HIDDEN": "8"})
+    assert result.exit_code == 2 and "URBANLN_PROBE_HIDDEN (--hidden) is for --task regression" in result.stderr
+    assert "unset URBANLN_PROBE_HIDDEN" in result.stderr and not (tmp_path / "v").exists()
+    result = cli(*args, "-o", tmp_path / "m", env={"URBANLN_PROBE_MODEL": "mlp"})
+    assert result.exit_code == 2 and "regression head" in result.stderr
+
+
+def test_segmentation_option_defaults_are_the_stages():
+    import dataclasses
+
+    import typer.main
+
+    from urbanln_cli.cli import app
+    from urbanln_cli.commands import segment as segment_cli
+    from urbanln_cli.stages.segment import SegmentConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SegmentConfig)}
+    commands = typer.main.get_command(app).commands
+    evaluate = {p.name: p.default for p in commands["evaluate"].commands["segmentation"].params}
+    probe = {p.name: p.default for p in commands["probe"].params}
+    for name, default in evaluate.items():
+        if name in defaults and name != "split":
+            assert default == defaults[name], name
+    assert evaluate["split"] == "spatial" and {"lr", "weight_decay"} <= set(evaluate)
+    for name in segment_cli.ONLY:
+        assert probe[name] == defaults[name], name
 
 
 def test_segmentation_probe_random_split_and_no_plots(city, tmp_path):

@@ -8,7 +8,7 @@ import logging
 import os
 import shlex
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import typer
 from rich.console import Console
@@ -61,12 +61,27 @@ def emit(data: Any, as_json: bool) -> None:
         typer.echo(str(data))
 
 
-def run_info(ctx: typer.Context):
+def run_info(ctx: typer.Context, config: Any = None, *, drop: Iterable[str] = ()):
+    """The command line and each parameter with its value and source, for the manifest.
+
+    With ``config`` (the stage config the command built), a parameter named like one of
+    its fields records the config's value: the resolved one where the command filled in a
+    default (``probe --split`` left out is None on the command line, "spatial" or "random"
+    in the config); its source stays what click says. Parameters in ``drop`` (options of
+    another task or head, which did not take part) are left out.
+    """
+    import dataclasses
+
     from urbanln_cli.artifacts import RunInfo
-    from urbanln_cli.config import param_sources
+    from urbanln_cli.config import _jsonable, param_sources
 
     argv = [ctx.find_root().info_name or "urbanln", *sys.argv[1:]] if sys.argv else []
-    params = {k: v for k, v in param_sources(ctx).items() if k != "as_json"}  # output format, not a parameter of the work
+    fields = {f.name for f in dataclasses.fields(config)} if config is not None else set()
+    params = {}
+    for name, record in param_sources(ctx).items():
+        if name == "as_json" or name in drop:  # --json is the output format, not a parameter of the work
+            continue
+        params[name] = {**record, "value": _jsonable(getattr(config, name))} if name in fields else record
     return RunInfo(command=shlex.join(argv), params=params)
 
 

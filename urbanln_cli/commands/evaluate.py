@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from urbanln_cli.commands import _common
+from urbanln_cli.commands import segment as segment_cli
 
 evaluate_app = typer.Typer(help="Evaluate a trained model beyond probes.", no_args_is_help=True)
 
@@ -33,23 +34,28 @@ def retrieval(
     _common.summary(f"{result.images} tiles, {result.captions} captions")
 
 
+SEGMENT = segment_cli.Options()
+
+
 @evaluate_app.command("segmentation")
 def segmentation(
     ctx: typer.Context,
-    mask: Annotated[str, typer.Option(help="The mask target of the labels (`urbanln label --raster NAME=PATH:mask`).")] = "landcover",
-    tiles: Annotated[Path, typer.Option(help="Tiles dataset.")] = Path("tiles"),
+    mask: SEGMENT.mask = "landcover",
+    tiles: SEGMENT.tiles = Path("tiles"),
     labels: Annotated[Path, typer.Option(help="Labels dataset with the NAME_mask column.")] = Path("labels"),
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder. \\[default: probe/<mask>-segmentation]", show_default=False)] = None,
     model: Annotated[Optional[Path], typer.Option(help="A pretrain run folder. \\[default: runs/latest]", show_default=False)] = None,
-    arch: Annotated[Optional[str], typer.Option(help="open_clip architecture for --pretrained or --baseline random.", show_default=False)] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="Weights instead of a run: an open_clip tag, a checkpoint file or local-dir:FOLDER.", show_default=False)] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="random: the same architecture with random weights.", show_default=False)] = None,
+    arch: SEGMENT.arch = None,
+    pretrained: SEGMENT.pretrained = None,
+    baseline: SEGMENT.baseline = None,
     split: Annotated[str, typer.Option(help="random, spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B.")] = "spatial",
     folds: Annotated[int, typer.Option(help="Folds for random and spatial splits.")] = 5,
     block_km: Annotated[float, typer.Option(help="Side of the spatial blocks in km.")] = 1.0,
-    epochs: Annotated[int, typer.Option(help="Epochs of the linear head.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass of the image tower.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    epochs: SEGMENT.epochs = 30,
+    lr: Annotated[float, typer.Option(help="Learning rate of the head (AdamW).")] = 1e-2,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay of the head (AdamW).")] = 1e-4,
+    batch_size: SEGMENT.batch_size = 64,
+    device: SEGMENT.device = "auto",
     seed: Annotated[int, typer.Option(help="Seed for folds, the head and random weights.")] = 0,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw examples.png.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
@@ -60,12 +66,11 @@ def segmentation(
     The same as `urbanln probe --task segmentation`: writes report.json and examples.png
     (held-out tiles: image, truth, prediction) and prints the table.
     """
-    from urbanln_cli.commands import segment as segment_cli
     from urbanln_cli.stages.segment import SegmentConfig
 
     config = SegmentConfig(mask=mask, tiles=tiles, labels=labels, out=out, model=model, arch=arch, pretrained=pretrained, baseline=baseline,
-                           split=split, folds=folds, block_km=block_km, epochs=epochs, batch_size=batch_size, device=device, seed=seed,
-                           plots=plots, overwrite=overwrite)
+                           split=split, folds=folds, block_km=block_km, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                           device=device, seed=seed, plots=plots, overwrite=overwrite)
     segment_cli.run(ctx, config, as_json)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -9,6 +10,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from urbanln_cli.commands import _common
+from urbanln_cli.commands import segment as segment_cli
+
+logger = logging.getLogger(__name__)
 
 
 class Task(str, Enum):
@@ -20,6 +24,12 @@ class LogTarget(str, Enum):
     auto = "auto"
     yes = "yes"
     no = "no"
+
+
+SEGMENT = segment_cli.Options("Segmentation: ")
+MLP_OPTIONS = ("hidden", "max_epochs", "patience", "lr", "weight_decay")  # lr and weight_decay also set the segmentation head
+RIDGE_OPTIONS = ("alphas",)
+REGRESSION_ONLY = ("embeddings", "target", "log_target", "drop_zero", "alphas", "hidden", "max_epochs", "patience")
 
 
 def probe(
@@ -51,19 +61,25 @@ def probe(
     hidden: Annotated[int, typer.Option(help="--model mlp: hidden units.")] = 256,
     max_epochs: Annotated[int, typer.Option(help="--model mlp: most epochs; early stopping on a validation part of each training fold.")] = 200,
     patience: Annotated[int, typer.Option(help="--model mlp: epochs without a better validation MSE before stopping.")] = 10,
-    lr: Annotated[float, typer.Option(help="--model mlp: Adam learning rate.")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="--model mlp: Adam weight decay (L2).")] = 1e-4,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(help="Learning rate: of the MLP's Adam with --model mlp \\[default: 1e-3], of the linear head's AdamW with --task segmentation \\[default: 1e-2].", show_default=False),
+    ] = None,
+    weight_decay: Annotated[
+        Optional[float],
+        typer.Option(help="Weight decay (L2): of the MLP's Adam with --model mlp \\[default: 1e-4], of the linear head's AdamW with --task segmentation \\[default: 1e-4].", show_default=False),
+    ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the scatter and map PNGs.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics table as JSON on stdout instead of a table.")] = False,
-    mask: Annotated[str, typer.Option(help="Segmentation: the mask target of the labels (`urbanln label --raster NAME=PATH:mask`).")] = "landcover",
-    tiles: Annotated[Path, typer.Option(help="Segmentation: the tiles dataset.")] = Path("tiles"),
-    arch: Annotated[Optional[str], typer.Option(help="Segmentation: open_clip architecture for --pretrained or --baseline random.", show_default=False)] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="Segmentation: weights instead of a run (an open_clip tag, a checkpoint file or local-dir:FOLDER).", show_default=False)] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Segmentation: random (the same architecture with random weights).", show_default=False)] = None,
-    epochs: Annotated[int, typer.Option(help="Segmentation: epochs of the linear head.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Segmentation: tiles per forward pass of the image tower.")] = 64,
-    device: Annotated[str, typer.Option(help="Segmentation: auto, cuda or cpu.")] = "auto",
+    mask: SEGMENT.mask = "landcover",
+    tiles: SEGMENT.tiles = Path("tiles"),
+    arch: SEGMENT.arch = None,
+    pretrained: SEGMENT.pretrained = None,
+    baseline: SEGMENT.baseline = None,
+    epochs: SEGMENT.epochs = 30,
+    batch_size: SEGMENT.batch_size = 64,
+    device: SEGMENT.device = "auto",
 ) -> None:
     """Probe embeddings: predict a target (carbon, population, GDP, …) from each tile's vector.
 
@@ -79,28 +95,40 @@ def probe(
     from urbanln_cli.errors import UsageProblem
     from urbanln_cli.stages.probe import MODELS, ProbeConfig, probe as run_probe
 
+    # None for --lr/--weight-decay means the default of the task (or head) that runs: its config's
+    given = {k: v for k, v in {"lr": lr, "weight_decay": weight_decay}.items() if v is not None}
     if task is Task.segmentation:
-        from urbanln_cli.commands import segment as segment_cli
         from urbanln_cli.stages.segment import SegmentConfig
 
-        _only_for(ctx, ("embeddings", "target", "log_target", "drop_zero", "alphas", *MLP_OPTIONS), "--task regression")
+        _only_for(ctx, REGRESSION_ONLY, "--task regression")
+        if model in MODELS and _source(ctx, "model") == "DEFAULT_MAP":  # a [probe] table's regression head: not for this task
+            from click.core import ParameterSource
+
+            logger.debug("config [probe] model = %r left out: a regression head, and --task segmentation takes a run folder", model)
+            model = None
+            ctx.set_parameter_source("model", ParameterSource.DEFAULT)  # so the manifest says so
         if model in MODELS:
             raise UsageProblem(f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln pretrain` run folder",
                                hint="pass --model runs/NAME, or leave it out for runs/latest")
         config = SegmentConfig(mask=mask, tiles=tiles, labels=labels, out=out, model=Path(model) if model else None, arch=arch,
                                pretrained=pretrained, baseline=baseline, split=split or "spatial", folds=folds, block_km=block_km,
-                               epochs=epochs, batch_size=batch_size, device=device, seed=seed, plots=plots, overwrite=overwrite)
-        segment_cli.run(ctx, config, as_json)
+                               epochs=epochs, batch_size=batch_size, device=device, seed=seed, plots=plots, overwrite=overwrite, **given)
+        segment_cli.run(ctx, config, as_json, drop=REGRESSION_ONLY)
         return
-    _only_for(ctx, ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device"), "--task segmentation")
-    if (model or "ridge") != "mlp":
+    _only_for(ctx, segment_cli.ONLY, "--task segmentation")
+    mlp = (model or "ridge") == "mlp"
+    if mlp:
+        _only_for(ctx, RIDGE_OPTIONS, "--model ridge")
+    else:
         _only_for(ctx, MLP_OPTIONS, "--model mlp")
     settings = {}
-    if alphas is not None:
+    if alphas is not None and not mlp:
         try:
             settings["alphas"] = tuple(float(a) for a in alphas.split(",") if a.strip())
         except ValueError:
             raise UsageProblem(f"--alphas {alphas!r} is not a comma-separated list of numbers", hint="e.g. --alphas 0.1,1,10,100") from None
+    if mlp:
+        settings.update(hidden=hidden, max_epochs=max_epochs, patience=patience, **given)
     config = ProbeConfig(
         target=target,
         embeddings=tuple(embeddings or [Path("embeddings.safetensors")]),
@@ -113,17 +141,13 @@ def probe(
         log_target=log_target.value,
         drop_zero=drop_zero,
         seed=seed,
-        hidden=hidden,
-        max_epochs=max_epochs,
-        patience=patience,
-        lr=lr,
-        weight_decay=weight_decay,
         plots=plots,
         overwrite=overwrite,
         **settings,
     )
+    drop = segment_cli.ONLY + (RIDGE_OPTIONS if mlp else MLP_OPTIONS)
     with _common.progress_bar("probing") as update:
-        result = run_probe(config, progress=update, run=_common.run_info(ctx))
+        result = run_probe(config, progress=update, run=_common.run_info(ctx, config, drop=drop))
     best = max(result.table, key=lambda r: (r["r2_mean"] == r["r2_mean"], r["r2_mean"]))
     skipped = result.report.get("skipped") or {}
     _common.summary(
@@ -140,17 +164,49 @@ def probe(
         render_table(result.table)
 
 
-MLP_OPTIONS = ("hidden", "max_epochs", "patience", "lr", "weight_decay")
+def _source(ctx: typer.Context, name: str) -> str | None:
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else None
 
 
 def _only_for(ctx: typer.Context, names: tuple[str, ...], flag: str) -> None:
-    """Options of another task (or head) given on the command line are a usage error, not silently ignored."""
+    """Options of another task (or head) are a usage error, not silently ignored; except from the config file.
+
+    Refused when given as a flag or through the environment (URBANLN_PROBE_*): both are set
+    for this command, so an ignored one would be a silent surprise. A ``[probe]`` table of
+    the config file is left alone (noted in the debug log): it holds defaults for every
+    run of ``probe``, and may well set ``epochs`` for segmentation and ``hidden`` for the
+    MLP in one file; refusing would force a config file per task. Either way the manifest
+    records only the options that took part (``run_info``'s ``drop``).
+    """
     from urbanln_cli.errors import UsageProblem
 
-    given = [f"--{n.replace('_', '-')}" for n in names if (source := ctx.get_parameter_source(n)) is not None and source.name == "COMMANDLINE"]
+    given, env = [], []
+    for name in names:
+        source = _source(ctx, name)
+        if source == "COMMANDLINE":
+            given.append(f"--{name.replace('_', '-')}")
+        elif source == "ENVIRONMENT":
+            variable = _envvar(ctx, name)
+            given.append(f"{variable} (--{name.replace('_', '-')})")
+            env.append(variable)
+        elif source == "DEFAULT_MAP":
+            logger.debug("config [probe] %s left out: it is for %s", name.replace("_", "-"), flag)
     if given:
-        raise UsageProblem(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for {flag}",
-                           hint=f"add {flag}, or leave {'it' if len(given) == 1 else 'them'} out")
+        one = len(given) == 1
+        leave = f"leave {'it' if one else 'them'} out" + (f" (unset {', '.join(env)})" if env else "")
+        raise UsageProblem(f"{', '.join(given)} {'is' if one else 'are'} for {flag}", hint=f"add {flag}, or {leave}")
+
+
+def _envvar(ctx: typer.Context, name: str) -> str:
+    """The environment variable click read the option ``name`` from."""
+    import os
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+    if ctx.auto_envvar_prefix and getattr(param, "allow_from_autoenv", True):
+        names.append(f"{ctx.auto_envvar_prefix}_{name.upper()}")
+    return next((n for n in names if os.environ.get(n)), names[-1] if names else name.upper())
 
 
 def render_table(table: list[dict]) -> None:

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Iterable, Optional
+
 import typer
 
 from urbanln_cli.commands import _common
 
 
-def run(ctx: typer.Context, config, as_json: bool) -> None:
-    """Run the stage with a progress bar, then print the summary (stderr) and the table or JSON (stdout)."""
+class Options:
+    """The types (with help) of the options only the segmentation probe has, for both commands' signatures.
+
+    ``prefix`` starts each help text (``probe`` says "Segmentation: " and lowercases the first
+    letter). The defaults stay in the signatures (typer wants them there); tests check they
+    equal ``SegmentConfig``'s.
+    """
+
+    def __init__(self, prefix: str = ""):
+        def h(text: str) -> str:
+            return prefix + text[:1].lower() + text[1:] if prefix else text
+
+        self.mask = Annotated[str, typer.Option(help=h("The mask target of the labels (`urbanln label --raster NAME=PATH:mask`)."))]
+        self.tiles = Annotated[Path, typer.Option(help=h("Tiles dataset."))]
+        self.arch = Annotated[Optional[str], typer.Option(help=h("open_clip architecture for --pretrained or --baseline random."), show_default=False)]
+        self.pretrained = Annotated[
+            Optional[str], typer.Option(help=h("Weights instead of a run (an open_clip tag, a checkpoint file or local-dir:FOLDER)."), show_default=False)
+        ]
+        self.baseline = Annotated[Optional[str], typer.Option(help=h("random (the same architecture with random weights)."), show_default=False)]
+        self.epochs = Annotated[int, typer.Option(help=h("Epochs of the linear head."))]
+        self.batch_size = Annotated[int, typer.Option(help=h("Tiles per forward pass of the image tower."))]
+        self.device = Annotated[str, typer.Option(help=h("auto, cuda or cpu."))]
+
+
+ONLY = ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device")  # the names of Options' fields
+
+
+def run(ctx: typer.Context, config, as_json: bool, drop: Iterable[str] = ()) -> None:
+    """Run the stage with a progress bar, then print the summary (stderr) and the table or JSON (stdout).
+
+    The manifest records the config's (resolved) values; the parameters in ``drop`` (another task's) are left out.
+    """
     from urbanln_cli.stages.segment import segment
 
     with _common.progress_bar("segmentation probe") as update:
-        result = segment(config, progress=update, run=_common.run_info(ctx))
+        result = segment(config, progress=update, run=_common.run_info(ctx, config, drop=drop))
     report = result.report
     miou, acc = report["metrics"]["miou"], report["metrics"]["pixel_accuracy"]
     _common.summary(

@@ -77,7 +77,7 @@ class SegmentConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.examples < 0:
             raise UsageProblem("--epochs and --batch-size must be at least 1, and examples at least 0")
         if not self.lr > 0 or self.weight_decay < 0:
-            raise UsageProblem("the learning rate must be positive and the weight decay not negative")
+            raise UsageProblem(f"--lr {self.lr:g} must be positive and --weight-decay {self.weight_decay:g} not negative")
         if not self.mask.strip():
             raise UsageProblem("--mask is empty", hint="name a mask target of the labels, e.g. --mask landcover")
 
@@ -333,6 +333,21 @@ def _token_grid(model) -> tuple[Any, tuple[int, int], tuple[int, int]]:
     return visual, (int(size[0]), int(size[1])), (int(visual.grid_size[0]), int(visual.grid_size[1]))
 
 
+def token_grid(tokens, grid: tuple[int, int]):
+    """Patch tokens ``[tiles, gh·gw, dim]`` (or ``gh·gw + 1`` with the class token in front) as ``[tiles, dim, gh, gw]``.
+
+    open_clip's ViT flattens its patch embedding ``[tiles, dim, gh, gw]`` row by row
+    (``x.reshape(tiles, dim, -1).permute(0, 2, 1)`` in ``VisionTransformer._embeds``),
+    so token ``i·gw + j`` is the patch in row ``i`` and column ``j``; this undoes it.
+    Returns the grid and whether a class token was dropped.
+    """
+    gh, gw = grid
+    dropped = tokens.shape[1] == gh * gw + 1
+    if dropped:
+        tokens = tokens[:, 1:]
+    return tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2), dropped
+
+
 def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device, on_progress) -> tuple[np.ndarray, dict[str, Any]]:
     """Patch tokens of every tile, [tiles, dim, grid_h, grid_w] (float16 on the CPU), from the frozen image tower."""
     import torch
@@ -365,9 +380,8 @@ def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device,
                         f"the model's image tower gives no {gh}×{gw} grid of patch tokens ({got})",
                         hint="use a plain ViT architecture (e.g. --arch ViT-B-16); attention-pooled towers have no token grid",
                     )
-                if tokens.shape[1] == gh * gw + 1:  # the class token is still in front
-                    tokens, class_token = tokens[:, 1:], True
-                grid = tokens.float().reshape(len(batch), gh, gw, -1).permute(0, 3, 1, 2)
+                grid, dropped = token_grid(tokens.float(), (gh, gw))
+                class_token = class_token or dropped
                 chunks.append(grid.cpu().to(torch.float16).numpy())
                 on_progress(start + len(batch))
     finally:
