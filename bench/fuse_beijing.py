@@ -89,7 +89,8 @@ def main() -> None:
             if c["in_caption"]:
                 kept_claims[c["concept"] or "(phrase)"] += 1
         for d in json.loads(row["dropped"]):
-            dropped_concepts[d["reason"]][d.get("concept") or ("(sentence)" if d["reason"] not in ("too_small", "head_dropped") else "(phrase)")] += 1
+            kind = "(clause)" if d["reason"] == "filler" else "(sentence)" if d["reason"] not in ("too_small", "head_dropped") else "(phrase)"
+            dropped_concepts[d["reason"]][d.get("concept") or kind] += 1
 
     print(f"{len(panel)} tiles, {raw_sentences} sentences, {sum(raw_claims.values())} claims in the raw captions; "
           f"fused in {seconds:.1f} s at GSD {args.gsd} m/px (single model: no support step)\n")
