@@ -10,6 +10,7 @@ stage owns scheduling, retries, content checks and the journal.
 from __future__ import annotations
 
 import io
+import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -124,3 +125,13 @@ def content_problem(text: str) -> str | None:
     if len(raw) > 300 and len(zlib.compress(raw)) / len(raw) < 0.12:
         return "repetition"
     return None
+
+
+def json_field(text: str, key: str) -> str | None:
+    """The non-empty string ``key`` of a structured (JSON object) reply, stripped; None when the reply has none."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    field_ = value.get(key) if isinstance(value, dict) else None
+    return field_.strip() if isinstance(field_, str) and field_.strip() else None

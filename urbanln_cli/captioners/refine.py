@@ -11,10 +11,9 @@ so a rewrite can reword and reorder but not add unchecked content.
 
 from __future__ import annotations
 
-import json
 from typing import Callable, Sequence
 
-from urbanln_cli.captioners import content_problem
+from urbanln_cli.captioners import content_problem, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
 from urbanln_cli.image_check import QUADRANTS, gsd_phrase, quadrant_crops
 
@@ -38,12 +37,7 @@ def rewrite_prompt(draft: str, local: Sequence[str], facts: Sequence[str], gsd: 
 
 
 def parse_rewrite(text: str) -> str | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    caption = value.get("caption") if isinstance(value, dict) else None
-    return caption.strip() if isinstance(caption, str) and caption.strip() else None
+    return json_field(text, "caption")
 
 
 def rewrite_problem(text: str) -> str | None:

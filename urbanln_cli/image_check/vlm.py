@@ -10,9 +10,9 @@ claim unconfirmed, with the error recorded.
 
 from __future__ import annotations
 
-import json
 from typing import Callable, Sequence
 
+from urbanln_cli.captioners import json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
 from urbanln_cli.image_check import ClaimQuery, Verdict, gsd_phrase
 
@@ -27,12 +27,7 @@ def question(phrase: str, gsd: float | None) -> str:
 
 def parse_answer(text: str) -> str | None:
     """'yes' or 'no' from a structured reply, or None when the reply is not one."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    answer = value.get("answer") if isinstance(value, dict) else None
-    answer = answer.strip().lower() if isinstance(answer, str) else None
+    answer = (json_field(text, "answer") or "").lower()
     return answer if answer in ("yes", "no") else None
 
 
