@@ -148,6 +148,15 @@ def test_short_captions_encode_at_their_own_length(stretched):
     assert torch.allclose(short, padded, atol=1e-5)
 
 
+def test_padding_after_the_longest_caption_changes_nothing(stretched):
+    """encode_text drops the batch's trailing padding; open_clip's own encode_text runs all 248 positions."""
+    tokens = tokenizer(248)([LONG_TEXT, "a short caption!", "! ! !"])  # "!" is token 0, the padding id
+    with torch.no_grad():
+        ours = encode_text(stretched, tokens)
+        theirs = stretched.encode_text(tokens, normalize=True)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
 def test_frozen_rows_stay_put_while_the_rest_trains(stretched):
     before = stretched.positional_embedding.detach().clone()
     step = UrbanLNStep(stretched, batch_size=6, queue_size=12)

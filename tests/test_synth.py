@@ -186,6 +186,12 @@ def test_indicator_totals_equal_their_formulas(city, scene):
     assert abs(np.log(noise).std() - indicators.NOISE_SIGMA) < 0.08
 
 
+def test_a_coarse_gsd_draws_crowns_under_a_pixel(tmp_path):
+    """At 4 m a pixel the smallest crowns (3.5 m) are under a pixel wide: a dot each, not a PIL error (the demo draws at 4 m)."""
+    res = synth_city(SynthConfig(out=tmp_path / "coarse", size=256, gsd=4.0, seed=0, workers=1))
+    assert res.counts["trees"] > 0 and (tmp_path / "coarse" / "imagery.tif").is_file()
+
+
 def test_roof_colour_is_independent_of_use(tmp_path):
     res = synth_city(SynthConfig(out=tmp_path / "c", size=2048, seed=5, workers=2))
     buildings = json.loads((res.out / "scene.json").read_text())["buildings"]

@@ -322,11 +322,14 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = True) 
 
     Short captions are encoded at their own length (≤ 77) rather than padded to
     248: with the causal mask and end-of-text pooling the result is the same,
-    and the attention costs a tenth.
+    and the attention costs a tenth. For the same reason the padding after the
+    batch's longest text is dropped (a batch of ~100-token captions padded to
+    248 runs about twice as fast on CPU).
     """
     from open_clip.transformer import text_global_pool
 
     model = _unwrap(model)
+    tokens = _without_trailing_padding(model, tokens)
     length = tokens.shape[1]
     if length == model.positional_embedding.shape[0]:
         return model.encode_text(tokens, normalize=normalize)
@@ -341,6 +344,23 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = True) 
     if model.text_projection is not None:
         x = model.text_projection(x) if isinstance(model.text_projection, nn.Linear) else x @ model.text_projection
     return nn.functional.normalize(x, dim=-1) if normalize else x
+
+
+def _without_trailing_padding(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` cut after the last column any row uses (open_clip pads with 0).
+
+    Only for a causal text tower pooled at the end-of-text token (open_clip's
+    ``argmax``): every position a row's pooled feature depends on is kept, so the
+    features are unchanged. Other towers ("last" pooling, no causal mask) keep
+    their padding, which they can see.
+    """
+    if tokens.ndim != 2 or tokens.shape[1] < 2 or getattr(model, "attn_mask", None) is None:
+        return tokens
+    if getattr(model, "text_pool_type", "argmax") != "argmax":
+        return tokens
+    used = torch.nonzero((tokens != 0).any(dim=0))
+    keep = int(used.max()) + 1 if used.numel() else 1
+    return tokens[:, :keep] if keep < tokens.shape[1] else tokens
 
 
 # ---------------------------------------------------------------- export

@@ -367,7 +367,7 @@ def render_block(data: RenderData, bx: int, by: int) -> tuple[np.ndarray, np.nda
 
     for i in tree_ids:
         cx, cy, r = t["x"][i] - x0, t["y"][i] - y0, t["r"][i]
-        rr = r - CIRCLE_SHRINK
+        rr = max(r - CIRCLE_SHRINK, 0.0)  # a crown under a pixel wide (coarse --gsd) is still a dot, not an error
         col = t["colour"][i]
         di.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=rgb(col))
         dl.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=8)
