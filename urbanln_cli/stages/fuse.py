@@ -861,10 +861,10 @@ def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
         manifest = artifacts.read_manifest(path) if Path(path).exists() else None
         if manifest and manifest.get("stage") == STAGE:
             ds, _ = artifacts.read_dataset(path, STAGE)
-            hit = ds.filter(lambda t: t == tile_id, input_columns="tile_id")
-            if not hit.num_rows:
-                raise InputError(f"tile {tile_id} is not in {path}", hint=_ids_hint(ds["tile_id"][:3]))
-            return _decode(hit[0]) | {"source": str(path)}
+            ids = ds.data.column("tile_id").to_pylist()
+            if tile_id not in ids:
+                raise InputError(f"tile {tile_id} is not in {path}", hint=_ids_hint(ids[:3]))
+            return _decode(ds[ids.index(tile_id)]) | {"source": str(path)}
     config.check()
     merged, counts, _ = load_captions(config.captions)
     if tile_id not in merged:
