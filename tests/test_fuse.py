@@ -8,10 +8,10 @@ from pathlib import Path
 import datasets
 import pytest
 
+from tests.fakes.captions import caption_row, write_captions
 from tests.fakes.rasters import make_geotiff
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError
-from urbanln_cli.stages.caption import caption_features
 from urbanln_cli.stages.fuse import FuseConfig, _tools, fuse, fuse_tile
 from urbanln_cli.stages.tile import TileConfig, tile
 from urbanln_cli.text.claims import parse_claims
@@ -31,20 +31,6 @@ VERBOSE = (
 GENERIC = "There is housing. There are some buildings. A river is visible. A stadium with a large oval stand is visible."
 
 
-def _row(tile_id, model, caption, error=None):
-    return {
-        "tile_id": tile_id, "model": model, "model_digest": "sha256:x", "prompt_id": "urban-v1", "prompt_sha256": "p",
-        "options_sha256": "o", "image_sha256": "i", "caption": caption, "error": error, "error_class": None, "attempts": 1,
-        "latency_s": 0.1, "prompt_tokens": 10, "output_tokens": 10, "host": "sim", "sentence_labels": None,
-    }
-
-
-def _captions(path: Path, rows: list[dict]) -> Path:
-    ds = datasets.Dataset.from_list(rows, features=caption_features())
-    manifest = artifacts.new_manifest("captions", run=artifacts.RunInfo(), inputs=[], rows=len(rows))
-    return artifacts.write_dataset(ds, path, manifest)
-
-
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory) -> tuple[Path, list[str]]:
     """Two tiles at 2 m/px."""
@@ -60,9 +46,9 @@ def panel(tmp_path, tiles):
     path, ids = tiles
     rows = []
     for t in ids:
-        rows += [_row(t, "m:precise", PRECISE), _row(t, "m:verbose", VERBOSE), _row(t, "m:generic", GENERIC)]
-    rows.append(_row(ids[0], "m:broken", None, error="timeout"))
-    return _captions(tmp_path / "captions", rows), path, ids
+        rows += [caption_row(t, "m:precise", PRECISE), caption_row(t, "m:verbose", VERBOSE), caption_row(t, "m:generic", GENERIC)]
+    rows.append(caption_row(ids[0], "m:broken", None, error="timeout"))
+    return write_captions(tmp_path / "captions", rows), path, ids
 
 
 def _tools_default():
@@ -188,7 +174,7 @@ def test_real_vlm_quirks_at_2_4_m():
 
 
 def test_captions_without_tiles_take_the_gsd_given(tmp_path):
-    captions = _captions(tmp_path / "captions", [_row("x/1", "m", PRECISE)])
+    captions = write_captions(tmp_path / "captions", [caption_row("x/1", "m", PRECISE)])
     result = fuse(FuseConfig(captions=(captions,), tiles=tmp_path / "no-tiles", gsd=2.0, out=tmp_path / "corpus"))
     row = datasets.load_from_disk(str(result.out))[0]
     assert row["gsd"] == 2.0 and result.counts["dropped_too_small"] == 1 and result.counts["tiles_without_gsd"] == 0
@@ -239,15 +225,15 @@ def test_fuse_is_deterministic(panel, tmp_path):
 
 def test_several_caption_folders_merge(tmp_path, tiles):
     tiles_path, ids = tiles
-    a = _captions(tmp_path / "a", [_row(t, "m:precise", PRECISE) for t in ids])
-    b = _captions(tmp_path / "b", [_row(t, "m:verbose", VERBOSE) for t in ids] + [_row(ids[0], "m:precise", PRECISE)])
-    c = _captions(tmp_path / "c", [_row(ids[1], "m:generic", GENERIC)])
+    a = write_captions(tmp_path / "a", [caption_row(t, "m:precise", PRECISE) for t in ids])
+    b = write_captions(tmp_path / "b", [caption_row(t, "m:verbose", VERBOSE) for t in ids] + [caption_row(ids[0], "m:precise", PRECISE)])
+    c = write_captions(tmp_path / "c", [caption_row(ids[1], "m:generic", GENERIC)])
     result = fuse(FuseConfig(captions=(a, b, c), tiles=tiles_path, out=tmp_path / "corpus"))
     ds = datasets.load_from_disk(str(tmp_path / "corpus"))
     assert ds["n_models"] == [2, 3] and result.counts["duplicate_rows"] == 1
     single = fuse(FuseConfig(captions=(a,), tiles=tiles_path, out=tmp_path / "single"))
     assert single.counts["single_model"] is True
-    d = _captions(tmp_path / "d", [_row(ids[0], "m:precise", "Something else entirely: a lake.")])
+    d = write_captions(tmp_path / "d", [caption_row(ids[0], "m:precise", "Something else entirely: a lake.")])
     with pytest.raises(InputError, match="two different captions"):
         fuse(FuseConfig(captions=(a, d), tiles=tiles_path, out=tmp_path / "bad"))
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import datasets
 import pytest
 
+from tests.fakes.captions import caption_row, write_captions
 from tests.fakes.ollama_server import FakeOllama, caption_for
 from tests.fakes.rasters import make_geotiff
-from tests.test_fuse import _captions, _row
 from urbanln_cli import artifacts
 from urbanln_cli.captioners import RETRY_TEMPERATURE
 from urbanln_cli.captioners.refine import REWRITE_SCHEMA
@@ -42,7 +42,7 @@ def server():
 
 def _panel(tmp_path, images, models=(LLAVA, QWEN)) -> Path:
     """Each model's caption is what the fake server says about the tile, so its answers are predictable."""
-    return _captions(tmp_path / "captions", [_row(t, m, caption_for(m, image)) for t, image in images.items() for m in models])
+    return write_captions(tmp_path / "captions", [caption_row(t, m, caption_for(m, image)) for t, image in images.items() for m in models])
 
 
 def _config(tmp_path, captions, tiles, server, **kw) -> FuseConfig:
@@ -210,7 +210,7 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     assert stray.exit_code == 2 and "--check-model is for --check vlm" in stray.stderr
     two = cli(*base, "--refine", "llava,qwen-vl")
     assert two.exit_code == 2 and "--refine takes one Ollama vision model" in two.stderr
-    stranger = _captions(tmp_path / "stranger", [_row("elsewhere/1", LLAVA, "A river.")])
+    stranger = write_captions(tmp_path / "stranger", [caption_row("elsewhere/1", LLAVA, "A river.")])
     lost = cli("fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url)
     assert lost.exit_code == 3 and "1 of 1 captioned tiles are not in" in lost.stderr and "hint:" in lost.stderr
     assert not (tmp_path / "corpus").exists() and down.stdout == missing.stdout == lost.stdout == ""

@@ -38,7 +38,6 @@ class Answer:
     text: str
     error: str | None = None
     error_class: str | None = None
-    reused: bool = False
 
 
 class CachedVlm:
@@ -112,7 +111,7 @@ class CachedVlm:
             out = []
             for k in keys:
                 record = fresh.get(k) or self.cache[k]
-                out.append(Answer(record["text"], record["error"], record["error_class"], reused=k not in fresh))
+                out.append(Answer(record["text"], record["error"], record["error_class"]))
             return out
         finally:
             await backend.aclose()
