@@ -10,7 +10,7 @@ from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, OutputExistsError, WrongArtifactError
 
 
-def _manifest(stage="tiles", rows=2):
+def _manifest(stage="labels", rows=2):
     return artifacts.new_manifest(stage, run=artifacts.RunInfo("urbanln test"), inputs=[], rows=rows, counts={"b": 1, "a": 2})
 
 
@@ -19,30 +19,30 @@ def _ds(values=(1, 2)):
 
 
 def test_round_trip_and_manifest(tmp_path):
-    out = artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest())
-    ds, manifest = artifacts.read_dataset(out, "tiles")
+    out = artifacts.write_dataset(_ds(), tmp_path / "labels", _manifest())
+    ds, manifest = artifacts.read_dataset(out, "labels")
     assert ds["x"] == [1, 2]
-    assert manifest["stage"] == "tiles"
+    assert manifest["stage"] == "labels"
     assert manifest["schema_version"] == artifacts.SCHEMA_VERSION
     assert list(manifest["counts"]) == ["a", "b"]
     assert {"python", "datasets"} <= set(manifest["environment"])
     # still a plain datasets folder for notebooks
     assert datasets.load_from_disk(str(out))["tile_id"] == ["t1", "t2"]
     # nothing but the artifact is left in the parent folder
-    assert [p.name for p in tmp_path.iterdir()] == ["tiles"]
+    assert [p.name for p in tmp_path.iterdir()] == ["labels"]
 
 
 def test_existing_output_needs_overwrite(tmp_path):
-    out = artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest())
+    out = artifacts.write_dataset(_ds(), tmp_path / "labels", _manifest())
     with pytest.raises(OutputExistsError):
         artifacts.write_dataset(_ds((3,)), out, _manifest())
     artifacts.write_dataset(_ds((3,)), out, _manifest(rows=1), overwrite=True)
-    assert artifacts.read_dataset(out, "tiles")[0]["x"] == [3]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles"]
+    assert artifacts.read_dataset(out, "labels")[0]["x"] == [3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
 
 
 def test_failed_write_keeps_previous_output(tmp_path, monkeypatch):
-    out = artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest())
+    out = artifacts.write_dataset(_ds(), tmp_path / "labels", _manifest())
     before = artifacts.read_manifest(out)["artifact_id"]
 
     def boom(path, obj):
@@ -51,15 +51,15 @@ def test_failed_write_keeps_previous_output(tmp_path, monkeypatch):
     monkeypatch.setattr(artifacts, "write_json_atomic", boom)  # fails after the data is written
     with pytest.raises(RuntimeError):
         artifacts.write_dataset(_ds((7, 8, 9)), out, _manifest(rows=3), overwrite=True)
-    ds, manifest = artifacts.read_dataset(out, "tiles")
+    ds, manifest = artifacts.read_dataset(out, "labels")
     assert ds["x"] == [1, 2] and manifest["artifact_id"] == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles"]  # no staging folder left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]  # no staging folder left behind
 
 
 def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", lambda self, path: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError):
-        artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest())
+        artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest("tiles"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -78,7 +78,7 @@ def test_reader_checks_stage_and_presence(tmp_path):
 
 
 def test_reader_rejects_newer_schema(tmp_path):
-    manifest = _manifest()
+    manifest = _manifest("tiles")
     manifest["schema_version"] = artifacts.SCHEMA_VERSION + 1
     out = artifacts.write_dataset(_ds(), tmp_path / "tiles", manifest)
     with pytest.raises(WrongArtifactError, match="schema version"):
@@ -126,7 +126,7 @@ def test_fingerprint_kinds(tmp_path):
     f = tmp_path / "a.bin"
     f.write_bytes(b"x" * 10)
     assert artifacts.fingerprint(f)["size"] == 10
-    out = artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest())
+    out = artifacts.write_dataset(_ds(), tmp_path / "tiles", _manifest("tiles"))
     fp = artifacts.fingerprint(out)
     assert fp["stage"] == "tiles" and fp["artifact_id"] == artifacts.read_manifest(out)["artifact_id"]
     with pytest.raises(InputError):

@@ -88,7 +88,7 @@ def test_two_process_ddp_matches_one_process(data, tmp_path):
             "--epochs", "2", "--batch-size", "8", "--queue-size", "32", "--workers", "0", "--lr", "1e-3", "--warmup-steps", "2",
             "--device", "cpu", "--max-steps", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "urbanln_cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "urbanln_cli"]
     ddp = subprocess.run([*cmd, *args, "-o", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = subprocess.run([sys.executable, "-m", "urbanln_cli", *args, "-o", str(tmp_path / "one")], env=env, capture_output=True, text=True)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from urbanln_cli import __version__
-from urbanln_cli.errors import InputError, OutputExistsError, WrongArtifactError
+from urbanln_cli.errors import InputError, OutputExistsError, OutputLocked, WrongArtifactError
 from urbanln_cli.redact import redact
 
 SCHEMA_VERSION = 1
@@ -39,6 +40,14 @@ PRODUCERS = {
     "run": "urbanln pretrain --corpus corpus/",
     "embeddings": "urbanln embed",
     "probe": "urbanln probe --target NAME",
+}
+
+# Columns a reader cannot do without, per stage (readers may ask for more).
+REQUIRED_COLUMNS = {
+    "tiles": ("tile_id", "image"),
+    "labels": ("tile_id",),
+    "captions": ("tile_id", "model", "caption"),
+    "corpus": ("tile_id", "caption"),
 }
 
 _ENV_PACKAGES = ("datasets", "pyarrow", "numpy", "rasterio", "pillow", "torch", "open_clip_torch", "typer")
@@ -143,57 +152,196 @@ def _head_tail_sha256(path: Path, span: int = 1 << 20) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def check_output(out: Path | str, overwrite: bool, inputs: tuple[Path | str, ...] = ()) -> Path:
+def check_output(out: Path | str, overwrite: bool, inputs: tuple[Path | str, ...] = (), stage: str | None = None) -> Path:
     """Fail early, before any work, when ``out`` exists and may not be replaced.
 
-    ``--overwrite`` replaces only an artifact (a folder with a manifest, or a
-    .safetensors file), never an input, a folder that holds an input, or ``.``.
+    ``--overwrite`` replaces only an urbanln artifact of ``stage`` (any stage when
+    None), never an input, a folder that holds an input or the current folder,
+    home or ``/``, and never something urbanln did not make.
     """
-    out = Path(out)
-    resolved = out.resolve()
-    if resolved == Path.cwd().resolve() or out.name in ("", ".", ".."):
-        raise OutputExistsError(f"output {out} is the current folder or its parent", hint="name an output folder, e.g. -o tiles")
-    for item in inputs:
-        source = Path(item).resolve()
-        if resolved == source or resolved in source.parents:
-            raise OutputExistsError(f"output {out} would replace the input {item}", hint="choose another -o/--out")
+    out = guard_path(out, inputs)
     if not out.exists():
         return out
     if not overwrite:
         raise OutputExistsError(f"output already exists: {out}")
-    if read_manifest(out) is None:
-        raise OutputExistsError(
-            f"{out} exists and is not an urbanln artifact, so --overwrite will not replace it",
-            hint="choose another -o/--out, or remove it yourself",
-        )
+    _check_ours(out, stage)
     return out
 
 
+def guard_path(out: Path | str, inputs: tuple[Path | str, ...] = ()) -> Path:
+    """``out`` may be written: not ``.``, a folder above it, home, ``/``, an input or a folder holding one."""
+    out = Path(out)
+    _refuse_protected(out, "write to")
+    resolved = out.resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if resolved == source or resolved in source.parents:
+            raise OutputExistsError(f"output {out} would replace the input {item}", hint="choose another -o/--out")
+    return out
+
+
+def _refuse_protected(path: Path, verb: str) -> None:
+    """The current folder, a folder above it, home and / are never outputs."""
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if path.name in ("", ".", "..") or resolved == cwd or resolved in cwd.parents:
+        raise OutputExistsError(f"refusing to {verb} {path}: it is the current folder or holds it",
+                                hint="name an output folder inside this one, e.g. -o tiles")
+    if resolved in {Path("/"), Path.home().resolve()}:
+        raise OutputExistsError(f"refusing to {verb} {path}: it is {resolved}", hint="name an output folder, e.g. -o tiles")
+
+
+def _check_ours(path: Path, stage: str | None) -> dict[str, Any]:
+    """``path`` must be an urbanln artifact (of ``stage``, when given) to be replaced or removed."""
+    try:
+        manifest = read_manifest(path)
+    except InputError:
+        manifest = None
+    if manifest is None:
+        raise OutputExistsError(
+            f"{path} exists and is not an urbanln artifact, so urbanln will not replace it",
+            hint="choose another -o/--out, or remove it yourself",
+        )
+    if stage is not None and manifest.get("stage") != stage:
+        raise OutputExistsError(
+            f"{path} holds {manifest.get('stage')}, not {stage}, so --overwrite will not replace it",
+            hint="choose another -o/--out, or remove it yourself",
+        )
+    return manifest
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:staging|old|tmp|empty)-[0-9a-f-]+(?:\.arrow)?$")
+
+
+def remove(path: Path | str, stage: str) -> None:
+    """The one way urbanln deletes anything.
+
+    ``stage`` says what ``path`` must be: an artifact of that stage (checked by its
+    manifest), ``"partial"`` (a ``<out>.partial`` folder of resumable work),
+    ``"leftover"`` (a staging, old or temporary sibling that urbanln names
+    ``.<out>.staging-…``) or ``"checkpoint"``. Anything else is refused, as are
+    the current folder, the folders above it, home and ``/``.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    _refuse_protected(path, "delete")
+    if stage == "leftover":
+        if not _LEFTOVER.match(path.name):
+            raise OutputExistsError(f"refusing to delete {path}: not an urbanln staging leftover")
+    elif stage == "partial":
+        ours = path.is_dir() and (not any(path.iterdir()) or any((path / name).exists() for name in _PARTIAL_MARKS))
+        if not path.name.endswith(".partial") or not ours:
+            raise OutputExistsError(f"refusing to delete {path}: not an urbanln .partial folder",
+                                    hint="remove it yourself if it is yours")
+    else:
+        _check_ours(path, stage)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+# What marks a <out>.partial folder as ours: resumable stages write one of these first.
+_PARTIAL_MARKS = ("plan.json", "journal.jsonl", "vlm.jsonl", ".urbanln-partial")
+
+
+def remove_leftovers(out: Path | str) -> int:
+    """Delete staging, old and temporary siblings of ``out`` left by a killed run.
+
+    Only call this while holding ``out``'s lock: then no live writer owns them.
+    """
+    out = Path(out)
+    removed = 0
+    if not out.parent.is_dir():
+        return 0
+    for entry in out.parent.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match and match["name"] == out.name:
+            remove(entry, "leftover")
+            removed += 1
+    return removed
+
+
 @contextlib.contextmanager
-def staged_dir(out: Path | str, overwrite: bool = False) -> Iterator[Path]:
+def output_lock(out: Path | str) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` while writing it; a second writer gets OutputLocked.
+
+    An flock on ``.<out>.lock``: the OS releases it when the process dies, so a
+    kill -9 leaves no stale lock. The file is removed on release.
+    """
+    import fcntl
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputLocked(f"another urbanln (pid {holder}) is writing {out}",
+                               hint="wait for it to finish, or write to another -o/--out") from None
+        try:  # the previous holder may have removed the file between our open and flock
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def writing(out: Path | str, stage: str, *, overwrite: bool, inputs: tuple[Path | str, ...] = ()) -> Iterator[Path]:
+    """Everything a stage does before writing ``out``: the guard, the lock, and cleaning leftovers.
+
+    Stages wrap their whole run in this, so two writers of one output never interleave.
+    """
+    out = check_output(out, overwrite, inputs, stage)
+    with output_lock(out):
+        check_output(out, overwrite, inputs, stage)  # again: another writer may have finished meanwhile
+        remove_leftovers(out)
+        yield out
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path | str, overwrite: bool = False, stage: str | None = None) -> Iterator[Path]:
     """Yield an empty hidden sibling of ``out``; on success swap it into place.
 
     On any exception the staging folder is removed and a previous ``out`` is untouched.
     """
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, stage=stage)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         yield staging
         _fsync_dir(staging)
-        _swap_into_place(staging, out)
+        _swap_into_place(staging, out, stage)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove(staging, "leftover")
         raise
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
+def _swap_into_place(staging: Path, out: Path, stage: str | None) -> None:
     if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        _check_ours(out, stage)
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
         os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the new output is in place; a failed cleanup is a leftover
+            remove(old, "leftover")
     else:
         os.replace(staging, out)
     _fsync_dir(out.parent)
@@ -236,7 +384,7 @@ def write_dataset(ds, out: Path | str, manifest: Mapping[str, Any], overwrite: b
             return write_sharded_dataset([(empty, 0)], ds.features, out, manifest, overwrite)
         finally:
             empty.unlink(missing_ok=True)
-    with staged_dir(out, overwrite) as staging:
+    with staged_dir(out, overwrite, manifest.get("stage")) as staging:
         ds.save_to_disk(str(staging))
         write_json_atomic(staging / MANIFEST_NAME, dict(manifest))
     return out
@@ -257,7 +405,7 @@ def write_sharded_dataset(
 
     out = Path(out)
     datasets.disable_progress_bars()
-    with staged_dir(out, overwrite) as staging:
+    with staged_dir(out, overwrite, manifest.get("stage")) as staging:
         datasets.Dataset.from_dict({name: [] for name in features}, features=features).save_to_disk(str(staging))
         state = json.loads((staging / "state.json").read_text(encoding="utf-8"))
         # load_from_disk needs at least one data file, so an empty result keeps one empty shard
@@ -300,15 +448,29 @@ def read_manifest(path: Path | str) -> dict[str, Any] | None:
     """The manifest of an artifact folder or safetensors file, or None if it has none."""
     path = Path(path)
     if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        where, text = path / MANIFEST_NAME, None
         try:
-            return json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"corrupt manifest {path / MANIFEST_NAME}: {exc}", hint="re-create the artifact") from None
-    if path.is_file() and path.suffix == ".safetensors":
-        meta = _safetensors_metadata(path)
-        if "urbanln_manifest" in meta:
-            return json.loads(meta["urbanln_manifest"])
-    return None
+            text = (path / MANIFEST_NAME).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"corrupt manifest {where}: {exc}", hint="re-create the artifact") from None
+    elif path.is_file() and path.suffix == ".safetensors":
+        where, text = path, _safetensors_metadata(path).get("urbanln_manifest")
+        if text is None:
+            return None
+    else:
+        return None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"corrupt manifest in {where}: {exc}", hint="re-create the artifact") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"corrupt manifest in {where}: a JSON {type(manifest).__name__}, not an object",
+                         hint="re-create the artifact")
+    for key, kind in (("params", dict), ("inputs", list), ("counts", dict), ("models", dict)):
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise InputError(f"corrupt manifest in {where}: '{key}' is a JSON {type(manifest[key]).__name__}, "
+                             f"not {'an object' if kind is dict else 'a list'}", hint="re-create the artifact")
+    return manifest
 
 
 def check_artifact(path: Path | str, expect: str) -> dict[str, Any]:
@@ -329,7 +491,10 @@ def check_artifact(path: Path | str, expect: str) -> dict[str, Any]:
             f"{path} holds {got}, but {expect} is expected here", hint=f"create {expect} with `{make}`"
         )
     version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise WrongArtifactError(f"{path}: the manifest's schema_version is {version!r}, not a whole number",
+                                 hint=f"re-create it with `{make}`")
+    if version > SCHEMA_VERSION:
         raise WrongArtifactError(
             f"{path} has schema version {version}; this urbanln reads up to {SCHEMA_VERSION}",
             hint="upgrade urbanln, or re-create the artifact with this version",
@@ -337,8 +502,11 @@ def check_artifact(path: Path | str, expect: str) -> dict[str, Any]:
     return manifest
 
 
-def read_dataset(path: Path | str, expect: str):
-    """Open a dataset artifact after checking it is the stage we expect. Returns (dataset, manifest)."""
+def read_dataset(path: Path | str, expect: str, columns: tuple[str, ...] = ()):
+    """Open a dataset artifact after checking it is the stage we expect. Returns (dataset, manifest).
+
+    ``columns`` are needed beyond the stage's ``REQUIRED_COLUMNS``; a missing one is an InputError.
+    """
     manifest = check_artifact(path, expect)
     import datasets
 
@@ -348,10 +516,19 @@ def read_dataset(path: Path | str, expect: str):
         raise InputError(f"cannot open {expect} dataset {path}: {exc}", hint="re-create the artifact") from None
     if not isinstance(ds, datasets.Dataset):
         raise WrongArtifactError(f"{path} is a DatasetDict, not a {expect} dataset")
+    missing = [c for c in (*REQUIRED_COLUMNS.get(expect, ()), *columns) if c not in ds.column_names]
+    if missing:
+        raise InputError(f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                         f"that {expect} have", hint=f"re-create it with `{PRODUCERS.get(expect, 'its stage')}`")
     return ds, manifest
 
 
 # ---------------------------------------------------------------- tensors
+
+
+# Metadata holding many strings (one tile id per row) goes into a uint8 tensor of NUL-separated
+# UTF-8 instead: the safetensors header is capped at 100 MB, about 4.5M tile ids.
+IDS_IN_TENSORS = "urbanln_ids_in_tensors"
 
 
 def write_tensors(
@@ -360,17 +537,35 @@ def write_tensors(
     manifest: Mapping[str, Any],
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    ids: Mapping[str, list[str]] | None = None,
 ) -> Path:
-    """Write numpy arrays to a safetensors file atomically; metadata values are JSON-encoded."""
+    """Write numpy arrays to a safetensors file atomically; metadata values are JSON-encoded.
+
+    ``ids`` (name -> list of strings, e.g. ``tile_ids``) are stored as uint8 tensors of
+    that name; ``read_tensors`` returns them in the metadata again.
+    """
+    import numpy as np
     from safetensors.numpy import save_file
 
-    path = check_output(path, overwrite)
+    path = check_output(path, overwrite, stage=manifest.get("stage"))
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     meta["urbanln_manifest"] = json.dumps(dict(manifest), default=str)
+    tensors = dict(tensors)
+    for name, values in (ids or {}).items():
+        if any("\0" in v for v in values):
+            raise ValueError(f"{name}: ids may not contain NUL characters")
+        tensors[name] = np.frombuffer("\0".join(values).encode("utf-8"), dtype=np.uint8)
+    meta[IDS_IN_TENSORS] = json.dumps({name: len(values) for name, values in (ids or {}).items()})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(dict(tensors), str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except Exception as exc:  # SafetensorError wraps the OS error (disk full) in its message
+            code = re.search(r"code: (\d+)", str(exc))
+            if code:
+                raise OSError(int(code[1]), os.strerror(int(code[1])), str(tmp)) from None
+            raise
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -385,7 +580,21 @@ def read_tensors(path: Path | str, expect: str) -> tuple[dict[str, Any], dict[st
 
     manifest = check_artifact(path, expect)
     meta = {k: _maybe_json(v) for k, v in _safetensors_metadata(Path(path)).items() if k != "urbanln_manifest"}
-    return load_file(str(path)), meta, manifest
+    try:
+        arrays = load_file(str(path))
+    except Exception as exc:  # a truncated or damaged file: SafetensorError, OSError
+        raise InputError(f"{path} is damaged: {exc}", hint=f"re-create it with `{PRODUCERS.get(expect, 'its stage')}`") from None
+    id_counts = meta.pop(IDS_IN_TENSORS, {})
+    if not isinstance(id_counts, dict):
+        raise InputError(f"{path}: corrupt {IDS_IN_TENSORS} metadata", hint="re-create it")
+    for name, count in id_counts.items():
+        data = arrays.pop(name, None)
+        values = data.tobytes().decode("utf-8", errors="replace").split("\0") if data is not None and count else []
+        if data is None or len(values) != count:
+            raise InputError(f"{path}: the {name} tensor holds {len(values)} ids, the metadata says {count}",
+                             hint="re-create it")
+        meta[name] = values
+    return arrays, meta, manifest
 
 
 def _maybe_json(value: str) -> Any:
@@ -402,17 +611,25 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
             n = int.from_bytes(f.read(8), "little")
             if n <= 0 or n > 100_000_000:
                 raise ValueError("bad header length")
-            header = json.loads(f.read(n))
+            raw = f.read(n)
+            if len(raw) < n:
+                raise ValueError("the header is cut short")
+            header = json.loads(raw)
+        if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
+            raise ValueError("the header is not a JSON object")
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} is not a readable safetensors file: {exc}", hint="re-create it") from None
     return dict(header.get("__metadata__") or {})
 
 
 def safetensors_summary(path: Path) -> dict[str, Any]:
+    _safetensors_metadata(path)  # checks the header
     with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    return {k: {"dtype": v["dtype"], "shape": v["shape"]} for k, v in header.items() if k != "__metadata__"}
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    try:
+        return {k: {"dtype": v["dtype"], "shape": v["shape"]} for k, v in header.items() if k != "__metadata__"}
+    except (TypeError, KeyError) as exc:
+        raise InputError(f"{path} is not a readable safetensors file: bad tensor entry ({exc})", hint="re-create it") from None
 
 
 # ---------------------------------------------------------------- resumable shards
@@ -439,9 +656,9 @@ class ShardStore:
             if old == self.plan:
                 self.resumed = True
             else:
-                shutil.rmtree(self.dir)
+                remove(self.dir, "partial")
         elif self.dir.exists():
-            shutil.rmtree(self.dir)
+            remove(self.dir, "partial")
         if not self.resumed:
             self.dir.mkdir(parents=True)
             write_json_atomic(plan_file, self.plan)
@@ -461,7 +678,8 @@ class ShardStore:
         return json.loads(self.report_path(index).read_text(encoding="utf-8"))
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the artifact is in place; a failed cleanup only costs space
+            remove(self.dir, "partial")
 
 
 def commit_shard(tmp: Path, final: Path, report_path: Path, report: Mapping[str, Any]) -> None:

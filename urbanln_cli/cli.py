@@ -16,7 +16,8 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click import exceptions as click_exceptions
 
 from urbanln_cli import __version__
-from urbanln_cli.errors import Interrupted, UrbanlnError
+from urbanln_cli.config import DESTRUCTIVE
+from urbanln_cli.errors import Interrupted, UrbanlnError, describe_os_error
 
 
 def _say_error(message: str, hint: str | None) -> None:
@@ -31,6 +32,7 @@ class UrbanlnGroup(TyperGroup):
     """Turns UrbanlnError, usage errors and Ctrl-C into ``error:``/``hint:`` lines and exit codes."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        _harden(self)
         with _handled(None):
             return super().make_context(info_name, args, parent=parent, **extra)
 
@@ -61,7 +63,37 @@ class _handled:
         if isinstance(exc, click_exceptions.ClickException):
             _say_error(exc.format_message(), None)
             raise typer.Exit(exc.exit_code)
+        if isinstance(exc, OSError):  # disk full, permissions, a read-only disk: the user can act on these
+            logging.getLogger("urbanln_cli").debug("the OS error's traceback", exc_info=exc)
+            _say_error(*describe_os_error(exc))
+            raise typer.Exit(1)
         return False
+
+
+def _harden(command) -> None:
+    """Every float option finite; destructive flags never from the environment (also in sub-groups)."""
+    for param in command.params:
+        if param.name in DESTRUCTIVE:
+            param.allow_from_autoenv = False
+            param.envvar = None
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is not None and descriptor.annotation is float and not getattr(param.callback, "finite", False):
+            param.callback = _finite(param.callback)
+    for sub in getattr(command, "commands", {}).values():
+        _harden(sub)
+
+
+def _finite(callback):
+    """Wrap an option's callback so nan and inf are usage errors (float() accepts both)."""
+    import math
+
+    def check(ctx, param, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise click_exceptions.BadParameter(f"{value} is not a finite number", ctx=ctx, param=param)
+        return callback(ctx, param, value) if callback is not None else value
+
+    check.finite = True
+    return check
 
 
 app = typer.Typer(

@@ -14,6 +14,10 @@ from typing import Any, Iterable, Mapping
 
 from urbanln_cli.errors import ConfigError
 
+# Flags that replace or redo work: only ever from the command line, never from the
+# environment or a config file (a stray URBANLN_PRETRAIN_OVERWRITE=1 must not replace outputs).
+DESTRUCTIVE = frozenset({"overwrite", "retry_failed"})
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -60,6 +64,9 @@ def to_default_map(config: Mapping[str, Any], commands: Mapping[str, Any], path:
                     f"{path}: unknown key '{key}' in [{table}]{suggest(key.replace('_', '-'), keys)}",
                     hint=f"valid keys for [{table}]: {', '.join(sorted(keys))}",
                 )
+            if name in DESTRUCTIVE:
+                raise ConfigError(f"{path}: '{key}' in [{table}] cannot come from a config file",
+                                  hint=f"pass --{key.replace('_', '-')} on the command line when you mean it")
             table_map[name] = value
         default_map[table] = table_map
     return default_map

@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class UrbanlnError(Exception):
     """Base class: exit code 1 (general failure)."""
@@ -45,6 +47,12 @@ class OutputExistsError(UrbanlnError):
     default_hint = "pass --overwrite to replace it, or choose another -o/--out"
 
 
+class OutputLocked(UrbanlnError):
+    """Another process is writing the same output: exit code 1."""
+
+    default_hint = "wait for the other run to finish, or write to another -o/--out"
+
+
 class ServiceUnavailable(UrbanlnError):
     """A service we depend on (an Ollama server, a model) is not there: exit code 4."""
 
@@ -56,6 +64,21 @@ class Interrupted(UrbanlnError):
 
     exit_code = 130
     default_hint = "run the same command again to resume; finished work is kept"
+
+
+def describe_os_error(exc: OSError) -> tuple[str, str]:
+    """The error and hint lines for an OSError that reached the CLI (exit code 1)."""
+    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "free some disk space (or write elsewhere with -o), then run the same command again; finished work is kept"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = "check the permissions of that path, or write elsewhere with -o"
+    elif exc.errno == errno.EROFS:
+        hint = "that disk is read-only: write elsewhere with -o"
+    else:
+        hint = "check the path and the disk, then run the same command again; finished work is kept"
+    return f"{reason}{where}", hint
 
 
 EXIT_CODES = {

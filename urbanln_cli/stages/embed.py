@@ -87,11 +87,16 @@ class _Images:
 
 
 def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> EmbedResult:
+    config.check()
+    inputs = (config.tiles, *((config.corpus,) if config.corpus else ()), *((config.model,) if config.model else ()))
+    with artifacts.writing(config.out, "embeddings", overwrite=config.overwrite, inputs=inputs):
+        return _embed(config, progress, run)
+
+
+def _embed(config: EmbedConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None) -> EmbedResult:
     import torch
     from torch.utils.data import DataLoader
 
-    config.check()
-    artifacts.check_output(config.out, config.overwrite, inputs=(config.tiles,))
     tiles, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     if tiles.num_rows == 0:
         raise InputError(f"{config.tiles} has no tiles", hint="check `urbanln inspect` on it")
@@ -116,13 +121,14 @@ def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run:
             report(done, tiles.num_rows)
     vectors = np.concatenate(chunks).astype(np.float32)
     tensors = {"embeddings": vectors}
-    metadata: dict[str, Any] = {"tile_ids": tiles.data.column("tile_id").to_pylist(), "model": source}
+    ids = {"tile_ids": tiles.data.column("tile_id").to_pylist()}
     inputs = [artifacts.fingerprint(config.tiles)]
     if config.corpus is not None:
-        text_vectors, text_ids = _embed_text(config, model, tokenizer, device)
+        text_vectors, ids["text_tile_ids"] = _embed_text(config, model, tokenizer, device)
         tensors["text_embeddings"] = text_vectors
-        metadata["text_tile_ids"] = text_ids
         inputs.append(artifacts.fingerprint(config.corpus))
+    for name, array in tensors.items():
+        _check_finite(array, name, source)
     manifest = artifacts.new_manifest(
         "embeddings",
         run=run or artifacts.RunInfo.from_config(config),
@@ -131,8 +137,16 @@ def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run:
         models={"source": source},
         extra={"dim": int(vectors.shape[1]), "tiles_artifact": tiles_manifest.get("artifact_id")},
     )
-    artifacts.write_tensors(config.out, tensors, manifest, metadata=metadata, overwrite=config.overwrite)
+    artifacts.write_tensors(config.out, tensors, manifest, metadata={"model": source}, overwrite=config.overwrite, ids=ids)
     return EmbedResult(config.out, len(vectors), int(vectors.shape[1]), source, manifest)
+
+
+def _check_finite(array: np.ndarray, name: str, source: dict[str, Any]) -> None:
+    """A model with NaN or infinite weights gives vectors no probe can use: refuse to write them."""
+    bad = int((~np.isfinite(array)).any(axis=1).sum()) if array.size else 0
+    if bad:
+        raise InputError(f"{bad} of {len(array)} {name} rows are not finite (NaN or inf): the model is broken",
+                         hint=f"check the metrics.jsonl of {source.get('run', 'the run')} for a diverged loss, and train it again")
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import random
@@ -22,9 +23,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from urbanln_cli import artifacts
-from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UsageProblem
+from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UrbanlnError, UsageProblem
 
 RUNS = Path("runs")
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UrbanlnError):
+    """The loss or the gradients became NaN or infinite: exit code 1, nothing exported."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,18 @@ class PretrainConfig:
     overwrite: bool = False
 
     def check(self) -> None:
+        numbers = {k: getattr(self, k) for k in ("lr", "weight_decay", "grad_clip", "short_weight", "distill_weight",
+                                                  "momentum", "consensus_prob")}
+        bad = [k for k, v in numbers.items() if not math.isfinite(v)]
+        if bad:
+            raise UsageProblem(f"--{bad[0].replace('_', '-')} must be a finite number, not {numbers[bad[0]]}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UsageProblem("--epochs must be at least 1, --batch-size at least 2, --lr positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UsageProblem("--max-steps must be at least 1")
+        if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or os.sep in self.name):
+            raise UsageProblem(f"--name {self.name!r} must be one folder name, without '/' or '..'",
+                               hint="the run goes to runs/NAME; use -o PATH for another place")
         if self.queue_size % self.batch_size:
             raise UsageProblem(f"--queue-size {self.queue_size} must be a multiple of --batch-size {self.batch_size}",
                                hint="the queue is refilled one global batch at a time")
@@ -96,9 +112,36 @@ def run_folder(config: PretrainConfig) -> Path:
 
 
 def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> PretrainResult:
+    """Train (or resume) the run in ``run_folder(config)``; rank 0 holds the folder's lock."""
+    config.check()
+    out = run_folder(config)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return _pretrain(config, progress, run)
+    _guard(out, config)
+    with artifacts.output_lock(out):
+        _guard(out, config)
+        artifacts.remove_leftovers(out)
+        return _pretrain(config, progress, run)
+
+
+def _guard(out: Path, config: PretrainConfig) -> None:
+    """Write only into a new or empty folder or a run folder; never an input, ``.``, home or ``/``."""
+    artifacts.guard_path(out, inputs=(config.tiles, config.corpus))
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_run(out))):
+        raise OutputExistsError(f"{out} exists and is not an urbanln run folder, so pretrain will not write into it",
+                                hint="choose another --name/-o, or remove it yourself")
+
+
+def _is_run(out: Path) -> bool:
+    manifest = artifacts.read_manifest(out)
+    if manifest is not None:
+        return manifest.get("stage") == "run"
+    return (out / "checkpoints" / "plan.json").is_file()  # a run killed before this version wrote manifests first
+
+
+def _pretrain(config: PretrainConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None) -> PretrainResult:
     import torch.distributed as dist
 
-    config.check()
     rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     from urbanln_cli.models.step import pick_device
 
@@ -170,6 +213,7 @@ class _Trainer:
 
     def run(self) -> PretrainResult:
         import torch
+        import torch.distributed as dist
         from torch.utils.data import DataLoader
 
         from urbanln_cli.models import UrbanLNStep, create_model, export_open_clip, parameter_groups, stretch_text_positions
@@ -185,9 +229,17 @@ class _Trainer:
         model, preprocess_train, _, _ = create_model(config.arch, config.pretrained, device=str(self.device))
         arch_config = getattr(model, "urbanln_model_cfg", {})
         plan = self._plan(tiles_manifest, corpus_manifest, arch_config)
-        existing = self._check_existing(plan)
-        if existing is not None:
+        steps_per_epoch = len(captions) // config.batch_size
+        total_steps = steps_per_epoch * config.epochs
+        stop_at = min(total_steps, config.max_steps or total_steps)
+        existing = self._check_existing(plan, stop_at)
+        if isinstance(existing, PretrainResult):
             return existing
+        if self.rank == 0:
+            if existing == "restart":
+                artifacts.remove(self.out, "run")
+            self._start_folder(plan)
+        self._barrier()  # the other ranks read the checkpoints only once rank 0 has set the folder up
         if config.context_length != model.context_length:  # 77 keeps CLIP's own table: the no-stretch ablation
             stretch_text_positions(model, config.context_length, config.keep)
         model.to(self.device).train()
@@ -202,23 +254,21 @@ class _Trainer:
             # teacher and queues are buffers or frozen: no gradient sync, and ranks keep them identical themselves
             trainable = DistributedDataParallel(step_module, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False)
         optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=cuda)
-        steps_per_epoch = len(captions) // config.batch_size
-        total_steps = steps_per_epoch * config.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config.warmup_steps, total_steps))
 
         step, resumed_from = 0, 0
-        if self.rank == 0:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            artifacts.write_json_atomic(self.checkpoints / "plan.json", plan)
-            _point_latest(self.out)
         last = checkpoint.latest(self.checkpoints)
         if last is not None:
             state = checkpoint.load(last)
-            step_module.load_state_dict(state["step_module"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng(state["rng"], cuda)
-            step = resumed_from = state["progress"]["step"]
+            try:
+                step_module.load_state_dict(state["step_module"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                _set_rng(state["rng"], cuda)
+                step = resumed_from = int(state["progress"]["step"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise InputError(f"checkpoint {last} does not fit this run: {str(exc).splitlines()[0][:200]}",
+                                 hint="remove that checkpoint folder to resume from the one before") from None
             if self.rank == 0:
                 _truncate_metrics(self.out / "metrics.jsonl", step)  # steps after the checkpoint are run again
 
@@ -226,13 +276,30 @@ class _Trainer:
         short_tokenizer = long_tokenizer_for(config.arch, 77)  # short captions at their own length: a cheaper branch
         dataset = CaptionedTiles(tiles.data.column("image"), image_rows, captions, shorts, candidates, preprocess_train,
                                  long_tokenizer, short_tokenizer, config.consensus_prob, config.seed)
-        stop_at = min(total_steps, config.max_steps or total_steps)
         local_batch = config.batch_size // self.world
+        if config.short_weight > 0 and local_batch <= step_module.short_caption.components + 1:
+            log.warning("the short-caption branch keeps %d principal components over each process's batch; with %d "
+                        "tiles per process it reconstructs the features unchanged (use --batch-size of at least %d)",
+                        step_module.short_caption.components, local_batch, (step_module.short_caption.components + 2) * self.world)
         self.progress(step, stop_at, loss=None)
         metrics = self.out / "metrics.jsonl"
         last_terms: dict[str, float] = {}
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # any non-finite loss or gradient since the last check
+
+        def check_finite() -> None:
+            """Collective under DDP: every rank stops together."""
+            flag = nonfinite.to(torch.float32)
+            if self.world > 1:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item():
+                last_good = checkpoint.latest(self.checkpoints)
+                kept = f"the last good checkpoint ({last_good.name}) is kept" if last_good else "no checkpoint was written"
+                raise TrainingDiverged(
+                    f"the loss became NaN or infinite before step {step}; nothing was exported, and {kept}",
+                    hint=f"lower --lr (now {config.lr:g}) or --grad-clip and start again with --overwrite, or check the corpus")
 
         def save() -> None:
+            check_finite()  # never a checkpoint of broken weights
             if self.rank == 0:
                 checkpoint.save(self.checkpoints, step, {
                     "step_module": step_module.state_dict(), "optimizer": optimizer.state_dict(),
@@ -258,12 +325,14 @@ class _Trainer:
                     terms = trainable(images, long_tokens, short_tokens, ids, alpha=alpha)
                     optimizer.zero_grad(set_to_none=True)
                     terms["loss"].backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    nonfinite |= ~(torch.isfinite(terms["loss"].detach()) & torch.isfinite(grad_norm))
                     optimizer.step()
                     scheduler.step()
                     step += 1
                     in_step = False
                     if step % config.log_every == 0 or step == stop_at:
+                        check_finite()
                         last_terms = self._log(metrics, terms, step, epoch, scheduler.get_last_lr()[0], local_batch, started)
                         started = time.perf_counter()
                     self.progress(step, stop_at, loss=last_terms.get("loss"))
@@ -279,6 +348,7 @@ class _Trainer:
             raise Interrupted(f"pretraining stopped at step {step}; the last checkpoint is in {self.checkpoints}") from None
         if step % config.save_every and step % steps_per_epoch:
             save()
+        check_finite()
         return self._finish(step_module, model, arch_config, plan, step, resumed_from, last_terms, tiles_manifest, corpus_manifest, export_open_clip)
 
     # ------------------------------------------------------------ output
@@ -300,46 +370,70 @@ class _Trainer:
                 f.write(json.dumps(record) + "\n")
         return values
 
-    def _check_existing(self, plan) -> PretrainResult | None:
-        """A finished run with the same plan: nothing to do. Another plan: refuse, unless --overwrite."""
+    def _check_existing(self, plan, stop_at: int) -> PretrainResult | str | None:
+        """What to do with the run folder, without touching it.
+
+        A finished run with the same plan that reached ``stop_at``: a result, nothing to do.
+        Another plan: "restart" with --overwrite, else refuse. Otherwise None: start or resume.
+        """
         manifest = artifacts.read_manifest(self.out) if self.out.exists() else None
         old_plan_file = self.checkpoints / "plan.json"
-        old_plan = json.loads(old_plan_file.read_text()) if old_plan_file.is_file() else None
+        try:
+            old_plan = json.loads(old_plan_file.read_text()) if old_plan_file.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"corrupt {old_plan_file}: {exc}", hint="start the run again with --overwrite") from None
         if old_plan is not None and old_plan != json.loads(json.dumps(plan, default=str)):
             if not self.config.overwrite:
-                changed = sorted(k for k in plan if old_plan.get(k) != json.loads(json.dumps(plan[k], default=str)))
+                changed = sorted(k for k in plan if not isinstance(old_plan, dict)
+                                 or old_plan.get(k) != json.loads(json.dumps(plan[k], default=str)))
                 raise InputError(
                     f"{self.out} holds a run with other {', '.join(changed)}; it cannot be resumed with these",
                     hint="choose another --name/-o, or pass --overwrite to start it again",
                 )
-            if self.rank == 0:
-                import shutil
-
-                shutil.rmtree(self.out)
-            return None
-        if manifest is not None and old_plan is not None and (self.out / "open_clip_model.safetensors").is_file():
+            return "restart"
+        exported = (self.out / "open_clip_model.safetensors").is_file() and (manifest or {}).get("status", "finished") == "finished"
+        if manifest is not None and old_plan is not None and exported:
             same_export = manifest.get("models", {}).get("export") == self.config.export
-            if same_export and (self.config.max_steps is None or manifest.get("steps", 0) >= self.config.max_steps):
-                return PretrainResult(self.out, manifest.get("steps", 0), manifest.get("steps", 0), True, manifest.get("final", {}), manifest)
-        if self.out.exists() and old_plan is None and any(self.out.iterdir()) and not self.config.overwrite:
-            raise OutputExistsError(f"{self.out} exists and is not an urbanln run folder")
+            steps = manifest.get("steps", 0)
+            if same_export and isinstance(steps, int) and steps >= stop_at:
+                return PretrainResult(self.out, steps, steps, True, manifest.get("final", {}), manifest)
         return None
+
+    def _start_folder(self, plan) -> None:
+        """Rank 0: the folder, its plan and, for a new run, a manifest that says it is training."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json_atomic(self.checkpoints / "plan.json", plan)
+        if artifacts.read_manifest(self.out) is None:
+            manifest = self._manifest(plan, steps=0, resumed_from=0, final={}, status="training")
+            artifacts.write_json_atomic(self.out / artifacts.MANIFEST_NAME, manifest)
+        for stale in (*self.out.glob(".*.tmp*"), *self.checkpoints.glob(".*.tmp*")):
+            stale.unlink(missing_ok=True)  # temporary files of a killed run: we hold the folder's lock
+
+    def _barrier(self) -> None:
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    def _manifest(self, plan, *, steps: int, resumed_from: int, final: dict[str, float], status: str) -> dict[str, Any]:
+        return artifacts.new_manifest(
+            "run",
+            run=self.run_info or artifacts.RunInfo.from_config(self.config),
+            inputs=[artifacts.fingerprint(self.config.tiles), artifacts.fingerprint(self.config.corpus)],
+            rows=steps,
+            models={"arch": self.config.arch, "pretrained": self.config.pretrained, "export": self.config.export},
+            extra={"status": status, "steps": steps, "resumed_from": resumed_from, "final": final, "plan": plan,
+                   "open_clip": f"open_clip.create_model_and_transforms('local-dir:{self.out}')"},
+        )
 
     def _finish(self, step_module, model, arch_config, plan, step, resumed_from, final, tiles_manifest, corpus_manifest, export_open_clip):
         if self.rank != 0:
             return PretrainResult(self.out, step, resumed_from, False, final)
         exported = step_module.teacher.model if self.config.export == "teacher" else model
         export_open_clip(exported, arch_config or self.config.arch, self.out)
-        manifest = artifacts.new_manifest(
-            "run",
-            run=self.run_info or artifacts.RunInfo.from_config(self.config),
-            inputs=[artifacts.fingerprint(self.config.tiles), artifacts.fingerprint(self.config.corpus)],
-            rows=step,
-            models={"arch": self.config.arch, "pretrained": self.config.pretrained, "export": self.config.export},
-            extra={"steps": step, "resumed_from": resumed_from, "final": final, "plan": plan,
-                   "open_clip": f"open_clip.create_model_and_transforms('local-dir:{self.out}')"},
-        )
+        manifest = self._manifest(plan, steps=step, resumed_from=resumed_from, final=final, status="finished")
         artifacts.write_json_atomic(self.out / artifacts.MANIFEST_NAME, manifest)
+        _point_latest(self.out)  # only now: runs/latest always names a finished, exported model
         return PretrainResult(self.out, step, resumed_from, False, final, manifest)
 
 
@@ -383,11 +477,14 @@ def _set_rng(state: dict[str, Any], cuda: bool) -> None:
 
 
 def _point_latest(out: Path) -> None:
-    """runs/latest -> this run, so `urbanln embed` finds it (only for runs under runs/)."""
+    """runs/latest -> this run, so `urbanln embed` finds it (only for runs under runs/), atomically."""
     if out.parent.name != RUNS.name:
         return
     link = out.parent / "latest"
-    tmp = out.parent / ".latest.tmp"
+    if link.exists() and not link.is_symlink():
+        log.warning("%s is not a link urbanln made; left alone (the model is in %s)", link, out)
+        return
+    tmp = out.parent / f".latest.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(out.name)
     os.replace(tmp, link)

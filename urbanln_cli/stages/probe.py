@@ -173,9 +173,9 @@ def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = Non
     """Evaluate, then write the probe folder atomically (see the module docstring)."""
     config.check()
     out = config.output()
-    artifacts.check_output(out, config.overwrite, inputs=(*config.embeddings, config.labels))
-    result = evaluate(config, progress)
-    return _write(config, out, result, run or artifacts.RunInfo.from_config(config))
+    with artifacts.writing(out, "probe", overwrite=config.overwrite, inputs=(*config.embeddings, config.labels)):
+        result = evaluate(config, progress)
+        return _write(config, out, result, run or artifacts.RunInfo.from_config(config))
 
 
 def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = None) -> Evaluation:

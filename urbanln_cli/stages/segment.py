@@ -122,9 +122,9 @@ def segment(config: SegmentConfig, progress: Callable[[int, int], None] | None =
     """Evaluate, then write the output folder atomically (see the module docstring)."""
     config.check()
     out = config.output()
-    artifacts.check_output(out, config.overwrite, inputs=(config.tiles, config.labels))
-    result = evaluate(config, progress)
-    return _write(config, out, result, run or artifacts.RunInfo.from_config(config))
+    with artifacts.writing(out, "probe", overwrite=config.overwrite, inputs=(config.tiles, config.labels)):
+        result = evaluate(config, progress)
+        return _write(config, out, result, run or artifacts.RunInfo.from_config(config))
 
 
 def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None = None) -> SegmentEvaluation:

@@ -80,7 +80,11 @@ class SynthResult:
 def synth_city(config: SynthConfig, progress: Progress | None = None, run: artifacts.RunInfo | None = None) -> SynthResult:
     """Generate the scene, draw it and write every file of the city into ``config.out``."""
     config.check()
-    artifacts.check_output(config.out, config.overwrite)
+    with artifacts.writing(config.out, "synth", overwrite=config.overwrite):
+        return _synth_city(config, progress, run)
+
+
+def _synth_city(config: SynthConfig, progress: Progress | None, run: artifacts.RunInfo | None) -> SynthResult:
     report = progress or (lambda done, total: None)
     scene = generate(config.size, config.gsd, config.seed, config.style)
     indicators.attach(scene)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
     final = folder / f"step-{step:08d}"
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(state, tensors)
-    with artifacts.staged_dir(final, overwrite=True) as staging:
+    with artifacts.staged_dir(final, overwrite=True, stage="checkpoint") as staging:
         save_file(tensors, str(staging / "state.safetensors"))
         artifacts.write_json_atomic(staging / "state.json", tree)
         artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, {"schema_version": artifacts.SCHEMA_VERSION, "stage": "checkpoint", "step": step})
@@ -76,7 +76,7 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
     tmp.write_text(final.name)
     os.replace(tmp, folder / "LATEST")
     for old in sorted(p for p in folder.glob("step-*") if p.is_dir() and p != final)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        artifacts.remove(old, "checkpoint")
     return final
 
 
@@ -84,7 +84,10 @@ def latest(folder: Path) -> Path | None:
     pointer = folder / "LATEST"
     if not pointer.is_file():
         return None
-    path = folder / pointer.read_text().strip()
+    name = pointer.read_text(errors="replace").strip()
+    if not re.fullmatch(r"step-\d+", name):
+        raise InputError(f"{pointer} names {name[:80]!r}, not a checkpoint", hint="remove the run folder's checkpoints/LATEST to start from the newest step-N")
+    path = folder / name
     return path if (path / "state.safetensors").is_file() else None
 
 
@@ -93,7 +96,6 @@ def load(path: Path) -> dict[str, Any]:
 
     try:
         tensors = load_file(str(path / "state.safetensors"))
-        tree = json.loads((path / "state.json").read_text())
-    except (OSError, ValueError) as exc:
+        return unflatten(json.loads((path / "state.json").read_text()), tensors)
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged file
         raise InputError(f"cannot read checkpoint {path}: {exc}", hint="remove that checkpoint folder to resume from the one before") from None
-    return unflatten(tree, tensors)
