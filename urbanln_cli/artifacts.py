@@ -243,7 +243,8 @@ def remove(path: Path | str, stage: str) -> None:
 
 
 # What marks a <out>.partial folder as ours: resumable stages write one of these first.
-_PARTIAL_MARKS = ("plan.json", "journal.jsonl", "vlm.jsonl", ".urbanln-partial")
+PARTIAL_MARK = ".urbanln-partial"
+_PARTIAL_MARKS = (PARTIAL_MARK, "plan.json", "journal.jsonl", "vlm.jsonl")
 
 
 def remove_leftovers(out: Path | str) -> int:
@@ -358,12 +359,15 @@ def _fsync_dir(path: Path) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_dataset(ds, out: Path | str, manifest: Mapping[str, Any], overwrite: bool = False) -> Path:
@@ -562,7 +566,7 @@ def write_tensors(
         try:
             save_file(tensors, str(tmp), metadata=meta)
         except Exception as exc:  # SafetensorError wraps the OS error (disk full) in its message
-            code = re.search(r"code: (\d+)", str(exc))
+            code = re.search(r"(?:code: |os error )(\d+)", str(exc))
             if code:
                 raise OSError(int(code[1]), os.strerror(int(code[1])), str(tmp)) from None
             raise
@@ -617,6 +621,11 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
             header = json.loads(raw)
         if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
             raise ValueError("the header is not a JSON object")
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+                and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+        size, expected = path.stat().st_size, 8 + n + max(ends, default=0)
+        if size < expected:
+            raise ValueError(f"the file is cut short ({size} of {expected} bytes)")
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} is not a readable safetensors file: {exc}", hint="re-create it") from None
     return dict(header.get("__metadata__") or {})
@@ -661,6 +670,7 @@ class ShardStore:
             remove(self.dir, "partial")
         if not self.resumed:
             self.dir.mkdir(parents=True)
+            (self.dir / PARTIAL_MARK).touch()  # first, so even a folder whose plan never got written is known as ours
             write_json_atomic(plan_file, self.plan)
         for stale in self.dir.glob("*.tmp-*"):  # a shard that was being written when the last run died
             stale.unlink(missing_ok=True)

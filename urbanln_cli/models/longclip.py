@@ -120,7 +120,9 @@ def create_model(
             raise  # a tag that failed for another reason than the download: a bug, keep the traceback
         if weights or name.startswith(LOCAL_DIR):
             # whatever breaks while reading the user's file or folder is a problem with that input
-            raise InputError(f"cannot load {pretrained!r} as {arch} weights: {exc}") from None
+            what = f"the model folder {pretrained[len(LOCAL_DIR):]}" if name.startswith(LOCAL_DIR) else f"{pretrained!r} as {arch} weights"
+            raise InputError(f"cannot load {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                             hint="the file is damaged or of another architecture: train or download it again") from None
         raise
 
     model.urbanln_model_cfg = _resolved_model_cfg(name, arch, kwargs)
