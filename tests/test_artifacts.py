@@ -165,3 +165,29 @@ def test_an_empty_dataset_round_trips(tmp_path):
     ds, manifest = artifacts.read_dataset(out, "labels")
     assert ds.num_rows == 0 and list(ds.features) == ["tile_id", "x"] and manifest["rows"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
+
+
+def test_ten_million_tile_ids_fit_beside_the_tensor(tmp_path):
+    """More ids than a safetensors header holds (about 4.5M) are stored as a uint8 tensor and read back."""
+    n = 10_000_000
+    ids = [f"z16/{i}/{i % 65536}" for i in range(n)]
+    vectors = np.zeros((n, 1), np.float16)
+    path = artifacts.write_tensors(tmp_path / "e.safetensors", {"embeddings": vectors}, _manifest("embeddings", rows=n),
+                                   metadata={"model": {"run": "x"}}, ids={"tile_ids": ids})
+    arrays, meta, manifest = artifacts.read_tensors(path, "embeddings")
+    assert list(arrays) == ["embeddings"] and arrays["embeddings"].shape == (n, 1)
+    assert meta["tile_ids"] == ids and meta["model"] == {"run": "x"} and manifest["rows"] == n
+
+
+def test_remove_refuses_what_urbanln_did_not_make(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = artifacts.write_dataset(_ds(), tmp_path / "labels", _manifest("labels"))
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    for path, stage in [(foreign, "labels"), (out, "tiles"), (tmp_path, "labels"), (foreign, "partial"),
+                        (foreign, "leftover"), (tmp_path / "..", "labels")]:
+        with pytest.raises(OutputExistsError):
+            artifacts.remove(path, stage)
+    assert foreign.is_dir() and out.is_dir()
+    artifacts.remove(out, "labels")
+    assert not out.exists()

@@ -186,3 +186,62 @@ def test_malformed_candidates_are_reported(tmp_path, data):
     artifacts.write_dataset(datasets.Dataset.from_list(ds), tmp_path / "bad", artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
     with pytest.raises(InputError, match="cannot read its candidates"):
         pretrain(_config(data, tmp_path / "run", corpus=tmp_path / "bad", max_steps=1))
+
+
+def test_a_run_stopped_by_max_steps_continues_to_its_planned_end(data, tmp_path, cli):
+    """Rerun without --max-steps (or with --resume): the run goes on from its checkpoint to the last epoch."""
+    whole = pretrain(_config(data, tmp_path / "whole", epochs=2))
+    assert whole.steps == 4
+    pretrain(_config(data, tmp_path / "split", epochs=2, max_steps=3))
+    again = pretrain(_config(data, tmp_path / "split", epochs=2))
+    assert not again.nothing_to_do and again.resumed_from == 3 and again.steps == 4
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert pretrain(_config(data, tmp_path / "split", epochs=2)).nothing_to_do
+
+
+def test_runs_latest_moves_only_when_a_run_has_exported(data, tmp_path, monkeypatch):
+    """During training and after a killed run, runs/latest still names the last finished model."""
+    from urbanln_cli.errors import Interrupted
+    from urbanln_cli.training import checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    pretrain(_config(data, None, name="first", max_steps=2))
+    assert os.readlink("runs/latest") == "first"
+    real_save = checkpoint.save
+
+    stopped = []
+
+    def save_then_stop(folder, step, state):
+        assert os.readlink("runs/latest") == "first"  # training has started: latest has not moved
+        real_save(folder, step, state)
+        if not stopped:  # Ctrl-C once, right after the first checkpoint
+            stopped.append(step)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    with pytest.raises(Interrupted):
+        pretrain(_config(data, None, name="second", max_steps=4))
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert os.readlink("runs/latest") == "first"
+    assert artifacts.read_manifest("runs/second")["status"] == "training"
+    pretrain(_config(data, None, name="second", max_steps=4))
+    assert os.readlink("runs/latest") == "second"
+    assert artifacts.read_manifest("runs/second")["status"] == "finished"
+
+
+def test_overwrite_restarts_only_a_run_folder(data, tmp_path):
+    """--overwrite with another plan replaces a run; the inputs beside it and foreign folders stay."""
+    from urbanln_cli.errors import OutputExistsError
+
+    pretrain(_config(data, tmp_path / "run", max_steps=2))
+    (tmp_path / "notes.txt").write_text("mine")
+    again = pretrain(_config(data, tmp_path / "run", max_steps=2, lr=5e-3, overwrite=True))
+    assert again.resumed_from == 0 and artifacts.read_manifest(again.out)["plan"]["lr"] == 5e-3
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    foreign = tmp_path / "proj"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not an urbanln run folder"):
+        pretrain(_config(data, foreign, max_steps=2, overwrite=True))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
