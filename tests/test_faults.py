@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 
 from urbanln_cli import artifacts
@@ -310,6 +311,14 @@ def _foreign_file(path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 this is a zip, not safetensors" * 10)
 
 
+def _nan_weights(path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(path))
+    weights = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in weights.items()}
+    save_file(weights, str(path))
+
+
 def _foreign_checkpoint(path: Path) -> None:
     latest = (path / "checkpoints" / "LATEST").read_text().strip()
     (path / "checkpoints" / latest / "state.safetensors").write_bytes(b"\x80\x04pickle, not safetensors")
@@ -330,6 +339,7 @@ DAMAGE = {
     "embeddings manifest not JSON": ("emb.safetensors", _safetensors_manifest_not_json, ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"]),
     "embeddings a foreign file": ("emb.safetensors", _foreign_file, ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"]),
     "run weights cut short": ("runs/r1", lambda p: _truncate_file(p / "open_clip_model.safetensors"), ["embed", "--tiles", "data/tiles", "--model", "{bad}", "--workers", "0"]),
+    "run weights NaN": ("runs/r1", lambda p: _nan_weights(p / "open_clip_model.safetensors"), ["embed", "--tiles", "data/tiles", "--model", "{bad}", "--workers", "0"]),
     "checkpoint a foreign file": ("runs/r1", _foreign_checkpoint, ["pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *LONGER_RUN]),
 }
 

@@ -484,10 +484,20 @@ def _point_latest(out: Path) -> None:
     if link.exists() and not link.is_symlink():
         log.warning("%s is not a link urbanln made; left alone (the model is in %s)", link, out)
         return
+    for stale in out.parent.glob(".latest.tmp-*"):  # left by a run killed right here
+        if not _alive(stale.name.rpartition("-")[2]):
+            stale.unlink(missing_ok=True)
     tmp = out.parent / f".latest.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(out.name)
     os.replace(tmp, link)
 
 
-
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
