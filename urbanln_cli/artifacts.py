@@ -113,7 +113,17 @@ def new_manifest(
         "environment": environment(),
     }
     # Command lines and parameters may hold credentials (http://user:pass@host): never record them.
-    return json.loads(redact(json.dumps(manifest, default=str)))
+    return json.loads(redact(json.dumps(manifest, default=_json_default)))
+
+
+def _json_default(value: Any) -> str:
+    """What a manifest records of a value JSON has no type for: never ``<X object at 0x…>``."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    text = str(value)
+    return f"<{type(value).__name__}>" if " object at 0x" in text else text
 
 
 def fingerprint(path: Path | str) -> dict[str, Any]:
@@ -563,19 +573,26 @@ def write_tensors(
     meta[IDS_IN_TENSORS] = json.dumps({name: len(values) for name, values in (ids or {}).items()})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        try:
+        with safetensors_os_errors(tmp):
             save_file(tensors, str(tmp), metadata=meta)
-        except Exception as exc:  # SafetensorError wraps the OS error (disk full) in its message
-            code = re.search(r"(?:code: |os error )(\d+)", str(exc))
-            if code:
-                raise OSError(int(code[1]), os.strerror(int(code[1])), str(tmp)) from None
-            raise
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def safetensors_os_errors(path: Path | str) -> Iterator[None]:
+    """safetensors reports a failed write (a full disk) as SafetensorError; make it the OSError it is."""
+    try:
+        yield
+    except Exception as exc:
+        code = re.search(r"(?:code: |os error )(\d+)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
+        if code:
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
+        raise
 
 
 def read_tensors(path: Path | str, expect: str) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:

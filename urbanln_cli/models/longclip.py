@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from urbanln_cli.artifacts import safetensors_os_errors
 from urbanln_cli.errors import InputError, ServiceUnavailable, UsageProblem
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -421,5 +422,9 @@ def _jsonable(value: Any) -> Any:
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        with safetensors_os_errors(tmp):
+            write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -69,7 +69,8 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(state, tensors)
     with artifacts.staged_dir(final, overwrite=True, stage="checkpoint") as staging:
-        save_file(tensors, str(staging / "state.safetensors"))
+        with artifacts.safetensors_os_errors(staging / "state.safetensors"):
+            save_file(tensors, str(staging / "state.safetensors"))
         artifacts.write_json_atomic(staging / "state.json", tree)
         artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, {"schema_version": artifacts.SCHEMA_VERSION, "stage": "checkpoint", "step": step})
     tmp = folder / ".LATEST.tmp"
