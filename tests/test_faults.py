@@ -431,3 +431,11 @@ def test_nan_loss_stops_training_and_exports_nothing(in_proj, cli, monkeypatch, 
     assert not (tmp_path / "runs" / "latest").exists()
     assert artifacts.read_manifest(run)["status"] == "training"
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000002"]
+
+
+def test_demo_writes_only_into_its_own_folder(in_proj, cli):
+    """`urbanln demo .` or into a user's folder would replace the user's artifacts of the same names."""
+    before = _snapshot(in_proj)
+    for folder in (".", "data", "notes", ".."):
+        _one_error(cli("demo", folder, "--quick"), 1)
+    assert _snapshot(in_proj) == before

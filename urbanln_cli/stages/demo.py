@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from urbanln_cli import artifacts
+from urbanln_cli.errors import InputError, OutputExistsError
+
 TARGETS = ("population", "carbon", "gdp", "nightlight")
 PANEL = ("sim:precise", "sim:verbose", "sim:hallucinating", "sim:generic")
 SINGLE = "sim:verbose"  # the one model whose raw captions the no-fusion ablation trains on
@@ -113,15 +116,47 @@ class DemoResult:
     original_units: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, ridge on raw values, R² in their units
 
 
+DEMO_MARK = ".urbanln-demo"  # marks a folder the demo made: it replaces its own artifacts there, and only there
+
+
 def demo(config: DemoConfig, say: Callable[[str], None] = lambda _: None) -> DemoResult:
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, config.threads))
+    out = Path(config.out)
+    _check_folder(out)
+    with artifacts.output_lock(out):
+        _check_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DEMO_MARK).touch()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, config.threads))
+        try:
+            return _demo(config, say)
+        finally:
+            torch.set_num_threads(threads)
+
+
+DEMO_NAMES = {"city", "tiles", "labels", "labels_log", "captions", "captions_single", "corpus", "corpus_single", "runs",
+              "embeddings", "probe"}
+
+
+def _earlier_demo(out: Path) -> bool:
+    """A demo folder of a version before DEMO_MARK: its synthetic city, and nothing but the demo's own names."""
     try:
-        return _demo(config, say)
-    finally:
-        torch.set_num_threads(threads)
+        city = (artifacts.read_manifest(out / "city") or {}).get("stage") == "synth"
+    except InputError:
+        return False
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".") and not p.name.endswith(".partial")}
+    return city and names <= DEMO_NAMES
+
+
+def _check_folder(out: Path) -> None:
+    """The demo replaces the artifacts in its folder: only a new, empty or earlier demo folder will do."""
+    artifacts.guard_path(out)
+    made_by_demo = (out / DEMO_MARK).exists() or _earlier_demo(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not made_by_demo)):
+        raise OutputExistsError(f"{out} exists and is not a folder urbanln demo made, so the demo will not write into it",
+                                hint="name a new folder: urbanln demo DIR")
 
 
 def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
@@ -282,8 +317,6 @@ def _train_all(tasks: dict[str, tuple[dict, Path]], jobs: int, threads: int, fin
 def _log_labels(labels: Path, out: Path, targets: list[str]) -> Path:
     """The labels with log(1 + value) of each target as ``log_<target>``: what the demo probes."""
     import numpy as np
-
-    from urbanln_cli import artifacts
 
     ds, manifest = artifacts.read_dataset(labels, "labels")
     keep = ["tile_id", "lon", "lat", "group"]
