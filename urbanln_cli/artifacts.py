@@ -284,6 +284,7 @@ def output_lock(out: Path | str) -> Iterator[None]:
     import fcntl
 
     out = Path(out)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again if left empty
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.parent / f".{out.name}.lock"
     while True:
@@ -310,6 +311,9 @@ def output_lock(out: Path | str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
         os.close(fd)
+        for folder in created:  # nearest first: a folder made only for the lock, that nothing else filled
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 @contextlib.contextmanager

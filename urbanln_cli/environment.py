@@ -38,21 +38,24 @@ def ollama_status(host: str | None, timeout: float = 3.0) -> dict[str, Any]:
     """Whether an Ollama server answers at ``host``, and which models it has pulled."""
     import httpx
 
-    from urbanln_cli.captioners.ollama import DEFAULT_HOST, import_ollama
-    from urbanln_cli.redact import public_host
+    from urbanln_cli.captioners.ollama import DEFAULT_HOST, host_problem, import_ollama
+    from urbanln_cli.redact import public_host, redact
 
     ollama = import_ollama()
 
     host = host or DEFAULT_HOST
+    problem = host_problem(host)
+    if problem is not None:  # shown without credentials: this report is meant to be pasted into issues
+        return {"ollama_host": redact(host), "ollama": f"invalid host URL ({problem})"}
     try:
         client = ollama.Client(host=host, timeout=httpx.Timeout(timeout))
     except ValueError as exc:
-        return {"ollama_host": host, "ollama": f"invalid host URL ({exc})"}
+        return {"ollama_host": redact(host), "ollama": f"invalid host URL ({redact(str(exc))})"}
     host = public_host(host)
     try:
         listed = client.list()
     except (httpx.HTTPError, ConnectionError, ollama.ResponseError) as exc:
-        return {"ollama_host": host, "ollama": f"not reachable ({type(exc).__name__}: {exc})"}
+        return {"ollama_host": host, "ollama": f"not reachable ({type(exc).__name__}: {redact(str(exc))})"}
     models = [m.model for m in listed.models]
     status: dict[str, Any] = {"ollama_host": host, "ollama": "ok", "ollama_models": models}
     with contextlib.suppress(Exception):

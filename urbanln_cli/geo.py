@@ -37,35 +37,68 @@ def centres_and_gsd(crs: str, bounds: list[tuple[float, float, float, float]], w
     for minx, miny, maxx, maxy in bounds:
         cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
         points.append(((cx, cy), (minx, cy), (maxx, cy), (cx, miny), (cx, maxy)))
-    return _measure(crs, points, width_px, height_px)
+    return _measure(crs, points, [(width_px, height_px)] * len(points))
 
 
-def window_centres_and_gsd(crs: str, transform: Sequence[float], windows: list[tuple[int, int]], size: int):
-    """The same for raster windows (row, col), through the affine transform: right for rotated grids too."""
+def window_centres_and_gsd(crs: str, transform: Sequence[float], windows: list[tuple[int, ...]], size: int):
+    """The same for raster windows, through the affine transform: right for rotated grids too.
+
+    ``windows``: (row, col) of ``size``-square windows, or (row, col, height, width) where the
+    raster ends inside the window: then the centre and GSD are those of the part inside the
+    raster, so the padded windows of a world raster stay on the globe.
+    """
     a, b, c, d, e, f = transform[:6]
 
     def at(col: float, row: float) -> tuple[float, float]:
         return a * col + b * row + c, d * col + e * row + f
 
-    half = size / 2
-    points = [
-        (at(col + half, row + half), at(col, row + half), at(col + size, row + half), at(col + half, row), at(col + half, row + size))
-        for row, col in windows
-    ]
-    return _measure(crs, points, size, size)
+    points, pixels = [], []
+    for window in windows:
+        row, col = window[:2]
+        h, w = (window[2], window[3]) if len(window) == 4 else (size, size)
+        cx, cy = col + w / 2, row + h / 2
+        points.append((at(cx, cy), at(col, cy), at(col + w, cy), at(cx, row), at(cx, row + h)))
+        pixels.append((w, h))
+    return _measure(crs, points, pixels)
 
 
-def _measure(crs: str, points, width_px: int, height_px: int):
-    """From (centre, left, right, top, bottom) points: centre lon/lat and metres per pixel on the ground."""
+def _measure(crs: str, points, pixels: Sequence[tuple[int, int]]):
+    """From (centre, left, right, top, bottom) points and (width, height) in pixels of each box:
+    centre lon/lat and metres per pixel on the ground.
+
+    A box with a point the CRS cannot reproject (outside its domain) gets NaN for all three,
+    and so does a latitude off the globe; longitudes are wrapped into [-180, 180].
+    """
     flat = [p for group in points for p in group]
-    lons, lats = to_wgs84(crs, [p[0] for p in flat], [p[1] for p in flat])
+    lons, lats = _to_wgs84_or_nan(crs, [p[0] for p in flat], [p[1] for p in flat])
     centres, gsds = [], []
-    for i in range(0, len(flat), 5):
-        centres.append((lons[i], lats[i]))
-        across = haversine_m(lons[i + 1], lats[i + 1], lons[i + 2], lats[i + 2]) / width_px
-        down = haversine_m(lons[i + 3], lats[i + 3], lons[i + 4], lats[i + 4]) / height_px
+    for i, (width_px, height_px) in zip(range(0, len(flat), 5), pixels):
+        box_lons, box_lats = lons[i : i + 5], [min(90.0, max(-90.0, lat)) for lat in lats[i : i + 5]]  # edges may touch a pole
+        if not all(map(math.isfinite, box_lons + lats[i : i + 5])) or not -90.0 <= lats[i] <= 90.0:
+            centres.append((math.nan, math.nan))
+            gsds.append(math.nan)
+            continue
+        lon = lons[i] if -180.0 <= lons[i] <= 180.0 else (lons[i] + 180.0) % 360.0 - 180.0
+        centres.append((lon, lats[i]))
+        across = haversine_m(box_lons[1], box_lats[1], box_lons[2], box_lats[2]) / width_px
+        down = haversine_m(box_lons[3], box_lats[3], box_lons[4], box_lats[4]) / height_px
         gsds.append((across + down) / 2)
     return centres, gsds
+
+
+def _to_wgs84_or_nan(crs: str, xs: list[float], ys: list[float], group: int = 5) -> tuple[list[float], list[float]]:
+    """``to_wgs84``, but a point outside the CRS's domain (which fails the whole call) gives NaN
+    for its group of ``group`` points only: the failing part is found by halving."""
+    try:
+        return to_wgs84(crs, xs, ys)
+    except Exception:  # rasterio raises CPLE_AppDefinedError "Point outside of projection domain"
+        n = len(xs) // group
+        if n <= 1:
+            return [math.nan] * len(xs), [math.nan] * len(ys)
+        half = n // 2 * group
+        lons_a, lats_a = _to_wgs84_or_nan(crs, xs[:half], ys[:half], group)
+        lons_b, lats_b = _to_wgs84_or_nan(crs, xs[half:], ys[half:], group)
+        return lons_a + lons_b, lats_a + lats_b
 
 
 def xyz_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:

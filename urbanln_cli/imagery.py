@@ -7,15 +7,22 @@ Three kinds of input, mixed freely:
 
 ``discover`` turns the inputs into a ``Plan`` of small picklable jobs; a
 ``Renderer`` (one per worker process) turns each job into a tile row.
+
+Image files with more than ``max_pixels`` pixels are skipped (``skipped_oversize``) without
+being decoded; stages that read tiles decode them through ``open_image`` too, with the limit
+the tiles were made with (``max_pixels_of``). NaN pixels count as nodata. Two files of one folder that differ only by
+extension (a.png, a.jpg) keep the extension in their tile ids.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import hashlib
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,99 @@ XYZ_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 JPEG_QUALITY = 90
 GDAL_CACHE_BYTES = 64 << 20
 NAN = float("nan")
+
+# Image size limits. Every image urbanln decodes whole (a picture in a folder, a tile of a tiles
+# artifact in embed, caption, fuse, segment, evaluate) is measured from its header first, and one
+# over the limit is never decoded; raster windows are bounded by --size² instead. The default is
+# Pillow's own warning threshold, about 9459 x 9459 pixels (some 270 MB as RGB).
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_CEILING = 1 << 31  # the most --max-pixels accepts: 46341² px, 6.4 GB as RGB
+_PIL_LOCK = threading.Lock()
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header says it has more pixels than the limit (never decoded).
+
+    A ValueError, so code that treats undecodable images as bad ones treats these the same.
+    """
+
+    def __init__(self, width: int, height: int, limit: int, what: str = "the image", message: str | None = None):
+        self.width, self.height, self.limit = width, height, limit
+        super().__init__(message or f"{what} is {width}×{height} px ({width * height:,} pixels), over the limit of {limit:,} pixels")
+
+
+OVERSIZE_HINT = "re-create the tiles with `urbanln tile` (it skips images over --max-pixels), or with a higher --max-pixels to keep them"
+
+
+def decode_tile(data: bytes, max_pixels: int | None, name: str):
+    """A tile's image as RGB, or an InputError naming the tile (oversize: never decoded; garbage: what PIL said)."""
+    from urbanln_cli.redact import plain_error
+
+    try:
+        with open_image(data, max_pixels, f"{name}: its image") as img:
+            return img.convert("RGB")
+    except ImageTooLarge as exc:
+        raise InputError(str(exc), hint=OVERSIZE_HINT) from None
+    except (OSError, ValueError) as exc:  # PIL raises UnidentifiedImageError (an OSError) for garbage
+        raise InputError(f"{name}: cannot decode its image ({plain_error(exc)})",
+                         hint="re-create the tiles with `urbanln tile`") from None
+
+
+def check_max_pixels(value: int, option: str = "--max-pixels") -> int:
+    """A usage error unless ``value`` is a whole number of pixels between 1 and ``MAX_PIXELS_CEILING``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS_CEILING:
+        raise UsageProblem(
+            f"{option} {value} must be a number of pixels between 1 and {MAX_PIXELS_CEILING}",
+            hint=f"the default is {DEFAULT_MAX_PIXELS} (about 9459² px); raise it for larger single images",
+        )
+    return value
+
+
+def max_pixels_of(manifest: dict[str, Any] | None) -> int:
+    """The limit for decoding a tiles artifact's images: the one it was made with, never below the default."""
+    value = manifest.get("max_pixels") if isinstance(manifest, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS_CEILING:
+        return DEFAULT_MAX_PIXELS
+    return max(value, DEFAULT_MAX_PIXELS)
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None = None, what: str = "the image") -> None:
+    """Raise ``ImageTooLarge`` when a ``width``×``height`` image is over the limit."""
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    if int(width) * int(height) > limit:
+        raise ImageTooLarge(int(width), int(height), limit, what)
+
+
+@contextlib.contextmanager
+def open_image(data: bytes, max_pixels: int | None = None, what: str = "the image") -> Iterator[Any]:
+    """A PIL image from encoded bytes, opened after its header size is checked against the limit.
+
+    Use as ``with open_image(raw, limit) as img: rgb = img.convert("RGB")``; the decode inside the
+    block runs with Pillow's DecompressionBombWarning silenced (the limit here replaces it) and a
+    DecompressionBombError there (a GIF frame or TIFF tile larger than the header said) becomes
+    ``ImageTooLarge``. Pillow's own errors for undecodable bytes (OSError, ValueError) pass through.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # a limit raised on purpose: Pillow's later checks (crops, frames) follow it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _PIL_LOCK:  # the header only, without Pillow's check, so an image of any size reports its size
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                img = Image.open(io.BytesIO(data))
+            except UnidentifiedImageError:  # Pillow's message names the BytesIO object by its memory address
+                raise UnidentifiedImageError("cannot identify image file (not an image format Pillow reads)") from None
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with img:
+            check_pixels(*img.size, limit, what)
+            try:
+                yield img
+            except Image.DecompressionBombError:
+                raise ImageTooLarge(*img.size, limit, what, f"{what} holds a frame or tile larger than the limit of {limit:,} pixels") from None
 
 
 @dataclass(frozen=True)
@@ -87,6 +187,7 @@ class RenderOptions:
     format: str = "png"
     min_valid: float = 0.5
     crop: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, right, bottom, left; pictures only
+    max_pixels: int = DEFAULT_MAX_PIXELS  # image files with more pixels are skipped (counted as skipped_oversize)
 
 
 # ---------------------------------------------------------------- discovery
@@ -184,12 +285,17 @@ def _add_folder(plan, folder: Path, name, group, bands, percentiles, located, si
                 f"locations id {ambiguous[0]!r} matches {stems[ambiguous[0]]} files in {folder}",
                 hint="use the path relative to the folder as id, e.g. subdir/name",
             )
+    # a.png and a.jpg side by side: each keeps its extension in its tile id (photos/a.png, photos/a.jpg)
+    tiled = collections.Counter(
+        p.relative_to(folder).with_suffix("").as_posix() for p in files if p.suffix.lower() in RASTER_SUFFIXES | PICTURE_SUFFIXES
+    )
     for path in files:
         rel = path.relative_to(folder).with_suffix("").as_posix()
         suffix = path.suffix.lower()
+        name_rel = path.relative_to(folder).as_posix() if tiled[rel] > 1 else rel
         if suffix in RASTER_SUFFIXES:
             try:
-                raster = _open_raster(path, f"{name}/{rel}", group or name, bands, percentiles, strict=False)
+                raster = _open_raster(path, f"{name}/{name_rel}", group or name, bands, percentiles, strict=False)
             except InputError as exc:
                 plan.count("unreadable")
                 plan.problems.append(exc.message)
@@ -200,7 +306,7 @@ def _add_folder(plan, folder: Path, name, group, bands, percentiles, located, si
         elif suffix not in PICTURE_SUFFIXES:
             plan.count("ignored_files")
             continue
-        _add_picture(plan, Picture(str(path), f"{name}/{rel}", group or name), located, rel, path.stem)
+        _add_picture(plan, Picture(str(path), f"{name}/{name_rel}", group or name), located, rel, path.stem)
 
 
 _INT = re.compile(r"^\d+$")
@@ -219,7 +325,8 @@ def _is_xyz(folder: Path) -> bool:
 
 
 def _add_xyz(plan: Plan, folder: Path, name: str, group: str) -> None:
-    for path in sorted(folder.glob("*/*/*"), key=lambda p: tuple(int(s) if s.isdigit() else 0 for s in p.with_suffix("").parts[-3:])):
+    same = collections.Counter(p.with_suffix("") for p in folder.glob("*/*/*") if p.suffix.lower() in XYZ_SUFFIXES)
+    for path in sorted(folder.glob("*/*/*"), key=lambda p: (tuple(int(s) if s.isdigit() else 0 for s in p.with_suffix("").parts[-3:]), p.name)):
         z, x, y = path.with_suffix("").parts[-3:]
         if not (path.is_file() and _INT.match(z) and _INT.match(x) and _INT.match(y) and path.suffix.lower() in XYZ_SUFFIXES):
             plan.count("ignored_files")
@@ -231,7 +338,8 @@ def _add_xyz(plan: Plan, folder: Path, name: str, group: str) -> None:
             continue
         bounds = geo.xyz_bounds(z, x, y)
         lon, lat = geo.mercator_to_lonlat((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
-        plan.pictures.append(Picture(str(path), f"{name}/{z}/{x}/{y}", group, "EPSG:3857", bounds, lon, lat))
+        tile_id = f"{name}/{z}/{x}/{y}" + (path.suffix if same[path.with_suffix("")] > 1 else "")  # 0.png and 0.jpg: both kept
+        plan.pictures.append(Picture(str(path), tile_id, group, "EPSG:3857", bounds, lon, lat))
         plan.jobs.append((-1, len(plan.pictures) - 1, 0))
 
 
@@ -394,6 +502,8 @@ class Renderer:
                 yield self._window(index, a, b, geometry[job]) if index >= 0 else self._picture(self.pictures[a])
             except Unreadable as exc:
                 yield Skip("unreadable", str(exc))
+            except ImageTooLarge as exc:
+                yield Skip("oversize", f"{exc}; skipped (raise --max-pixels to keep it, or tile a large TIFF as its own input to cut it into windows)")
 
     def _window_geometry(self, jobs) -> dict[tuple[int, int, int], tuple]:
         """Bounds, lon/lat and GSD of every raster window, reprojected in one call per raster."""
@@ -408,7 +518,9 @@ class Renderer:
                 out.update({job: ((NAN,) * 4, NAN, NAN, NAN) for job in group})
                 continue
             bounds = [geo.window_bounds(src.transform, row, col, size, size) for _, row, col in group]
-            centres, gsds = geo.window_centres_and_gsd(src.crs, src.transform, [(row, col) for _, row, col in group], size)
+            # the centre of the part inside the raster: a padded edge window's centre may be off the globe
+            inside = [(row, col, min(size, src.height - row), min(size, src.width - col)) for _, row, col in group]
+            centres, gsds = geo.window_centres_and_gsd(src.crs, src.transform, inside, size)
             for job, b, (lon, lat), gsd in zip(group, bounds, centres, gsds):
                 out[job] = (b, lon, lat, gsd)
         return out
@@ -440,16 +552,17 @@ class Renderer:
                 valid = ds.read_masks(list(src.bands), window=window).any(axis=0)
             else:
                 valid = ~_all_nodata(data, src.nodata)
+            valid &= _finite(data)  # NaN (or inf) is no value, whatever the nodata tag says
         except Exception as exc:  # rasterio raises RasterioIOError and CPLE_* for damaged blocks
             raise Unreadable(f"{src.path}: window at row {row}, col {col}: {exc}") from None
-        rgb = _to_uint8(data, src.stretch, valid)
         fraction = float((valid & ~_blank(data)).sum()) / (size * size)  # padding counts as invalid
+        if fraction < self.opt.min_valid:
+            return Skip("below_min_valid")
+        rgb = _to_uint8(data, src.stretch, valid)
         if h < size or w < size:  # an edge window: pad with nodata
             padded = np.zeros((rgb.shape[0], size, size), np.uint8)
             padded[:, :h, :w] = rgb
             rgb = padded
-        if fraction < self.opt.min_valid:
-            return Skip("below_min_valid")
         image = rgb.transpose(1, 2, 0)
         bounds, lon, lat, gsd = geometry
         out_px = self.opt.resize or size
@@ -468,7 +581,7 @@ class Renderer:
         )
 
     def _picture(self, pic: Picture) -> dict[str, Any] | Skip:
-        rgb, valid, original = _read_picture(Path(pic.path))
+        rgb, valid, original = _read_picture(Path(pic.path), self.opt.max_pixels)
         top, right, bottom, left = self.opt.crop
         height, width = valid.shape
         if top + bottom >= height or left + right >= width:
@@ -563,6 +676,13 @@ def _to_uint8(data: np.ndarray, stretch, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def _finite(data: np.ndarray) -> np.ndarray:
+    """Pixels where every band holds a finite value (always true for integer data)."""
+    if not np.issubdtype(data.dtype, np.floating) and not np.issubdtype(data.dtype, np.complexfloating):
+        return np.ones(data.shape[1:], bool)
+    return np.isfinite(data).all(axis=0)
+
+
 def _all_nodata(data: np.ndarray, nodata: tuple[float, ...]) -> np.ndarray:
     """Pixels where every band holds its nodata value (GDAL's rule for per-band nodata)."""
     out = np.ones(data.shape[1:], bool)
@@ -582,15 +702,18 @@ def _blank(data: np.ndarray) -> np.ndarray:
     return blank
 
 
-def _read_picture(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, bytes] | None]:
-    """(H×W×3 uint8, H×W valid mask, (format, bytes) when the file is plain RGB PNG/JPEG)."""
+def _read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, tuple[str, bytes] | None]:
+    """(H×W×3 uint8, H×W valid mask, (format, bytes) when the file is plain RGB PNG/JPEG).
+
+    ``ImageTooLarge`` when the header says the image has more than ``max_pixels`` pixels.
+    """
     if path.suffix.lower() in RASTER_SUFFIXES:
-        return _read_plain_tiff(path)
+        return _read_plain_tiff(path, max_pixels)
     from PIL import Image, UnidentifiedImageError
 
     try:
         raw = path.read_bytes()
-        with Image.open(io.BytesIO(raw)) as img:
+        with open_image(raw, max_pixels, str(path)) as img:
             img.load()  # decode now, so a truncated file fails here
             fmt = img.format
             if img.mode == "RGB":
@@ -601,11 +724,13 @@ def _read_picture(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, bytes]
                 rgba = np.asarray(img.convert("RGBA"))
                 return np.ascontiguousarray(rgba[..., :3]), rgba[..., 3] > 0, None
             return np.asarray(img.convert("RGB")), np.ones(img.size[::-1], bool), None
+    except ImageTooLarge:
+        raise
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise Unreadable(f"{path}: {exc}") from None
 
 
-def _read_plain_tiff(path: Path):
+def _read_plain_tiff(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
@@ -613,12 +738,15 @@ def _read_plain_tiff(path: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as ds:
+                check_pixels(ds.width, ds.height, max_pixels, str(path))  # from the header, before any pixel is read
                 bands = _choose_bands(ds, None, path)
                 data = ds.read(list(bands))
-                valid = ds.read_masks(list(bands)).any(axis=0)
+                valid = ds.read_masks(list(bands)).any(axis=0) & _finite(data)
                 stretch = None
                 if data.dtype != np.uint8:
                     stretch = _percentile_stretch(ds, bands, (2.0, 98.0), path)
+    except ImageTooLarge:
+        raise
     except Exception as exc:
         raise Unreadable(f"{path}: {exc}") from None
     return np.ascontiguousarray(_to_uint8(data, stretch, valid).transpose(1, 2, 0)), valid, None

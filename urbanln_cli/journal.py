@@ -3,10 +3,17 @@
 Lines are appended by one writer thread, which fsyncs after each batch it drains
 (group commit), so the event loop never waits on the disk. After a crash the
 last line may be torn; ``load`` skips it.
+
+A failed write (disk full, a permission or I/O error) stops the journal: the file
+is cut back to its last whole line, nothing more is written, and the ``OSError``
+(naming the journal) is raised by the next ``append`` and by ``close``, so the run
+stops instead of going on with answers it cannot keep. What was journaled before
+stays valid, and the next run resumes from it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import threading
@@ -40,6 +47,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._good = os.fstat(self._fd).st_size  # bytes of whole, fsynced lines
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="urbanln-journal", daemon=True)
@@ -50,9 +58,19 @@ class Journal:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return
         with open(self.path, "rb+") as f:
-            data = f.read()
-            if not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+            end = f.seek(0, os.SEEK_END)
+            f.seek(end - 1)
+            if f.read(1) == b"\n":
+                return
+            while end > 0:  # back from the end, a block at a time, to the last whole line
+                start = max(0, end - (1 << 16))
+                f.seek(start)
+                cut = f.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    f.truncate(start + cut + 1)
+                    return
+                end = start
+            f.truncate(0)
 
     def append(self, record: dict[str, Any]) -> None:
         if self._error is not None:
@@ -74,14 +92,33 @@ class Journal:
                     stop = True
                 else:
                     lines.append(item)
-            try:
-                if lines:
-                    os.write(self._fd, b"".join(lines))
-                    os.fsync(self._fd)
-            except OSError as exc:
-                self._error = exc
+            if lines and self._error is None:  # after a failure nothing more is written
+                try:
+                    self._write(b"".join(lines))
+                except OSError as exc:
+                    self._fail(exc)
             if stop:
                 return
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (a nearly full disk): the rest follows, or raises
+            written = os.write(self._fd, view)
+            if written <= 0:
+                raise OSError(errno.EIO, "the journal write made no progress")
+            view = view[written:]
+        os.fsync(self._fd)
+        self._good += len(data)
+
+    def _fail(self, exc: OSError) -> None:
+        """Keep the journal whole (cut a partly written batch off) and remember the error, naming the file."""
+        try:
+            os.ftruncate(self._fd, self._good)  # frees space, so it works on a full disk too
+        except OSError:
+            pass  # the torn tail is dropped when the journal is next opened
+        if exc.filename is None:
+            exc = type(exc)(exc.errno, exc.strerror, str(self.path)) if exc.errno is not None else exc
+        self._error = exc
 
     def close(self) -> None:
         """Flush and fsync everything appended so far."""

@@ -38,3 +38,18 @@ def redact(text: str) -> str:
     if key:
         text = text.replace(key, "[redacted]")
     return text
+
+
+_OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>")
+
+
+def plain_error(exc: BaseException) -> str:
+    """An exception's message fit to record: no ``<_io.BytesIO object at 0x…>`` (PIL names the buffer it could not read).
+
+    PIL's "cannot identify image file <_io.BytesIO …>" becomes "not an image file PIL can read";
+    other object reprs become the object's type in angle brackets. Credentials are redacted.
+    """
+    text = str(exc) or type(exc).__name__
+    if type(exc).__name__ == "UnidentifiedImageError":
+        text = "not an image file PIL can read (PNG, JPEG, TIFF, WebP, …)"
+    return redact(_OBJECT_REPR.sub(lambda m: f"<{m.group(1)}>", text))

@@ -96,11 +96,17 @@ class Backend(Protocol):
     # optional: def check_tiles(self, tiles: Sequence[TileInfo]) -> None, raising an UrbanlnError
 
 
-def fit_image(raw: bytes, size: int) -> bytes:
-    """An image's bytes, shrunk to ``size`` pixels on the longest side (as PNG) when larger; else unchanged."""
+def fit_image(raw: bytes, size: int, max_pixels: int | None = None) -> bytes:
+    """An image's bytes, shrunk to ``size`` pixels on the longest side (as PNG) when larger; else unchanged.
+
+    ``imagery.ImageTooLarge`` (a ValueError) when the image has more than ``max_pixels`` pixels
+    (default ``imagery.DEFAULT_MAX_PIXELS``): it is never decoded.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(raw)) as img:
+    from urbanln_cli.imagery import open_image
+
+    with open_image(raw, max_pixels, "it") as img:
         if max(img.size) <= size:
             return raw
         img = img.convert("RGB")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TileInfo, TransientError
 from urbanln_cli.errors import ServiceUnavailable, UsageProblem
@@ -13,6 +15,44 @@ from urbanln_cli.redact import credentials, public_host, redact
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 CONNECT_TIMEOUT = 10.0
+HOST_HINT = "e.g. --host http://127.0.0.1:11434 or --host https://user:password@gpu-box:11434 (http or https, a host name, an optional port)"
+_HOSTNAME = re.compile(r"^[A-Za-z0-9._~%-]+$")
+
+
+def host_problem(raw: str) -> str | None:
+    """Why ``raw`` is not an Ollama server URL (http or https, a host part, a valid port), or None.
+
+    The scheme may be left out (``gpu-box:11434``, as OLLAMA_HOST often is): http is meant.
+    """
+    if not raw.strip():
+        return "it is empty"
+    if any(c.isspace() for c in raw):
+        return "it contains spaces"
+    scheme = raw.split("://", 1)[0].lower() if "://" in raw else "http"
+    if scheme not in ("http", "https"):
+        return f"the scheme {scheme}:// is not http:// or https://"
+    try:
+        parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+        port = parts.port  # a ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        return "it is not a URL" if "[" in raw else "the port is not a number from 1 to 65535"
+    if port == 0:
+        return "the port is not a number from 1 to 65535"
+    host = parts.hostname or ""
+    if not host:
+        return "it names no host"
+    if ":" not in host and not _HOSTNAME.match(host):  # IPv6 addresses come out of [brackets] with colons
+        return f"{host!r} is not a host name"
+    return None
+
+
+def check_hosts(hosts: Sequence[str], what: str = "--host") -> None:
+    """A usage error (exit 2) for the first host that is not a URL, before any work; credentials are never shown."""
+    for raw in hosts:
+        problem = host_problem(raw)
+        if problem is not None:
+            shown = f" {redact(raw)!r}" if raw.strip() else ""
+            raise UsageProblem(f"{what}{shown} is not an Ollama server URL: {problem}", hint=HOST_HINT)
 
 
 def import_ollama():
@@ -64,18 +104,8 @@ class OllamaBackend:
         ollama = import_ollama()
 
         digests: dict[str, dict[str, str]] = {m: {} for m in models}
-        for host, client in self._clients.items():
-            try:
-                listed = await client.list()
-            except (ConnectionError, httpx.HTTPError) as exc:
-                raise ServiceUnavailable(
-                    f"no Ollama server answers at {host} ({redact(str(exc)) or type(exc).__name__})",
-                    hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
-                ) from None
-            except ollama.ResponseError as exc:
-                raise ServiceUnavailable(f"{host} answered /api/tags with {exc.status_code}: {redact(exc.error)}",
-                                         hint="check that the URL points at an Ollama server") from None
-            pulled = {m.model: (m.digest or "") for m in listed.models}
+        for host in self._clients:
+            pulled = {m.model: (m.digest or "") for m in await self._list(host)}
             for model in models:
                 digest = pulled.get(model)
                 if digest is None:
@@ -105,15 +135,29 @@ class OllamaBackend:
             infos[model] = ModelInfo(model, digest if digest.startswith("sha256:") else f"sha256:{digest}", capabilities, tuple(self.hosts))
         return infos
 
-    async def pulled(self) -> dict[str, list[str] | str]:
-        """What each host has pulled, or why it did not answer (for --list-models)."""
-        out: dict[str, list[str] | str] = {}
-        for host, client in self._clients.items():
-            try:
-                out[host] = sorted(m.model for m in (await client.list()).models)
-            except Exception as exc:  # any failure is shown, never raised: this is a listing
-                out[host] = f"unreachable ({type(exc).__name__})"
-        return out
+    async def pulled(self) -> dict[str, list[str]]:
+        """What each host has pulled (for --list-models); ServiceUnavailable when a host does not answer as Ollama does."""
+        return {host: sorted(m.model for m in await self._list(host)) for host in self._clients}
+
+    async def _list(self, host: str) -> list:
+        """The models a host has pulled (/api/tags); ServiceUnavailable when it does not answer, or not as Ollama."""
+        import httpx
+
+        ollama = import_ollama()
+        try:
+            listed = await self._clients[host].list()
+        except (ConnectionError, httpx.HTTPError) as exc:
+            raise ServiceUnavailable(
+                f"no Ollama server answers at {host} ({redact(str(exc)) or type(exc).__name__})",
+                hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
+            ) from None
+        except ollama.ResponseError as exc:
+            raise ServiceUnavailable(f"{host} answered /api/tags with {exc.status_code}: {redact(exc.error)}",
+                                     hint="check that the URL points at an Ollama server") from None
+        except ValueError as exc:  # a body that is not Ollama's JSON (pydantic or JSON errors)
+            raise ServiceUnavailable(f"{host} did not answer /api/tags as an Ollama server does ({redact(str(exc)[:200])})",
+                                     hint="check that the URL points at an Ollama server") from None
+        return list(listed.models or [])
 
     # ------------------------------------------------------------ captions
 

@@ -46,8 +46,8 @@ def rewrite_problem(text: str) -> str | None:
 
 
 class Refiner:
-    def __init__(self, vlm: CachedVlm, model: str, image_size: int):
-        self.vlm, self.model, self.image_size = vlm, model, image_size
+    def __init__(self, vlm: CachedVlm, model: str, image_size: int, max_pixels: int | None = None):
+        self.vlm, self.model, self.image_size, self.max_pixels = vlm, model, image_size, max_pixels
 
     def describe(self) -> dict:
         return {"model": self.model, "quadrant_prompt": quadrant_prompt("{quarter}", None), "format": REWRITE_SCHEMA}
@@ -64,7 +64,7 @@ class Refiner:
             if tile_id not in crops:
                 if len(crops) >= 16:  # tiles are asked in order: keep the crops of the last few, not all
                     crops.pop(next(iter(crops)))
-                crops[tile_id] = quadrant_crops(image_of(tile_id), self.image_size)
+                crops[tile_id] = quadrant_crops(image_of(tile_id), self.image_size, self.max_pixels)
             return crops[tile_id][k]
 
         asks = [Ask(self.model, quadrant_prompt(where, gsd_of(t)), lambda t=t, k=k: crop(t, k), f"{image_id_of(t)}#q{k}")

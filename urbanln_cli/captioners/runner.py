@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from urbanln_cli.captioners import Backend, GenerationOptions, ModelMissing, Reply, TileInfo, TransientError
 from urbanln_cli.errors import ServiceUnavailable
+from urbanln_cli.redact import plain_error
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ async def run_requests(
             try:
                 image = request.image()
             except Exception as exc:  # a damaged tile: record it, do not stop the run
-                done(task, outcome(task, "", ("bad_image", f"cannot read the tile's image: {exc}"), host, started))
+                done(task, outcome(task, "", ("bad_image", f"cannot read the tile's image: {plain_error(exc)}"), host, started))
                 continue
             try:
                 # content failures are retried at once, on this slot, with a new seed each time

@@ -69,19 +69,23 @@ class Scene:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise InputError(f"cannot read scene {self.path}: {exc}", hint="pass the scene.json that `urbanln synth city` wrote") from None
         self.sha256 = hashlib.sha256(raw).hexdigest()
-        self.crs = data["crs"]
-        a, b, c, d, e, f = data["transform"][:6]
-        size = data["size"]
-        xs, ys = (c, c + a * size), (f, f + e * size)
-        self.extent = (min(xs), min(ys), max(xs), max(ys))
-        self.objects = {kind: data.get(kind, []) for kind in _KINDS}
-        self._index: dict[str, dict[tuple[int, int], list[int]]] = {}
-        for kind, items in self.objects.items():
-            grid: dict[tuple[int, int], list[int]] = defaultdict(list)
-            for i, obj in enumerate(items):
-                for cell in _cells(_bbox(obj)):
-                    grid[cell].append(i)
-            self._index[kind] = grid
+        try:
+            self.crs = data["crs"]
+            a, b, c, d, e, f = data["transform"][:6]
+            size = data["size"]
+            xs, ys = (c, c + a * size), (f, f + e * size)
+            self.extent = (min(xs), min(ys), max(xs), max(ys))
+            self.objects = {kind: data.get(kind, []) for kind in _KINDS}
+            self._index: dict[str, dict[tuple[int, int], list[int]]] = {}
+            for kind, items in self.objects.items():
+                grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+                for i, obj in enumerate(items):
+                    for cell in _cells(_bbox(obj)):
+                        grid[cell].append(i)
+                self._index[kind] = grid
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:  # JSON, but not a scene
+            raise InputError(f"{self.path} is not a scene of `urbanln synth city` ({type(exc).__name__}: {exc})",
+                             hint="pass the scene.json that `urbanln synth city` wrote") from None
 
     def query(self, kind: str, bounds) -> list[dict[str, Any]]:
         """Objects whose bbox touches ``bounds`` (points: that lie inside), each once, in scene order."""
@@ -414,7 +418,10 @@ def scene_for_tiles(tiles_path: Path) -> Path | None:
     import datasets
 
     ds = datasets.load_from_disk(str(tiles_path))
-    if not ds.num_rows:
+    if not ds.num_rows or "source" not in ds.column_names:
         return None
-    candidate = Path(ds.data.column("source")[0].as_py()).parent / "scene.json"
+    source = ds.data.column("source")[0].as_py()
+    if not isinstance(source, str) or not source:
+        return None
+    candidate = Path(source).parent / "scene.json"
     return candidate if candidate.is_file() else None

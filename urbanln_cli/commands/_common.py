@@ -27,6 +27,11 @@ def set_verbosity(*, verbose: bool, quiet: bool) -> None:
     logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=verbose, markup=False)]
     logger.setLevel(level)
     logger.propagate = False
+    # Libraries log to the root logger (open_clip's "No pretrained weights loaded", GDAL's libtiff
+    # messages beside an error we report ourselves): shown with -v, kept off stderr otherwise.
+    root = logging.getLogger()
+    root.handlers[:] = [RichHandler(console=console, show_time=False, markup=False) if verbose else logging.NullHandler()]
+    root.setLevel(logging.WARNING)
 
 
 def err_style(text: str, color: str) -> str:
@@ -83,6 +88,14 @@ def run_info(ctx: typer.Context, config: Any = None, *, drop: Iterable[str] = ()
             continue
         params[name] = {**record, "value": _jsonable(getattr(config, name))} if name in fields else record
     return RunInfo(command=shlex.join(argv), params=params)
+
+
+def check_hosts(ctx: typer.Context, hosts: Iterable[str]) -> None:
+    """Ollama URLs that are not URLs are usage errors (exit 2), named after where they came from (--host or OLLAMA_HOST)."""
+    from urbanln_cli.captioners.ollama import check_hosts as check
+
+    source = ctx.get_parameter_source("host")
+    check(tuple(hosts), "OLLAMA_HOST" if source is not None and source.name == "ENVIRONMENT" else "--host")
 
 
 @contextlib.contextmanager

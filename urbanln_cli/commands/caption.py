@@ -49,13 +49,16 @@ def caption(
     from urbanln_cli.stages.caption import CaptionConfig, caption as run_caption
 
     hosts = tuple(host or [DEFAULT_HOST])
+    tags = () if list_models else tuple(resolve_models(models))
+    if list_models or not all(t.startswith("sim:") for t in tags):  # the simulated panel needs no server
+        _common.check_hosts(ctx, hosts)
     if list_models:
         _list_models(hosts, as_json)
         return
     config = CaptionConfig(
         tiles=tiles,
         out=out,
-        models=tuple(resolve_models(models)),
+        models=tags,
         hosts=hosts,
         concurrency=concurrency,
         timeout=timeout,
@@ -111,16 +114,13 @@ def _list_models(hosts: tuple[str, ...], as_json: bool) -> None:
         _common.emit({"aliases": ALIASES, "hosts": by_host}, True)
         return
     lines = ["alias               tag                      " + "  ".join(by_host)]
-    for alias, tag in ALIASES.items():
-        marks = ["pulled" if isinstance(v, list) and tag in v else ("-" if isinstance(v, list) else "?") for v in by_host.values()]
+    for alias, tag in ALIASES.items():  # a host that does not answer stopped the listing (exit 4) in pulled()
+        marks = ["pulled" if tag in v else "-" for v in by_host.values()]
         lines.append(f"{alias:<19} {tag:<24} " + "  ".join(f"{m:<{len(h)}}" for m, h in zip(marks, by_host)))
     for host, value in by_host.items():
-        if isinstance(value, str):
-            lines.append(f"{host}: {value}")
-        else:
-            others = [m for m in value if m not in ALIASES.values()]
-            if others:
-                lines.append(f"{host} also has: {', '.join(others)}")
+        others = [m for m in value if m not in ALIASES.values()]
+        if others:
+            lines.append(f"{host} also has: {', '.join(others)}")
     typer.echo("\n".join(lines))
 
 

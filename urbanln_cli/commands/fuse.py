@@ -62,6 +62,8 @@ def fuse(
     from urbanln_cli.captioners.ollama import DEFAULT_HOST
     from urbanln_cli.stages.fuse import FuseConfig, explain as run_explain, fuse as run_fuse
 
+    if check == "vlm" or refine is not None:  # the only steps that talk to Ollama
+        _common.check_hosts(ctx, host or [DEFAULT_HOST])
     config = FuseConfig(
         captions=tuple(captions or [Path("captions")]),
         tiles=tiles,
@@ -116,6 +118,11 @@ def fuse(
     if result.counts.get("check_errors") or result.counts.get("refine_errors"):
         mode += f"; to ask again, rerun with --overwrite (the answers so far are reused from {result.out}.partial/)"
     _common.summary(f"wrote {result.rows} fused captions to {result.out}; {result.counts['failed_captions']} failed captions skipped{mode}" + (f"; dropped {dropped}" if dropped else ""))
+    if result.counts.get("not_in_tiles"):
+        took = f"they take --gsd {config.gsd}" if config.gsd is not None else "their GSD is unknown, so the visibility step could not drop claims too small to see"
+        n = result.counts["not_in_tiles"]
+        _common.warn(f"{n} captioned tile{' is' if n == 1 else 's are'} not in {config.tiles}: {took}; "
+                     "pass with --tiles the tiles the captions were made from")
     _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json)
 
 

@@ -30,6 +30,7 @@ def tile(
     crop: Annotated[Optional[str], typer.Option(help="Trim image files' borders: N, or TOP,RIGHT,BOTTOM,LEFT pixels (e.g. to cut a watermark).", show_default=False)] = None,
     locations: Annotated[Optional[Path], typer.Option(help="CSV with id,lon,lat[,gsd,group] for image-folder tiles; id is the file's name or relative path.", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes. \\[default: all cores, at most 8]", show_default=False)] = None,
+    max_pixels: Annotated[int, typer.Option(help="Largest image file (width × height) to read; larger ones are skipped, counted and named in a warning. Also caps --size² and --resize², and stages that decode the tiles allow what was allowed here.")] = 89_478_485,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
 ) -> None:
@@ -56,6 +57,7 @@ def tile(
         locations=locations,
         workers=workers,
         overwrite=overwrite,
+        max_pixels=max_pixels,
     )
     with _common.progress_bar("tiling") as update:
         result = run_tile(config, progress=update, run=_common.run_info(ctx))

@@ -50,11 +50,16 @@ def gsd_phrase(gsd: float | None) -> str:
     return f" at about {gsd:.2f} m per pixel" if gsd else ""
 
 
-def quadrant_crops(image: bytes, size: int | None = None) -> list[bytes]:
-    """The four quadrant crops of a tile as PNG bytes, in ``QUADRANTS`` order (each at most ``size`` px a side)."""
+def quadrant_crops(image: bytes, size: int | None = None, max_pixels: int | None = None) -> list[bytes]:
+    """The four quadrant crops of a tile as PNG bytes, in ``QUADRANTS`` order (each at most ``size`` px a side).
+
+    ``imagery.ImageTooLarge`` when the tile has more than ``max_pixels`` pixels (never decoded).
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(image)) as img:
+    from urbanln_cli.imagery import open_image
+
+    with open_image(image, max_pixels, "it") as img:
         img = img.convert("RGB")
         out = []
         for box in quadrant_boxes(*img.size):

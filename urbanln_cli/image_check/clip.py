@@ -77,7 +77,6 @@ about a thousand tiles with one fixed ``reference``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -113,6 +112,7 @@ class ClipCheckConfig:
     batch_size: int = 64  # views (images) or texts per forward pass
     device: str = "auto"
     seed: int = 0  # draws the weights when pretrained is none
+    max_pixels: int | None = None  # a tile image with more pixels is a bad image, never decoded (default: imagery's)
 
     def check(self) -> None:
         if self.model is not None and self.pretrained is not None:
@@ -353,12 +353,14 @@ class ClipChecker:
         """The five transformed views of one tile image; _BadImage when it cannot be decoded."""
         from PIL import Image
 
+        from urbanln_cli.imagery import open_image
+
         if image is None:
             raise _BadImage("no image for this tile")
         try:
-            with Image.open(io.BytesIO(image)) as img:
+            with open_image(image, self.config.max_pixels, "it") as img:
                 rgb = img.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError; ImageTooLarge a ValueError
             reason = re.sub(r"<[^>]*at 0x[0-9a-fA-F]+>", "its bytes", str(exc))  # no memory addresses: verdicts stay reproducible
             raise _BadImage(f"cannot decode the tile image: {reason}") from None
         w, h = rgb.size

@@ -26,10 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from urbanln_cli import artifacts
+from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo, content_problem, fit_image
+from urbanln_cli.imagery import max_pixels_of
 from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
-from urbanln_cli.errors import Interrupted, OutputExistsError, UsageProblem
+from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UsageProblem
 from urbanln_cli.journal import Journal, read_records
 from urbanln_cli.prompts import Prompt, load_prompt
 from urbanln_cli.redact import public_host
@@ -74,6 +75,10 @@ class CaptionConfig:
             raise UsageProblem("no models given", hint="e.g. --models llava,qwen-vl")
         if not self.hosts:
             raise UsageProblem("no host given", hint="--host http://127.0.0.1:11434")
+        if not all(m.startswith("sim:") for m in self.models):  # the simulated panel needs no server
+            from urbanln_cli.captioners.ollama import check_hosts
+
+            check_hosts(self.hosts)
 
 
 @dataclass
@@ -115,6 +120,13 @@ def caption(
 ) -> CaptionResult:
     """Caption the tiles of ``config.tiles`` with every model; write the captions artifact."""
     config.check()
+    # overwrite=True here: an existing captions artifact is extended or, with --overwrite, replaced (see _run)
+    with artifacts.writing(config.out, "captions", overwrite=True, inputs=(config.tiles,)):
+        return _caption(config, progress, run, backend)
+
+
+def _caption(config: CaptionConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None,
+             backend: Backend | None) -> CaptionResult:
     tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     prompt = load_prompt(config.prompt)
     if backend is None:
@@ -150,6 +162,7 @@ class _Job:
     def __init__(self, config: CaptionConfig, tiles_ds, tiles_manifest, prompt: Prompt, backend: Backend, progress, run):
         self.config, self.prompt, self.backend, self.progress, self.run_info = config, prompt, backend, progress, run
         self.tiles_manifest = tiles_manifest
+        self.max_pixels = max_pixels_of(tiles_manifest)  # a tile over it fails its request (bad_image), never decoded
         columns = tiles_ds.column_names
         self.tile_ids: list[str] = tiles_ds.data.column("tile_id").to_pylist()
         self.gsd: list[float | None] = tiles_ds.data.column("gsd").to_pylist() if "gsd" in columns else [None] * len(self.tile_ids)
@@ -174,7 +187,7 @@ class _Job:
 
     def image(self, i: int) -> bytes:
         """The tile's bytes, shrunk to ``image_size`` on the longest side when larger."""
-        return fit_image(self._raw_image(i), self.config.image_size)
+        return fit_image(self._raw_image(i), self.config.image_size, self.max_pixels)
 
     def tile_info(self, i: int) -> TileInfo:
         crs, *bounds = self.geometry[i]
@@ -207,17 +220,26 @@ class _Job:
         existing = artifacts.read_manifest(config.out) if config.out.exists() else None
         if config.out.exists():
             artifacts.check_artifact(config.out, "captions")
-            same = existing.get("plan_sha256") == plan_sha
-            if same and not (config.retry_failed and existing.get("counts", {}).get("failed", 0)):
-                return CaptionResult(config.out, existing["rows"], existing.get("counts", {}), True, existing)
+            try:
+                same = manifest_fields.field(existing, config.out, "plan_sha256", str) == plan_sha
+                failed = manifest_fields.field(existing, config.out, "counts.failed", int, 0)
+                rows = manifest_fields.field(existing, config.out, "rows", int, required=True)
+                counts = manifest_fields.field(existing, config.out, "counts", dict, {})
+            except InputError as exc:
+                if not config.overwrite:
+                    raise InputError(exc.message, hint="pass --overwrite to replace it (the captions in it are reused)") from None
+                same = False  # replaced; its rows still count below, keyed by what made them
+            if same and not (config.retry_failed and failed):
+                return CaptionResult(config.out, rows, counts, True, existing)
             if not same and not config.overwrite:
                 raise OutputExistsError(f"{config.out} holds captions of other tiles, models, prompt or options")
             self._seed_from_output(config.out)
         journal_path = artifacts.partial_dir(config.out) / "journal.jsonl"
         with _no_gc():  # 100k small dicts would trigger many full collections for nothing
             names = list(caption_features())
+            name_set = set(names)
             for record in read_records(journal_path):
-                if len(record) != len(names):  # written by an older urbanln: fill new columns
+                if record.keys() != name_set:  # written by an older urbanln (or garbled): fill the missing columns
                     record = {name: record.get(name) for name in names}
                 self.records[record_key(record)] = record
         todo: dict[str, list[int]] = {model: [] for model in config.models}
@@ -243,7 +265,7 @@ class _Job:
         return record is not None and (record.get("error") is None or not self.config.retry_failed or record.get("_this_run"))
 
     def _seed_from_output(self, out: Path) -> None:
-        ds, _ = artifacts.read_dataset(out, "captions")
+        ds, _ = artifacts.read_dataset(out, "captions", columns=KEY_FIELDS)
         for row in ds.to_list():
             self.records[record_key(row)] = row
 
@@ -306,7 +328,7 @@ class _Job:
         manifest = artifacts.new_manifest(
             "captions",
             run=self.run_info or artifacts.RunInfo.from_config(config),
-            inputs=[{"path": str(config.tiles), "stage": "tiles", "artifact_id": self.tiles_manifest.get("artifact_id")}],
+            inputs=[{"path": str(config.tiles), "stage": "tiles", "artifact_id": manifest_fields.field(self.tiles_manifest, config.tiles, "artifact_id", str)}],
             rows=len(keys),
             counts=counts,
             models={m: {"digest": infos[m].digest, "capabilities": list(infos[m].capabilities)} for m in config.models},

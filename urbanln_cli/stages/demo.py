@@ -153,8 +153,9 @@ def _earlier_demo(out: Path) -> bool:
 def _check_folder(out: Path) -> None:
     """The demo replaces the artifacts in its folder: only a new, empty or earlier demo folder will do."""
     artifacts.guard_path(out)
-    made_by_demo = (out / DEMO_MARK).exists() or _earlier_demo(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not made_by_demo)):
+    if not out.exists():
+        return
+    if not out.is_dir() or (any(out.iterdir()) and not ((out / DEMO_MARK).exists() or _earlier_demo(out))):
         raise OutputExistsError(f"{out} exists and is not a folder urbanln demo made, so the demo will not write into it",
                                 hint="name a new folder: urbanln demo DIR")
 

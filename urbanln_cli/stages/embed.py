@@ -9,9 +9,7 @@ runs; inference mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +18,7 @@ import numpy as np
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.training.data import worker_errors
 
 BASELINES = ("pixels", "random")
 
@@ -63,20 +62,18 @@ class EmbedResult:
 class _Images:
     """Tile images decoded and transformed in DataLoader workers."""
 
-    def __init__(self, images, transform: Callable | None):
+    def __init__(self, images, transform: Callable | None, tile_ids=None, max_pixels: int | None = None):
         self.images, self.transform = images, transform
+        self.tile_ids, self.max_pixels = tile_ids, max_pixels  # the limit the tiles were made with (imagery.max_pixels_of)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        from PIL import Image
+        from urbanln_cli import imagery
 
-        try:
-            with Image.open(io.BytesIO(self.images[i]["bytes"].as_py())) as img:
-                rgb = img.convert("RGB")
-        except (OSError, ValueError) as exc:  # PIL raises UnidentifiedImageError (an OSError) for garbage
-            raise InputError(f"tile row {i}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`") from None
+        name = f"tile {self.tile_ids[i].as_py()}" if self.tile_ids is not None else f"tile row {i}"
+        rgb = imagery.decode_tile(self.images[i]["bytes"].as_py(), self.max_pixels, name)
         if self.transform is None:
             import torch
 
@@ -105,11 +102,14 @@ def _embed(config: EmbedConfig, progress: Callable[..., None] | None, run: artif
 
     device = pick_device(config.device)
     model, transform, tokenizer, source = load_encoder(config, device)
-    loader = DataLoader(_Images(tiles.data.column("image"), transform), batch_size=config.batch_size,
+    from urbanln_cli.imagery import max_pixels_of
+
+    images = _Images(tiles.data.column("image"), transform, tiles.data.column("tile_id"), max_pixels_of(tiles_manifest))
+    loader = DataLoader(images, batch_size=config.batch_size,
                         num_workers=config.workers, pin_memory=device.type == "cuda")
     chunks, done = [], 0
     report(0, tiles.num_rows)
-    with torch.inference_mode(), _worker_errors():
+    with torch.inference_mode(), worker_errors():
         for batch in loader:
             if model is None:  # the pixel baseline: the features are the embedding
                 chunks.append(batch.numpy())
@@ -147,17 +147,6 @@ def _check_finite(array: np.ndarray, name: str, source: dict[str, Any]) -> None:
     if bad:
         raise InputError(f"{bad} of {len(array)} {name} rows are not finite (NaN or inf): the model is broken",
                          hint=f"check the metrics.jsonl of {source.get('run', 'the run')} for a diverged loss, and train it again")
-
-
-@contextlib.contextmanager
-def _worker_errors():
-    """A DataLoader worker's InputError arrives wrapped in its traceback text: keep its one line."""
-    try:
-        yield
-    except InputError as exc:
-        last = [line for line in exc.message.splitlines() if "InputError: " in line]
-        raise InputError(last[-1].split("InputError: ", 1)[1] if last else exc.message, hint="re-create the tiles with `urbanln tile`") from None
-
 
 
 def load_encoder(config: EmbedConfig, device):

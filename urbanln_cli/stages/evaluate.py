@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from urbanln_cli import artifacts
+from urbanln_cli import artifacts, imagery
 from urbanln_cli.errors import InputError, UsageProblem
 
 
@@ -38,10 +38,7 @@ class RetrievalResult:
 
 
 def retrieval(config: RetrievalConfig) -> RetrievalResult:
-    import io
-
     import torch
-    from PIL import Image
 
     from urbanln_cli.evaluation.retrieval import retrieval_recall
     from urbanln_cli.models.step import pick_device
@@ -49,7 +46,7 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
     from urbanln_cli.training.data import candidates_of
 
     config.check()
-    tiles, _ = artifacts.read_dataset(config.tiles, "tiles")
+    tiles, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     corpus, _ = artifacts.read_dataset(config.corpus, "corpus")
     rows = {t: i for i, t in enumerate(tiles.data.column("tile_id").to_pylist())}
     ids = corpus.data.column("tile_id").to_pylist()
@@ -74,8 +71,13 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
         for start in range(0, len(ids), config.batch_size):
             batch = []
             for t in ids[start : start + config.batch_size]:
-                with Image.open(io.BytesIO(images[rows[t]]["bytes"].as_py())) as img:
-                    batch.append(transform(img.convert("RGB")))
+                try:
+                    with imagery.open_image(images[rows[t]]["bytes"].as_py(), imagery.max_pixels_of(tiles_manifest), f"tile {t}: its image") as img:
+                        batch.append(transform(img.convert("RGB")))
+                except imagery.ImageTooLarge as exc:  # an oversize tile is a bad tile: never decoded
+                    raise InputError(str(exc), hint=imagery.OVERSIZE_HINT) from None
+                except (OSError, ValueError) as exc:
+                    raise InputError(f"tile {t}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`") from None
             image_chunks.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu().numpy())
         for start in range(0, len(captions), config.batch_size):
             tokens = tokenizer(captions[start : start + config.batch_size]).to(device)

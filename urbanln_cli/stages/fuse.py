@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from urbanln_cli import artifacts
+from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.captioners import GenerationOptions
 from urbanln_cli.captioners.ollama import DEFAULT_HOST
 from urbanln_cli.captioners.runner import RetryPolicy
 from urbanln_cli.errors import InputError, Interrupted, UsageProblem
 from urbanln_cli.image_check import ClaimQuery, Verdict
+from urbanln_cli.imagery import max_pixels_of
 from urbanln_cli.text.claims import Claim, parse_claims
 from urbanln_cli.text.clean import REASONS as CLEAN_REASONS
 from urbanln_cli.text.clean import CleanOptions, clean_caption
@@ -124,6 +125,10 @@ class FuseConfig:
             raise UsageProblem(f"{', '.join(clip)} {'is' if len(clip) == 1 else 'are'} for --check clip", hint="add --check clip, or leave them out")
         if (self.image_check != "none" or self.refine) and self.tiles is None:
             raise UsageProblem("--check and --refine look at the tiles' images", hint="pass --tiles PATH")
+        if self.uses_ollama:
+            from urbanln_cli.captioners.ollama import check_hosts
+
+            check_hosts(self.hosts)
 
     @property
     def uses_ollama(self) -> bool:
@@ -555,14 +560,14 @@ class TileImages:
     """A tiles artifact's GSD and images by tile id; images are read only when a check or rewrite needs them."""
 
     def __init__(self, tiles: Path):
-        ds, self.manifest = artifacts.read_dataset(tiles, "tiles")
-        if "gsd" not in ds.column_names:
-            raise InputError(f"{tiles} has no gsd column", hint="re-create it with `urbanln tile`")
+        ds, self.manifest = artifacts.read_dataset(tiles, "tiles", columns=("gsd",))
+        self.artifact_id = manifest_fields.field(self.manifest, tiles, "artifact_id", str)
         ids = ds.data.column("tile_id").to_pylist()
         self.index = {t: i for i, t in enumerate(ids)}
         self.gsd = {t: (float(g) if g is not None else None) for t, g in zip(ids, ds.data.column("gsd").to_pylist())}
         self._images = ds.data.column("image")
         self._sha = ds.data.column("image_sha256").to_pylist() if "image_sha256" in ds.column_names else None
+        self.max_pixels = max_pixels_of(self.manifest)  # a larger tile is a bad image for the checks and refine, never decoded
 
     def image(self, tile_id: str) -> bytes:
         return self._images[self.index[tile_id]]["bytes"].as_py()
@@ -617,12 +622,18 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
     ``progress(done, total, description=...)`` is called per phase.
     """
     config.check()
-    artifacts.check_output(config.out, config.overwrite, inputs=config.captions + ((config.tiles,) if config.tiles else ()))
+    inputs = config.captions + ((config.tiles,) if config.tiles else ())
+    with artifacts.writing(config.out, "corpus", overwrite=config.overwrite, inputs=inputs):
+        return _fuse(config, progress, run)
+
+
+def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None) -> FuseResult:
     merged, counts, manifests = load_captions(config.captions)
     tiles = _tiles_for(config)
     gsd = _gsd_of(tiles, config)
     tools = _tools(config)
     _check_images(merged, tiles, config)
+    not_in_tiles = _check_overlap(merged, tiles, config, [_tiles_inputs(m, p) for m, p in zip(manifests, config.captions)])
     report = progress or (lambda done, total, **kw: None)
     ids = sorted(merged)
     tally = Counter()
@@ -670,6 +681,7 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
         "cut": tally.get("cut", 0),
         "empty_tiles": tally.get("empty_tiles", 0),
         "tiles_without_gsd": tally.get("tiles_without_gsd", 0),
+        "not_in_tiles": not_in_tiles,
         "single_model": all(len(caps) <= 1 for caps in merged.values()),
         **{k: v for k, v in sorted(tally.items()) if k.startswith(("checked", "confirmed", "check_", "refine", "vlm_"))},
     }
@@ -684,8 +696,8 @@ def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: a
         extra={
             "steps": steps,
             "lexicon": tools.lexicon.describe(),
-            "captions_artifacts": [m.get("artifact_id") for m in manifests],
-            "tiles_artifact": tiles.manifest.get("artifact_id") if tiles else None,
+            "captions_artifacts": [manifest_fields.field(m, p, "artifact_id", str) for m, p in zip(manifests, config.captions)],
+            "tiles_artifact": tiles.artifact_id if tiles else None,
         },
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
@@ -749,6 +761,7 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
         from urbanln_cli.image_check.clip import ClipCheckConfig, ClipChecker, reference_sample
 
         checker = ClipChecker(ClipCheckConfig(model=config.clip_model, arch=config.clip_arch, pretrained=config.clip_pretrained,
+                                              max_pixels=tiles.max_pixels,
                                               **({"margin": config.clip_margin} if config.clip_margin is not None else {})),
                               lexicon=states[next(iter(states))].tools.lexicon if states else None)
         # one fixed reference set of tiles, so a claim's verdict does not depend on the chunk it is checked in
@@ -765,7 +778,7 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
             raise UsageProblem("the simulated panel cannot answer questions about claims",
                                hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl")
         checker = VlmChecker(vlm, checkers)
-        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config), _sent_id(tiles, config), lambda t: states[t].gsd,
+        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config, tiles.max_pixels), _sent_id(tiles, config), lambda t: states[t].gsd,
                                  lambda done, total: report(done, total, description="checking claims (vlm)"))
     by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
     for (tile_id, ref), verdict in zip(refs, verdicts):
@@ -796,7 +809,7 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
     """Step 6: quadrant captions per tile, then a rewrite of each model's draft."""
     from urbanln_cli.captioners.refine import Refiner
 
-    refiner = Refiner(vlm, config.refine, config.image_size)
+    refiner = Refiner(vlm, config.refine, config.image_size, tiles.max_pixels)
     sent_id = _sent_id(tiles, config)
     ids = [t for t, state in states.items() if state.drafts()]
     locals_ = refiner.local_captions(ids, tiles.image, sent_id, lambda t: states[t].gsd,
@@ -813,7 +826,7 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
         for model, pieces in drafts.items():
             jobs.append((t, " ".join(text for _, text, _ in pieces), locals_[t], facts))
             owners.append((t, model))
-    results = refiner.rewrite(jobs, lambda t: _fit(tiles.image(t), config), sent_id, lambda t: states[t].gsd,
+    results = refiner.rewrite(jobs, lambda t: _fit(tiles.image(t), config, tiles.max_pixels), sent_id, lambda t: states[t].gsd,
                               lambda done, total: report(done, total, description="rewriting"))
     for (t, model), (text, error) in zip(owners, results):
         rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
@@ -821,10 +834,10 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
     return refiner.describe() | {"digest": vlm.digests.get(config.refine)}
 
 
-def _fit(image: bytes, config: FuseConfig) -> bytes:
+def _fit(image: bytes, config: FuseConfig, max_pixels: int | None = None) -> bytes:
     from urbanln_cli.captioners import fit_image
 
-    return fit_image(image, config.image_size)
+    return fit_image(image, config.image_size, max_pixels)
 
 
 def _tiles_for(config: FuseConfig) -> TileImages | None:
@@ -848,6 +861,43 @@ def _check_images(merged: dict[str, Any], tiles: TileImages | None, config: Fuse
     if missing:
         raise InputError(f"{len(missing)} of {len(merged)} captioned tiles are not in {config.tiles} (e.g. {missing[0]}); "
                          "--check and --refine need their images", hint="pass with --tiles the tiles the captions were made from")
+
+
+def _tiles_inputs(manifest: dict[str, Any], path: Path) -> list[str]:
+    """The tiles artifact(s) a captions manifest says its captions were made from (for hints)."""
+    found = []
+    for i, entry in enumerate(manifest_fields.field(manifest, path, "inputs", list, [])):
+        if not isinstance(entry, dict):
+            raise manifest_fields.damaged(path, manifest, f"'inputs[{i}]' is {manifest_fields.json_type(entry)}, not an object")
+        if entry.get("stage") == "tiles" and isinstance(entry.get("path"), str):
+            found.append(entry["path"])
+    return found
+
+
+MOST_MISSING = 0.5  # more than this share of the captioned tiles not in --tiles: they are not the captions' tiles
+
+
+def _check_overlap(merged: dict[str, Any], tiles: TileImages | None, config: FuseConfig, made_from: list[list[str]]) -> int:
+    """How many captioned tiles ``tiles`` lacks (a few: counted, and the command warns).
+
+    When none or most of them are there, the tiles are not the ones the captions were
+    made from, and every GSD (so the visibility step) would be wrong or missing: refused.
+    """
+    if tiles is None or not merged:
+        return 0
+    missing = [t for t in merged if t not in tiles.index]
+    if len(missing) > MOST_MISSING * len(merged):
+        n = len(merged)
+        which = f"none of the {n} captioned tiles is in" if len(missing) == n else f"{len(missing)} of the {n} captioned tiles are not in"
+        example = next(iter(tiles.index), None)
+        theirs = f"; it holds tiles like {example!r}" if example is not None else "; it holds no tiles"
+        sources = sorted({p for m in made_from for p in m})
+        where = f" ({', '.join(sources)})" if sources else ""
+        raise InputError(
+            f"{which} {config.tiles} (e.g. {missing[0]!r}{theirs}): not the tiles the captions were made from",
+            hint=f"pass with --tiles the tiles the captions were made from{where}, or --no-visibility to fuse without tiles",
+        )
+    return len(missing)
 
 
 def _gsd_of(tiles: TileImages | None, config: FuseConfig) -> Callable[[str], float | None]:

@@ -18,11 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from urbanln_cli import artifacts, geo
+from urbanln_cli import artifacts, geo, manifest_fields
 from urbanln_cli.errors import InputError, UsageProblem
 from urbanln_cli.zonal import AGGREGATIONS, ZonalRaster, aggregate
 
 RESERVED = {"tile_id", "lon", "lat", "group"}
+TILE_COLUMNS = ("tile_id", "gsd", "width", "height", "crs", "minx", "miny", "maxx", "maxy", "lon", "lat", "group")  # what label reads
 RASTER_AGGS = (*AGGREGATIONS, "mask")
 MASK_IGNORE = 255  # mask pixels with no class: nodata, outside the raster, or a tile without geometry
 MAX_NODATA_LISTED = 10_000  # tiles whose nodata pixel count the manifest lists by id
@@ -93,11 +94,18 @@ class LabelResult:
 
 def label(config: LabelConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> LabelResult:
     config.check()
-    artifacts.check_output(config.out, config.overwrite, inputs=(config.tiles, *(r.path for r in config.rasters)) + ((config.table,) if config.table else ()))
-    tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
+    inputs = (config.tiles, *(r.path for r in config.rasters)) + ((config.table,) if config.table else ())
+    with artifacts.writing(config.out, "labels", overwrite=config.overwrite, inputs=inputs):
+        return _label(config, progress, run)
+
+
+def _label(config: LabelConfig, progress: Callable[[int, int], None] | None, run: artifacts.RunInfo | None) -> LabelResult:
+    tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles", columns=TILE_COLUMNS)
     tiles = tiles_ds.remove_columns([c for c in ("image",) if c in tiles_ds.column_names]).to_pandas()
     # gsd is per stored pixel; width/height are source pixels, which --resize may have changed
-    resize = ((tiles_manifest.get("params") or {}).get("resize") or {}).get("value")
+    resize = manifest_fields.field(tiles_manifest, config.tiles, "params.resize.value", int)
+    if resize is not None and resize < 1:
+        raise manifest_fields.damaged(config.tiles, tiles_manifest, f"'params.resize.value' is {resize}, not a positive number of pixels")
     tiles["ground_w"] = tiles["gsd"].astype("float64") * (resize or tiles["width"])
     tiles["ground_h"] = tiles["gsd"].astype("float64") * (resize or tiles["height"])
     counts: dict[str, int] = {}
@@ -159,7 +167,7 @@ def label(config: LabelConfig, progress: Callable[[int, int], None] | None = Non
         inputs=inputs,
         rows=ds.num_rows,
         counts=counts,
-        extra={"targets": sources, "tiles_artifact": tiles_manifest.get("artifact_id")},
+        extra={"targets": sources, "tiles_artifact": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str)},
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
     return LabelResult(config.out, ds.num_rows, [*columns, *masks], counts, manifest)

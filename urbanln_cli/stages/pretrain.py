@@ -150,8 +150,11 @@ def _pretrain(config: PretrainConfig, progress: Callable[..., None] | None, run:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if config.batch_size % world:
         raise UsageProblem(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
+    from urbanln_cli.training.data import worker_errors
+
     try:
-        return _Trainer(config, device, rank, world, progress or (lambda *a, **k: None), run).run()
+        with worker_errors():  # a damaged tile decoded in a DataLoader worker: its one line, not the worker's traceback
+            return _Trainer(config, device, rank, world, progress or (lambda *a, **k: None), run).run()
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -220,6 +223,7 @@ class _Trainer:
         from urbanln_cli.models.longclip import long_tokenizer as long_tokenizer_for
         from urbanln_cli.models.step import distill_alpha
         from urbanln_cli.training import checkpoint
+        from urbanln_cli.imagery import max_pixels_of
         from urbanln_cli.training.data import CaptionedTiles, EpochSampler
 
         config = self.config
@@ -275,7 +279,8 @@ class _Trainer:
         long_tokenizer = long_tokenizer_for(config.arch, config.context_length)
         short_tokenizer = long_tokenizer_for(config.arch, 77)  # short captions at their own length: a cheaper branch
         dataset = CaptionedTiles(tiles.data.column("image"), image_rows, captions, shorts, candidates, preprocess_train,
-                                 long_tokenizer, short_tokenizer, config.consensus_prob, config.seed)
+                                 long_tokenizer, short_tokenizer, config.consensus_prob, config.seed,
+                                 max_pixels_of(tiles_manifest))
         local_batch = config.batch_size // self.world
         if config.short_weight > 0 and local_batch <= step_module.short_caption.components + 1:
             log.warning("the short-caption branch keeps %d principal components over each process's batch; with %d "

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from urbanln_cli import artifacts
+from urbanln_cli import artifacts, imagery
 from urbanln_cli.errors import InputError, UsageProblem
 from urbanln_cli.evaluation import pixel_head, splits
 from urbanln_cli.evaluation import segmentation as seg
@@ -142,7 +142,8 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
     fold_ids = sorted(int(f) for f in np.unique(data.fold) if f != splits.TRAIN_ONLY)
     total = len(data.tile_ids) + len(fold_ids) * config.epochs
     report_progress(0, total)
-    feats, token_info = _tokens(model, tiles.data.column("image"), data.tile_rows, config, device, lambda n: report_progress(n, total))
+    feats, token_info = _tokens(model, tiles.data.column("image"), data.tile_rows, config, device, lambda n: report_progress(n, total),
+                                max_pixels=imagery.max_pixels_of(tiles_manifest))
     del model
 
     done = len(data.tile_ids)
@@ -225,7 +226,6 @@ def _folds(feats, data: _Data, fold_ids: list[int], show: set[int], config: Segm
 
 def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
     import pandas as pd
-    from PIL import Image
 
     labels, manifest = artifacts.read_dataset(config.labels, "labels")
     name = config.mask.removesuffix("_mask")
@@ -265,7 +265,7 @@ def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
         if png is None:
             continue
         try:
-            with Image.open(io.BytesIO(png)) as img:
+            with imagery.open_image(png, None, "the mask") as img:  # ImageTooLarge is a ValueError
                 raw[int(i)] = np.asarray(img, np.uint8)
         except (OSError, ValueError) as exc:
             raise InputError(f"{config.labels}: the {column} of {label_ids[i]} is not a readable PNG ({exc})", hint="re-create the labels") from None
@@ -348,7 +348,8 @@ def token_grid(tokens, grid: tuple[int, int]):
     return tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2), dropped
 
 
-def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device, on_progress) -> tuple[np.ndarray, dict[str, Any]]:
+def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device, on_progress,
+            max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Patch tokens of every tile, [tiles, dim, grid_h, grid_w] (float16 on the CPU), from the frozen image tower."""
     import torch
     from PIL import Image
@@ -365,8 +366,10 @@ def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device,
                 batch = []
                 for row in tile_rows[start : start + config.batch_size]:
                     try:
-                        with Image.open(io.BytesIO(images[int(row)]["bytes"].as_py())) as img:
+                        with imagery.open_image(images[int(row)]["bytes"].as_py(), max_pixels, f"tile row {int(row)}: its image") as img:
                             rgb = img.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+                    except imagery.ImageTooLarge as exc:  # an oversize tile is a bad tile: never decoded
+                        raise InputError(str(exc), hint=imagery.OVERSIZE_HINT) from None
                     except (OSError, ValueError) as exc:
                         raise InputError(f"tile row {int(row)}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`") from None
                     batch.append(torch.from_numpy(np.asarray(rgb, np.float32) / 255.0).permute(2, 0, 1))

@@ -12,6 +12,9 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -68,6 +71,8 @@ class TileConfig:
     percentiles: tuple[float, float] = (2.0, 98.0)
     workers: int | None = None  # default: all cores, at most 8
     overwrite: bool = False
+    max_pixels: int = imagery.DEFAULT_MAX_PIXELS  # image files with more pixels are skipped; tiles may not have more
+
 
     def check(self) -> None:
         if not self.inputs:
@@ -87,6 +92,13 @@ class TileConfig:
             raise UsageProblem(f"percentiles {self.percentiles} must satisfy 0 <= low < high <= 100")
         if self.workers is not None and self.workers < 1:
             raise UsageProblem(f"--workers {self.workers} must be at least 1")
+        imagery.check_max_pixels(self.max_pixels)
+        for option, side in (("--size", self.size), ("--resize", self.resize)):
+            if side is not None and side * side > self.max_pixels:
+                raise UsageProblem(
+                    f"{option} {side} makes tiles of {side * side:,} pixels, over the limit of {self.max_pixels:,} (--max-pixels)",
+                    hint="tiles are usually 256 to 1024 pixels a side; raise --max-pixels for larger ones",
+                )
 
 
 @dataclass
@@ -102,7 +114,11 @@ class TileResult:
 def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.RunInfo | None = None) -> TileResult:
     """Cut ``config.inputs`` into tiles and write the ``tiles`` artifact at ``config.out``."""
     config.check()
-    artifacts.check_output(config.out, config.overwrite, inputs=config.inputs)
+    with artifacts.writing(config.out, "tiles", overwrite=config.overwrite, inputs=config.inputs):
+        return _tile(config, progress, run)
+
+
+def _tile(config: TileConfig, progress: Progress | None, run: artifacts.RunInfo | None) -> TileResult:
     stride = config.stride or config.size
     plan = imagery.discover(
         config.inputs,
@@ -114,7 +130,7 @@ def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.Ru
         percentiles=config.percentiles,
     )
     _check_unique_ids(plan)
-    options = imagery.RenderOptions(config.size, config.resize, config.format, config.min_valid, config.crop)
+    options = imagery.RenderOptions(config.size, config.resize, config.format, config.min_valid, config.crop, config.max_pixels)
     shards = [plan.jobs[i : i + SHARD_SIZE] for i in range(0, len(plan.jobs), SHARD_SIZE)]
     inputs = [artifacts.fingerprint(p) for p in plan.inputs]
     if config.locations:
@@ -175,7 +191,9 @@ def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.Ru
         raise InputError(
             f"no tiles kept from {len(plan.jobs)} candidates ({why}){first}",
             hint="lower --min-valid (0 keeps every tile), or check the input's nodata value and bands"
-            if counts.get("skipped_below_min_valid") else "check that the images are complete and readable",
+            if counts.get("skipped_below_min_valid")
+            else f"raise --max-pixels above {config.max_pixels} to keep them, or tile a large TIFF as its own input to cut it into windows"
+            if counts.get("skipped_oversize") else "check that the images are complete and readable",
         )
     counts["tiles"] = rows
     counts = {k: v for k, v in counts.items() if v}
@@ -187,6 +205,7 @@ def tile(config: TileConfig, progress: Progress | None = None, run: artifacts.Ru
         counts=counts,
         extra={
             "problems": problems[:100],
+            "max_pixels": config.max_pixels,  # stages that decode these tiles allow what this run allowed
             "rasters": [{"path": r.path, "crs": r.crs, "bands": r.bands, "stretch": r.stretch} for r in plan.rasters],
         },
     )
@@ -212,10 +231,39 @@ def _check_unique_ids(plan: imagery.Plan) -> None:
 _renderer: imagery.Renderer | None = None
 
 
-def _init_worker(rasters, pictures, options) -> None:
+def _init_worker(rasters, pictures, options, parent: int | None = None) -> None:
     global _renderer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and lets running shards finish
+    if parent is not None:
+        _die_with_parent(parent)
     _renderer = imagery.Renderer(rasters, pictures, options)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when its parent dies, even by kill -9: else it waits forever on the task
+    queue (its own copy of the queue's write end keeps it open), holding the raster open.
+
+    Linux: the kernel sends SIGKILL (prctl PR_SET_PDEATHSIG). Elsewhere: a daemon thread that
+    exits the process once it has been re-parented.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # it died before the call
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="urbanln-parent-watch", daemon=True).start()
 
 
 def _render_shard(index: int, jobs: list, tmp: str, final: str, report_path: str, on_tile=None) -> int:
@@ -272,7 +320,8 @@ def _render_in_process(plan, options, shards, todo, store, finished) -> None:
 def _render_in_pool(plan, options, shards, todo, store, finished, workers: int) -> None:
     # spawn, not fork: the parent may hold threads (rich's progress refresh) whose locks fork would copy.
     context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(plan.rasters, plan.pictures, options))
+    pool = cf.ProcessPoolExecutor(workers, context, initializer=_init_worker,
+                                  initargs=(plan.rasters, plan.pictures, options, os.getpid()))
     try:
         futures = [pool.submit(_render_shard, *_shard_args(store, shards, i)) for i in todo]
         for future in cf.as_completed(futures):

@@ -7,8 +7,8 @@ and DataLoader workers, sees exactly the samples an uninterrupted run sees.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import random
 from typing import Any, Callable, Iterator
@@ -56,11 +56,13 @@ class CaptionedTiles(Dataset):
     """Sample i: (image tensor, long tokens, short tokens, tile index)."""
 
     def __init__(self, images, image_rows: list[int], captions: list[str], shorts: list[str], candidates: list[list[str]],
-                 transform: Callable, long_tokenizer: Callable, short_tokenizer: Callable, consensus_prob: float, seed: int):
+                 transform: Callable, long_tokenizer: Callable, short_tokenizer: Callable, consensus_prob: float, seed: int,
+                 max_pixels: int | None = None):
         self.images, self.image_rows = images, image_rows  # pyarrow column of {bytes, path}, and each sample's row in it
         self.captions, self.shorts, self.candidates = captions, shorts, candidates
         self.transform, self.long_tokenizer, self.short_tokenizer = transform, long_tokenizer, short_tokenizer
         self.consensus_prob, self.seed, self.epoch = consensus_prob, seed, 0
+        self.max_pixels = max_pixels  # the limit the tiles were made with (imagery.max_pixels_of)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -77,12 +79,11 @@ class CaptionedTiles(Dataset):
         return self.captions[i]
 
     def __getitem__(self, i: int):
-        from PIL import Image
+        from urbanln_cli.imagery import decode_tile
 
         torch.manual_seed(_seed(self.seed, self.epoch, i, "augment"))  # the crop and flip of this sample, this epoch
-        raw = self.images[self.image_rows[i]]["bytes"].as_py()
-        with Image.open(io.BytesIO(raw)) as img:
-            image = self.transform(img.convert("RGB"))
+        row = self.image_rows[i]
+        image = self.transform(decode_tile(self.images[row]["bytes"].as_py(), self.max_pixels, f"tile row {row}"))
         long_tokens = self.long_tokenizer([self.caption_for(i)])[0]
         short_tokens = self.short_tokenizer([self.shorts[i] or self.captions[i]])[0]
         return image, long_tokens, short_tokens, torch.tensor(i, dtype=torch.int64)
@@ -112,3 +113,17 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (len(self._order()) - self.start) // self.world
+
+
+@contextlib.contextmanager
+def worker_errors(hint: str = "re-create the tiles with `urbanln tile`") -> Iterator[None]:
+    """A DataLoader worker's InputError arrives wrapped in its traceback text: keep its one line."""
+    from urbanln_cli.errors import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        last = [line for line in exc.message.splitlines() if "InputError: " in line]
+        if not last:  # raised in this process (--workers 0): its own hint stands
+            raise
+        raise InputError(last[-1].split("InputError: ", 1)[1], hint=hint) from None
