@@ -715,10 +715,13 @@ class ShardStore:
 
 def commit_shard(tmp: Path, final: Path, report_path: Path, report: Mapping[str, Any]) -> None:
     """Write the shard's report, then rename its Arrow file into place (the commit point)."""
-    write_json_atomic(report_path, dict(report))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        write_json_atomic(report_path, dict(report))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:  # a shard that could not be committed (a full disk) frees its space at once
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- inspection

@@ -280,22 +280,26 @@ def _render_shard(index: int, jobs: list, tmp: str, final: str, report_path: str
     problems: list[str] = []
     batch: list[dict] = []
     rows = 0
-    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for row in _renderer.render_all(jobs):
-            if isinstance(row, imagery.Skip):
-                counts[f"skipped_{row.reason}"] = counts.get(f"skipped_{row.reason}", 0) + 1
-                if row.detail:
-                    problems.append(row.detail)
-            else:
-                batch.append(row)
-                rows += 1
-                if len(batch) >= WRITE_BATCH:
-                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-                    batch.clear()
-            if on_tile:
-                on_tile(1)
-        if batch:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+    try:
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for row in _renderer.render_all(jobs):
+                if isinstance(row, imagery.Skip):
+                    counts[f"skipped_{row.reason}"] = counts.get(f"skipped_{row.reason}", 0) + 1
+                    if row.detail:
+                        problems.append(row.detail)
+                else:
+                    batch.append(row)
+                    rows += 1
+                    if len(batch) >= WRITE_BATCH:
+                        writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+                        batch.clear()
+                if on_tile:
+                    on_tile(1)
+            if batch:
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+    except BaseException:  # a failed shard (a full disk) is garbage: free its space now, not on the next run
+        Path(tmp).unlink(missing_ok=True)
+        raise
     report = {"index": index, "rows": rows, "counts": counts, "problems": problems}
     artifacts.commit_shard(Path(tmp), Path(final), Path(report_path), report)
     return len(jobs)
