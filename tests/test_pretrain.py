@@ -245,3 +245,43 @@ def test_overwrite_restarts_only_a_run_folder(data, tmp_path):
     with pytest.raises(OutputExistsError, match="not an urbanln run folder"):
         pretrain(_config(data, foreign, max_steps=2, overwrite=True))
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_resume_picks_the_unfinished_run_and_refuses_overwrite(data, tmp_path, monkeypatch, cli):
+    from urbanln_cli.errors import Interrupted, UsageProblem
+    from urbanln_cli.training import checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    pretrain(_config(data, None, name="done", max_steps=2))
+    real_save = checkpoint.save
+    stopped = []
+
+    def save_then_stop(folder, step, state):
+        real_save(folder, step, state)
+        if not stopped:
+            stopped.append(step)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+    with pytest.raises(Interrupted) as stop:
+        pretrain(_config(data, None, name="busy", lr=5e-4, max_steps=6))
+    assert "-o runs/busy" in stop.value.hint
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    again = pretrain(_config(data, None, resume=True, lr=5e-4, max_steps=6))
+    assert again.out == Path("runs/busy") and again.resumed_from == stopped[0] and again.steps == 6
+    for bad in (dict(resume=True, overwrite=True), dict(name="latest")):
+        with pytest.raises(UsageProblem):
+            pretrain(_config(data, None, max_steps=2, **bad))
+
+
+def test_a_removed_checkpoint_resumes_from_the_one_before(data, tmp_path):
+    """The hint for a damaged checkpoint: remove it, and the run resumes from the previous one; leftovers go."""
+    pretrain(_config(data, tmp_path / "run", max_steps=6, save_every=2))
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert steps[-2:] == ["step-00000004", "step-00000006"]
+    artifacts.remove(tmp_path / "run" / "checkpoints" / "step-00000006", "checkpoint")
+    leftover = tmp_path / "run" / "checkpoints" / ".step-00000008.staging-999999-0123abcd"
+    leftover.mkdir()
+    (tmp_path / "run" / "open_clip_model.safetensors").unlink()  # as if the run had stopped before exporting
+    again = pretrain(_config(data, tmp_path / "run", max_steps=6, save_every=2))
+    assert again.resumed_from == 4 and again.steps == 6 and not leftover.exists()

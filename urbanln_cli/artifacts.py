@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
@@ -182,11 +183,15 @@ def guard_path(out: Path | str, inputs: tuple[Path | str, ...] = ()) -> Path:
     """``out`` may be written: not ``.``, a folder above it, home, ``/``, an input or a folder holding one."""
     out = Path(out)
     _refuse_protected(out, "write to")
+    if out.is_symlink():  # replacing it would replace the link, not what it names
+        raise OutputExistsError(f"output {out} is a symbolic link", hint="name the folder itself, or another -o/--out")
     resolved = out.resolve()
     for item in inputs:
         source = Path(item).resolve()
         if resolved == source or resolved in source.parents:
             raise OutputExistsError(f"output {out} would replace the input {item}", hint="choose another -o/--out")
+        if source in resolved.parents and source.is_dir():  # a later --overwrite of the input would take it along
+            raise OutputExistsError(f"output {out} is inside the input {item}", hint="write it beside the input, not inside it")
     return out
 
 
@@ -220,7 +225,7 @@ def _check_ours(path: Path, stage: str | None) -> dict[str, Any]:
     return manifest
 
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:staging|old|tmp|empty)-[0-9a-f-]+(?:\.arrow)?$")
+_LEFTOVER = re.compile(r"^\.?(?P<name>.+)\.(?:staging|old|tmp|empty)-[0-9a-f-]+(?:\.arrow)?$")
 
 
 def remove(path: Path | str, stage: str) -> None:
@@ -274,6 +279,15 @@ def remove_leftovers(out: Path | str) -> int:
     return removed
 
 
+def remove_leftovers_in(folder: Path | str) -> int:
+    """Delete every staging, old or temporary file urbanln left in ``folder`` (hold the lock of what owns it)."""
+    folder = Path(folder)
+    stale = [entry for entry in folder.iterdir() if _LEFTOVER.match(entry.name)] if folder.is_dir() else []
+    for entry in stale:
+        remove(entry, "leftover")
+    return len(stale)
+
+
 @contextlib.contextmanager
 def output_lock(out: Path | str) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` while writing it; a second writer gets OutputLocked.
@@ -288,7 +302,14 @@ def output_lock(out: Path | str) -> Iterator[None]:
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.parent / f".{out.name}.lock"
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the pid is written into the file
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise OutputExistsError(f"{lock_path} is not a lock file urbanln can use ({exc.strerror})",
+                                    hint="remove it yourself if it is yours, or write to another -o/--out") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OutputExistsError(f"{lock_path} is not a lock file urbanln can use", hint="write to another -o/--out")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -693,8 +714,7 @@ class ShardStore:
             self.dir.mkdir(parents=True)
             (self.dir / PARTIAL_MARK).touch()  # first, so even a folder whose plan never got written is known as ours
             write_json_atomic(plan_file, self.plan)
-        for stale in self.dir.glob("*.tmp-*"):  # a shard that was being written when the last run died
-            stale.unlink(missing_ok=True)
+        remove_leftovers_in(self.dir)  # a shard that was being written when the last run died
 
     def path(self, index: int) -> Path:
         return self.dir / f"shard-{index:06d}.arrow"
@@ -744,7 +764,10 @@ def describe(path: Path | str, sample: bool = True) -> dict[str, Any]:
         return info
     if path.is_dir() and (path / "open_clip_config.json").is_file():
         info["kind"] = "model"
-        info["config"] = json.loads((path / "open_clip_config.json").read_text())
+        try:
+            info["config"] = json.loads((path / "open_clip_config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"corrupt {path / 'open_clip_config.json'}: {exc}", hint="re-create the model folder") from None
         return info
     if path.is_dir() and (path / "state.json").is_file():
         import datasets
@@ -758,6 +781,9 @@ def describe(path: Path | str, sample: bool = True) -> dict[str, Any]:
         info["columns"] = {name: _feature_name(feat) for name, feat in ds.features.items()}
         if sample and ds.num_rows:
             info["sample"] = {k: _summarise(v) for k, v in ds.select_columns(list(ds.features))[0].items()}
+        return info
+    if info["manifest"] is not None:  # e.g. a run folder that is still training: its manifest is what there is
+        info["kind"] = str(info["manifest"].get("stage"))
         return info
     raise WrongArtifactError(
         f"{path} is not an urbanln artifact",

@@ -344,8 +344,7 @@ class _Job:
             },
         )
         artifacts.write_dataset(ds, config.out, manifest, overwrite=True)  # the plan check above guards real overwrites
-        artifacts.partial_dir(config.out).joinpath("journal.jsonl").unlink(missing_ok=True)
-        _remove_empty(artifacts.partial_dir(config.out))
+        artifacts.remove(artifacts.partial_dir(config.out), "partial")  # the artifact holds every record now
         return CaptionResult(config.out, len(keys), counts, False, manifest)
 
 
@@ -358,13 +357,6 @@ def _no_gc():
     finally:
         if enabled:
             gc.enable()
-
-
-def _remove_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
 
 
 def _labels_json(reply) -> str | None:

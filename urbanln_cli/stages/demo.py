@@ -143,9 +143,10 @@ DEMO_NAMES = {"city", "tiles", "labels", "labels_log", "captions", "captions_sin
 def _earlier_demo(out: Path) -> bool:
     """A demo folder of a version before DEMO_MARK: its synthetic city, and nothing but the demo's own names."""
     try:
-        city = (artifacts.read_manifest(out / "city") or {}).get("stage") == "synth"
+        manifest = artifacts.read_manifest(out / "city") or {}
     except InputError:
         return False
+    city = manifest.get("stage") == "synth" and manifest.get("command") == "python: SynthConfig"  # the demo's own city
     names = {p.name for p in out.iterdir() if not p.name.startswith(".") and not p.name.endswith(".partial")}
     return city and names <= DEMO_NAMES
 

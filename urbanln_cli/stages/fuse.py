@@ -29,7 +29,6 @@ in the raw caption), so it can be traced back and scored.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -703,9 +702,7 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
     failures = counts.get("check_errors", 0) + counts.get("refine_errors", 0)
     if vlm is not None and vlm.journal_path is not None and not failures:
-        vlm.journal_path.unlink(missing_ok=True)  # the corpus holds every answer that counted
-        with contextlib.suppress(OSError):
-            vlm.journal_path.parent.rmdir()
+        artifacts.remove(vlm.journal_path.parent, "partial")  # the corpus holds every answer that counted
     return FuseResult(config.out, len(rows), counts, manifest)
 
 

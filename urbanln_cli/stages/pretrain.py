@@ -78,6 +78,10 @@ class PretrainConfig:
         if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or os.sep in self.name):
             raise UsageProblem(f"--name {self.name!r} must be one folder name, without '/' or '..'",
                                hint="the run goes to runs/NAME; use -o PATH for another place")
+        if self.name == "latest":
+            raise UsageProblem("--name latest is taken: runs/latest names the last finished run", hint="choose another --name")
+        if self.resume and self.overwrite:
+            raise UsageProblem("--resume continues a run and --overwrite starts one again: pass one of them")
         if self.queue_size % self.batch_size:
             raise UsageProblem(f"--queue-size {self.queue_size} must be a multiple of --batch-size {self.batch_size}",
                                hint="the queue is refilled one global batch at a time")
@@ -103,12 +107,29 @@ def run_folder(config: PretrainConfig) -> Path:
     if config.out is not None:
         return Path(config.out)
     if config.resume and config.name is None:
-        latest = RUNS / "latest"
-        if not latest.exists():
-            raise InputError("--resume: there is no runs/latest to resume", hint="name the run with --name or -o")
-        return RUNS / latest.resolve().name
+        return _run_to_resume()
     name = config.name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return RUNS / name
+
+
+def _run_to_resume() -> Path:
+    """--resume: the newest unfinished run under runs/, else the one runs/latest names (to go past --max-steps)."""
+    unfinished = []
+    for folder in RUNS.glob("*") if RUNS.is_dir() else ():
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            manifest = artifacts.read_manifest(folder) or {}
+        except InputError:
+            continue
+        if manifest.get("stage") == "run" and manifest.get("status") == "training":
+            unfinished.append((str(manifest.get("created", "")), folder.name))
+    if unfinished:
+        return RUNS / max(unfinished)[1]
+    latest = RUNS / "latest"
+    if not latest.exists():
+        raise InputError("--resume: there is no unfinished run and no runs/latest to resume", hint="name the run with --name or -o")
+    return RUNS / latest.resolve().name
 
 
 def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> PretrainResult:
@@ -350,7 +371,8 @@ class _Trainer:
         except KeyboardInterrupt:
             if not in_step:
                 save()
-            raise Interrupted(f"pretraining stopped at step {step}; the last checkpoint is in {self.checkpoints}") from None
+            raise Interrupted(f"pretraining stopped at step {step}; the last checkpoint is in {self.checkpoints}",
+                              hint=f"continue it with the same options and -o {self.out} (or --resume)") from None
         if step % config.save_every and step % steps_per_epoch:
             save()
         check_finite()
@@ -411,8 +433,8 @@ class _Trainer:
         if artifacts.read_manifest(self.out) is None:
             manifest = self._manifest(plan, steps=0, resumed_from=0, final={}, status="training")
             artifacts.write_json_atomic(self.out / artifacts.MANIFEST_NAME, manifest)
-        for stale in (*self.out.glob(".*.tmp*"), *self.checkpoints.glob(".*.tmp*")):
-            stale.unlink(missing_ok=True)  # temporary files of a killed run: we hold the folder's lock
+        for folder in (self.out, self.checkpoints):  # what a killed run left half-written: we hold the folder's lock
+            artifacts.remove_leftovers_in(folder)
 
     def _barrier(self) -> None:
         import torch.distributed as dist
@@ -446,7 +468,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp = path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -491,7 +513,7 @@ def _point_latest(out: Path) -> None:
         return
     for stale in out.parent.glob(".latest.tmp-*"):  # left by a run killed right here
         if not _alive(stale.name.rpartition("-")[2]):
-            stale.unlink(missing_ok=True)
+            artifacts.remove(stale, "leftover")
     tmp = out.parent / f".latest.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(out.name)

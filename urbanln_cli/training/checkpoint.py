@@ -9,6 +9,7 @@ in a staging sibling and renamed into place; ``LATEST`` names the newest.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 
 from urbanln_cli import artifacts
-from urbanln_cli.errors import InputError
+from urbanln_cli.errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
 
 KEEP = 2  # checkpoints kept on disk besides the newest
 
@@ -77,19 +80,23 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
     tmp.write_text(final.name)
     os.replace(tmp, folder / "LATEST")
     for old in sorted(p for p in folder.glob("step-*") if p.is_dir() and p != final)[:-KEEP]:
-        artifacts.remove(old, "checkpoint")
+        try:
+            artifacts.remove(old, "checkpoint")
+        except OutputExistsError:  # a folder urbanln did not write there: left alone
+            log.warning("%s is not a checkpoint urbanln wrote; left alone", old)
     return final
 
 
 def latest(folder: Path) -> Path | None:
+    """The checkpoint LATEST names; else (LATEST missing, damaged, or naming a removed folder) the newest one."""
     pointer = folder / "LATEST"
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text(errors="replace").strip()
-    if not re.fullmatch(r"step-\d+", name):
-        raise InputError(f"{pointer} names {name[:80]!r}, not a checkpoint", hint="remove the run folder's checkpoints/LATEST to start from the newest step-N")
-    path = folder / name
-    return path if (path / "state.safetensors").is_file() else None
+    name = pointer.read_text(errors="replace").strip() if pointer.is_file() else ""
+    if re.fullmatch(r"step-\d+", name) and (folder / name / "state.safetensors").is_file():
+        return folder / name
+    steps = sorted(p for p in folder.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "state.safetensors").is_file())
+    if steps and pointer.is_file():
+        log.warning("%s names %r; resuming from %s, the newest checkpoint", pointer, name[:80], steps[-1].name)
+    return steps[-1] if steps else None
 
 
 def load(path: Path) -> dict[str, Any]:
