@@ -285,3 +285,11 @@ def test_a_removed_checkpoint_resumes_from_the_one_before(data, tmp_path):
     (tmp_path / "run" / "open_clip_model.safetensors").unlink()  # as if the run had stopped before exporting
     again = pretrain(_config(data, tmp_path / "run", max_steps=6, save_every=2))
     assert again.resumed_from == 4 and again.steps == 6 and not leftover.exists()
+
+
+def test_torchrun_needs_a_run_name(data, monkeypatch):
+    from urbanln_cli.errors import UsageProblem
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageProblem, match="same run folder"):
+        pretrain(_config(data, None, max_steps=1))

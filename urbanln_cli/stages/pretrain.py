@@ -135,6 +135,9 @@ def _run_to_resume() -> Path:
 def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> PretrainResult:
     """Train (or resume) the run in ``run_folder(config)``; rank 0 holds the folder's lock."""
     config.check()
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and config.out is None and config.name is None and not config.resume:
+        raise UsageProblem("under torchrun every process must write the same run folder, and a name from the clock may differ",
+                           hint="name the run with --name or -o")
     out = run_folder(config)
     if int(os.environ.get("RANK", 0)) != 0:
         return _pretrain(config, progress, run)
@@ -240,11 +243,11 @@ class _Trainer:
         import torch.distributed as dist
         from torch.utils.data import DataLoader
 
+        from urbanln_cli.imagery import max_pixels_of
         from urbanln_cli.models import UrbanLNStep, create_model, export_open_clip, parameter_groups, stretch_text_positions
         from urbanln_cli.models.longclip import long_tokenizer as long_tokenizer_for
         from urbanln_cli.models.step import distill_alpha
         from urbanln_cli.training import checkpoint
-        from urbanln_cli.imagery import max_pixels_of
         from urbanln_cli.training.data import CaptionedTiles, EpochSampler
 
         config = self.config
