@@ -274,8 +274,14 @@ def _train_variant(settings: dict, embeddings: Path, threads: int) -> Path:
 
 def _train_in_worker(settings: dict, embeddings: Path, threads: int):
     """``_train_variant`` whose errors cross the process boundary with their class, message and hint."""
+    import logging
+
     from urbanln_cli.errors import UrbanlnError
 
+    # A spawned worker has no CLI logging: keep library and training log lines off the demo's stderr
+    # (the parent says what the demo trains; the short-caption note is in docs/synthetic-city.md).
+    logging.getLogger().handlers[:] = [logging.NullHandler()]
+    logging.getLogger("urbanln_cli").propagate = False
     try:
         return "ok", _train_variant(settings, embeddings, threads)
     except UrbanlnError as exc:
