@@ -2,9 +2,10 @@
 
 The captions are LLaMA-Adapter V2's, of 4,592 Baidu z16 tiles of Beijing, split
 into sentences (``../shared/data/urbanclip_beijing/captions_sentences.json``).
-This script joins each tile's sentences into one caption, writes them as a
-``captions`` artifact (model ``llama-adapter-v2``), runs ``fuse`` with the tiles'
-GSD given by ``--gsd`` (there are no tiles: the images are not redistributable),
+This script joins each tile's sentences into one caption, writes them to a JSONL
+file and imports it as a ``captions`` artifact (model ``llama-adapter-v2``) the way
+a user would, with ``caption --import FILE --no-tiles``, runs ``fuse`` with the
+tiles' GSD given by ``--gsd`` (there are no tiles: the images are not redistributable),
 and prints how many sentences and claims each step drops, with before/after
 examples. With one model there is no cross-model support; the image checks need
 the images, so they are off.
@@ -39,18 +40,14 @@ def load_panel(path: Path) -> dict[str, str]:
 
 
 def write_captions(panel: dict[str, str], out: Path) -> Path:
-    import datasets
+    """The panel as a captions artifact, through `caption --import` (the library call of it), with no tiles."""
+    from urbanln_cli.stages.caption import CaptionConfig, caption
 
-    from urbanln_cli import artifacts
-    from urbanln_cli.stages.caption import caption_features
-
-    rows = [{"tile_id": t, "model": MODEL, "model_digest": "unknown", "prompt_id": "urbanclip", "prompt_sha256": "unknown",
-             "options_sha256": "unknown", "image_sha256": "unknown", "caption": c, "error": None, "error_class": None,
-             "attempts": 1, "latency_s": None, "prompt_tokens": None, "output_tokens": None, "host": "imported",
-             "sentence_labels": None} for t, c in sorted(panel.items())]
-    ds = datasets.Dataset.from_list(rows, features=caption_features())
-    manifest = artifacts.new_manifest("captions", run=artifacts.RunInfo(command="bench/fuse_beijing.py"), inputs=[], rows=len(rows))
-    return artifacts.write_dataset(ds, out, manifest)
+    source = out.parent / f"{MODEL}.jsonl"  # one row per tile; the model is the file's stem
+    with open(source, "w", encoding="utf-8") as f:
+        for tile_id, text in sorted(panel.items()):
+            f.write(json.dumps({"tile_id": tile_id, "caption": text}, ensure_ascii=False) + "\n")
+    return caption(CaptionConfig(tiles=None, out=out, imports=(source,))).out
 
 
 def main() -> None:

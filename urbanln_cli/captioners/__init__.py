@@ -141,3 +141,8 @@ def json_field(text: str, key: str) -> str | None:
         return None
     field_ = value.get(key) if isinstance(value, dict) else None
     return field_.strip() if isinstance(field_, str) and field_.strip() else None
+
+
+def gsd_phrase(gsd: float | None) -> str:
+    """' at about 2.40 m per pixel' for a prompt, or nothing when the GSD is unknown."""
+    return f" at about {gsd:.2f} m per pixel" if gsd else ""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from urbanln_cli.captioners import content_problem, json_field
+from urbanln_cli.captioners import content_problem, gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
-from urbanln_cli.image_check import QUADRANTS, gsd_phrase, quadrant_crops
+from urbanln_cli.imagery import QUADRANTS, quadrant_crops
 
 REWRITE_SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}}, "required": ["caption"]}
 

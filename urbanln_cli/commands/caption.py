@@ -35,6 +35,9 @@ def caption(
     list_models: Annotated[bool, typer.Option("--list-models", help="Show the model aliases and what each host has pulled, then exit.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other models, prompt or options.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
+    imports: Annotated[Optional[List[Path]], typer.Option("--import", help="Import captions made elsewhere instead of captioning (no server): a .jsonl, .csv or .parquet file with a caption column, a tile_id or image column and an optional model column (default: the file's stem); repeatable.", show_default=False)] = None,
+    trusted: Annotated[bool, typer.Option("--trusted", help="With --import: the captions are human-checked (fuse cleans them without support or visibility filtering).")] = False,
+    no_tiles: Annotated[bool, typer.Option("--no-tiles", help="With --import: keep the file's ids (tile_id, or image without extension) instead of matching them to TILES, for tiles you do not have; fuse then needs --gsd.")] = False,
 ) -> None:
     """Caption every tile with several VLMs through Ollama; resumable, one row per (tile, model).
 
@@ -42,7 +45,14 @@ def caption(
     spread over every --host. Finished captions go to a journal in <out>.partial/
     first, so Ctrl-C, kill -9 or a dead server lose at most the requests in flight:
     run the same command again to resume.
+
+    With --import FILE, captions made elsewhere become the same captions artifact,
+    matched to the tiles by tile_id or image name; several rows of a tile are
+    several candidates.
     """
+    if imports or trusted or no_tiles:
+        _import(ctx, tiles, imports or [], out, trusted, no_tiles, overwrite, as_json)
+        return
     from urbanln_cli.captioners import GenerationOptions
     from urbanln_cli.captioners.aliases import resolve_models
     from urbanln_cli.captioners.ollama import DEFAULT_HOST
@@ -84,6 +94,49 @@ def caption(
         if result.counts.get("failed"):
             _common.warn("some rows failed; `--retry-failed` captions them again")
     _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts, "nothing_to_do": result.nothing_to_do} if as_json else result.out, as_json)
+
+
+# options of captioning with models, which --import does not take
+_MODEL_OPTIONS = ("models", "host", "concurrency", "timeout", "retries", "content_retries", "prompt", "temperature", "seed",
+                  "num_predict", "num_ctx", "keep_alive", "image_size", "shard", "stream", "retry_failed", "limit", "scene",
+                  "list_models")
+
+
+def _import(ctx: typer.Context, tiles: Path, imports: List[Path], out: Path, trusted: bool, no_tiles: bool,
+            overwrite: bool, as_json: bool) -> None:
+    from urbanln_cli.errors import UsageProblem
+    from urbanln_cli.stages.caption import CaptionConfig, caption as run_caption
+
+    def given(name: str) -> bool:  # by name: typer and click each have a ParameterSource enum
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    if not imports:
+        flag = "--trusted" if trusted else "--no-tiles"
+        raise UsageProblem(f"{flag} goes with --import", hint="e.g. urbanln caption tiles --import captions.jsonl " + flag)
+    clash = next((name for name in _MODEL_OPTIONS if given(name)), None)
+    if clash is not None:
+        option = "--" + clash.replace("_", "-")
+        raise UsageProblem(f"--import and {option} are exclusive: --import takes captions made elsewhere, with no model",
+                           hint=f"drop {option}, or caption with models in another run, into its own -o folder")
+    if no_tiles and given("tiles"):
+        raise UsageProblem("--no-tiles and a TILES argument are exclusive",
+                           hint="drop --no-tiles to match the captions to those tiles, or the TILES argument to keep the file's ids")
+    config = CaptionConfig(tiles=None if no_tiles else tiles, out=out, imports=tuple(imports), trusted=trusted, overwrite=overwrite)
+    with _common.progress_bar("importing") as update:
+        result = run_caption(config, progress=update, run=_common.run_info(ctx, config, drop=_MODEL_OPTIONS))
+    for warning in result.warnings:
+        _common.warn(warning)
+    if result.nothing_to_do:
+        _common.summary(f"{result.out} already holds these imported captions ({result.rows} rows): nothing to do")
+    else:
+        models = len(result.manifest.get("models", {}))
+        tiles_n = result.counts.get("tiles_captioned", 0)
+        _common.summary(f"imported {result.rows} captions ({models} model{'s' if models != 1 else ''}, {tiles_n} tiles"
+                        f"{', trusted' if trusted else ''}) to {result.out}")
+    _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts, "nothing_to_do": result.nothing_to_do,
+                  "imports": [i for i in result.manifest.get("inputs", []) if i.get("stage") == "import"]}
+                 if as_json else result.out, as_json)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:

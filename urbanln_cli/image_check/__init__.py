@@ -14,8 +14,10 @@ always). A disputed claim stays only when its checker confirms it.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
+
+# The quadrant crops live in imagery (captioners use them too); re-exported for the checkers.
+from urbanln_cli.imagery import QUADRANTS, quadrant_boxes, quadrant_crops  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -36,37 +38,3 @@ class Verdict:
     answer: str | None = None  # vlm: what the model answered
     error: str | None = None  # why no answer came (the claim then counts as not confirmed)
 
-
-QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
-
-
-def quadrant_boxes(w: int, h: int) -> list[tuple[int, int, int, int]]:
-    """PIL crop boxes of the four quadrants of a w×h image, in ``QUADRANTS`` order."""
-    return [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]
-
-
-def gsd_phrase(gsd: float | None) -> str:
-    """' at about 2.40 m per pixel' for a prompt, or nothing when the GSD is unknown."""
-    return f" at about {gsd:.2f} m per pixel" if gsd else ""
-
-
-def quadrant_crops(image: bytes, size: int | None = None, max_pixels: int | None = None) -> list[bytes]:
-    """The four quadrant crops of a tile as PNG bytes, in ``QUADRANTS`` order (each at most ``size`` px a side).
-
-    ``imagery.ImageTooLarge`` when the tile has more than ``max_pixels`` pixels (never decoded).
-    """
-    from PIL import Image
-
-    from urbanln_cli.imagery import open_image
-
-    with open_image(image, max_pixels, "it") as img:
-        img = img.convert("RGB")
-        out = []
-        for box in quadrant_boxes(*img.size):
-            buf = io.BytesIO()
-            crop = img.crop(box)
-            if size is not None and max(crop.size) > size:
-                crop.thumbnail((size, size), Image.Resampling.LANCZOS)
-            crop.save(buf, "PNG")
-            out.append(buf.getvalue())
-    return out

@@ -3,7 +3,7 @@
 The model is the current CLIP model: a ``pretrain`` run folder (default
 ``runs/latest``, as ``embed``), or open_clip weights (``pretrained``: a tag of
 ``arch``, a checkpoint file or ``local-dir:FOLDER``); it is loaded by
-``stages.embed.load_encoder``, so the checker sees exactly what ``embed`` sees.
+``models.loading.load_encoder``, so the checker sees exactly what ``embed`` sees.
 
 Views. Each tile is decoded once and encoded once as five views: the whole
 tile and its four quadrant crops (``image_check.QUADRANTS`` order, the boxes of
@@ -85,7 +85,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.errors import UsageProblem
 from urbanln_cli.image_check import QUADRANTS, ClaimQuery, Verdict, quadrant_boxes
 from urbanln_cli.text.lexicon import Lexicon, builtin
 
@@ -161,20 +161,15 @@ class ClipChecker:
         import torch
 
         from urbanln_cli.models.step import pick_device
-        from urbanln_cli.stages.embed import EmbedConfig, load_encoder
+        from urbanln_cli.models.loading import EncoderSpec, load_encoder, run_folder
 
         config.check()
         self.config = config
         self.device = pick_device(config.device)
         if config.pretrained is None:
-            folder = Path(config.model) if config.model is not None else Path("runs/latest")
-            if not (folder / "open_clip_config.json").is_file():
-                raise InputError(
-                    f"the CLIP check found no trained model in {folder}",
-                    hint="train one with `urbanln pretrain`, pass its folder with --clip-model, "
-                    "or give open_clip weights with --clip-pretrained (and --clip-arch)",
-                )
-        encoder_config = EmbedConfig(model=config.model, arch=config.arch, pretrained=config.pretrained, device=config.device)
+            run_folder(config.model, hint="train one with `urbanln pretrain`, pass its folder with --clip-model, "
+                                          "or give open_clip weights with --clip-pretrained (and --clip-arch)")
+        encoder_config = EncoderSpec(model=config.model, arch=config.arch, pretrained=config.pretrained)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)  # random weights (pretrained none) are the same every time
             model, transform, tokenizer, source = load_encoder(encoder_config, self.device)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from urbanln_cli.captioners import json_field
+from urbanln_cli.captioners import gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
-from urbanln_cli.image_check import ClaimQuery, Verdict, gsd_phrase
+from urbanln_cli.image_check import ClaimQuery, Verdict
 
 ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}, "required": ["answer"]}
 

@@ -9,7 +9,6 @@ runs; inference mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,9 +17,8 @@ import numpy as np
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.models.loading import EncoderSpec, load_encoder
 from urbanln_cli.training.data import worker_errors
-
-BASELINES = ("pixels", "random")
 
 
 @dataclass(frozen=True)
@@ -39,15 +37,14 @@ class EmbedConfig:
     overwrite: bool = False
 
     def check(self) -> None:
-        if self.baseline is not None and self.baseline not in BASELINES:
-            raise UsageProblem(f"--baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
+        self.encoder().check()
         if self.baseline == "pixels" and self.corpus is not None:
             raise UsageProblem("the pixel baseline has no text tower", hint="drop --corpus, or embed with a model")
-        if sum(x is not None for x in (self.pretrained, self.model, self.baseline)) > 1 and self.baseline != "random":
-            raise UsageProblem("give one of --model (a run folder), --pretrained weights or --baseline",
-                               hint="--baseline random may take --model to copy its architecture")
         if self.batch_size < 1 or self.workers < 0:
             raise UsageProblem("--batch-size must be at least 1 and --workers at least 0")
+
+    def encoder(self) -> EncoderSpec:
+        return EncoderSpec(model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed)
 
 
 @dataclass
@@ -101,7 +98,7 @@ def _embed(config: EmbedConfig, progress: Callable[..., None] | None, run: artif
     from urbanln_cli.models.step import pick_device
 
     device = pick_device(config.device)
-    model, transform, tokenizer, source = load_encoder(config, device)
+    model, transform, tokenizer, source = load_encoder(config.encoder(), device)
     from urbanln_cli.imagery import max_pixels_of
 
     images = _Images(tiles.data.column("image"), transform, tiles.data.column("tile_id"), max_pixels_of(tiles_manifest))
@@ -147,52 +144,6 @@ def _check_finite(array: np.ndarray, name: str, source: dict[str, Any]) -> None:
     if bad:
         raise InputError(f"{bad} of {len(array)} {name} rows are not finite (NaN or inf): the model is broken",
                          hint=f"check the metrics.jsonl of {source.get('run', 'the run')} for a diverged loss, and train it again")
-
-
-def load_encoder(config: EmbedConfig, device):
-    """(model or None, image transform or None, tokenizer or None, a description of the source with its fingerprint)."""
-    import torch
-
-    from urbanln_cli.models import create_model
-
-    if config.baseline == "pixels":
-        return None, None, None, {"baseline": "pixels"}
-    if config.baseline == "random":
-        arch = config.arch or _run_arch(config.model or Path("runs/latest")) or "ViT-B-16"  # comparable with the run
-        torch.manual_seed(config.seed)
-        model, _, preprocess, tokenizer = create_model(arch, "none", device=str(device))
-        return model.eval(), preprocess, tokenizer, {"baseline": "random", "arch": arch, "seed": config.seed}
-    if config.pretrained is not None:
-        arch = config.arch or "ViT-B-16"
-        model, _, preprocess, tokenizer = create_model(arch, config.pretrained, device=str(device))
-        return model.eval(), preprocess, tokenizer, {"arch": arch, "pretrained": config.pretrained}
-    folder = _run_folder(config.model)
-    model, _, preprocess, tokenizer = create_model(pretrained=f"local-dir:{folder}", device=str(device))
-    weights = folder / "open_clip_model.safetensors"
-    return model.eval(), preprocess, tokenizer, {"run": str(folder), "weights_sha256": _sha256(weights)}
-
-
-def _run_folder(model: Path | None) -> Path:
-    folder = Path(model) if model is not None else Path("runs/latest")
-    if not (folder / "open_clip_config.json").is_file():
-        raise InputError(
-            f"no trained model in {folder}",
-            hint="train one with `urbanln pretrain`, pass its folder with --model, or use --pretrained/--baseline",
-        )
-    return folder.resolve()
-
-
-def _run_arch(model: Path | None) -> str | None:
-    manifest = artifacts.read_manifest(Path(model)) if model is not None and Path(model).exists() else None
-    return (manifest or {}).get("models", {}).get("arch")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _embed_text(config: EmbedConfig, model, tokenizer, device) -> tuple[np.ndarray, list[str]]:

@@ -42,7 +42,7 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
 
     from urbanln_cli.evaluation.retrieval import retrieval_recall
     from urbanln_cli.models.step import pick_device
-    from urbanln_cli.stages.embed import EmbedConfig, load_encoder
+    from urbanln_cli.models.loading import EncoderSpec, load_encoder
     from urbanln_cli.training.data import candidates_of
 
     config.check()
@@ -57,7 +57,7 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
     if len(ids) < 2:
         raise InputError(f"{config.corpus} has {len(ids)} tile(s); retrieval needs at least 2", hint="use a larger held-out corpus")
     device = pick_device(config.device)
-    model, transform, tokenizer, source = load_encoder(EmbedConfig(model=config.model, pretrained=config.pretrained, arch=config.arch), device)
+    model, transform, tokenizer, source = load_encoder(EncoderSpec(model=config.model, pretrained=config.pretrained, arch=config.arch), device)
     captions, caption_tile = [], []
     cand_col = corpus.data.column("candidates").to_pylist() if "candidates" in corpus.column_names else [None] * len(ids)
     for i, (main, cands) in enumerate(zip(corpus.data.column("caption").to_pylist(), cand_col)):

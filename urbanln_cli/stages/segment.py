@@ -61,9 +61,9 @@ class SegmentConfig:
     overwrite: bool = False
 
     def encoder(self):
-        from urbanln_cli.stages.embed import EmbedConfig
+        from urbanln_cli.models.loading import EncoderSpec
 
-        return EmbedConfig(tiles=self.tiles, model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed)
+        return EncoderSpec(model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed)
 
     def check(self) -> None:
         if self.baseline == "pixels":
@@ -130,7 +130,7 @@ def segment(config: SegmentConfig, progress: Callable[[int, int], None] | None =
 def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None = None) -> SegmentEvaluation:
     """Read, extract tokens, fit a head per fold and score; nothing is written."""
     from urbanln_cli.models.step import pick_device
-    from urbanln_cli.stages.embed import load_encoder
+    from urbanln_cli.models.loading import load_encoder
 
     config.check()
     report_progress = progress or (lambda done, total: None)
