@@ -102,11 +102,10 @@ def probe(
 
         _only_for(ctx, REGRESSION_ONLY, "--task regression")
         if model in MODELS and _source(ctx, "model") == "DEFAULT_MAP":  # a [probe] table's regression head: not for this task
-            from click.core import ParameterSource
-
             logger.debug("config [probe] model = %r left out: a regression head, and --task segmentation takes a run folder", model)
             model = None
-            ctx.set_parameter_source("model", ParameterSource.DEFAULT)  # so the manifest says so
+            source_enum = type(ctx.get_parameter_source("model"))  # typer's own enum, not click's
+            ctx.set_parameter_source("model", source_enum.DEFAULT)  # so the manifest says so
         if model in MODELS:
             raise UsageProblem(f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln pretrain` run folder",
                                hint="pass --model runs/NAME, or leave it out for runs/latest")

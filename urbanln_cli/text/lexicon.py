@@ -6,6 +6,15 @@ win over shorter ones (``commercial buildings`` is ``commercial``, not
 ``building``). ``visibility`` gives, per concept, the coarsest ground sample
 distance (metres per pixel) at which the object can still be seen; ``0``
 means never from a satellite or aircraft (people, traffic lights, road signs).
+For objects it does not list, ``SIZES_M`` gives a typical size and the limit
+is that size over ``PIXELS_TO_SEE`` pixels (a 24 m tennis court: 8 m/px).
+
+The built-in concepts cover the land-use classes of the public scene
+benchmarks (UC Merced's 21, AID's 30, NWPU-RESISC45's 45: beach, baseball
+diamond, storage tank, mobile home park, chaparral, runway, …) and the words
+real captions use for them (freeway/highway, cropland/farmland,
+harbour/port/marina, overpass/viaduct); ``bench/lexicon_coverage.py`` measures
+the share of real captions' noun phrases it recognises.
 
 A user extends it with ``--lexicon FILE`` (TOML or JSON)::
 
@@ -34,63 +43,182 @@ from typing import Any, Mapping
 from urbanln_cli.errors import InputError
 
 # concept -> (kind, label, terms). kind: land_use (what a tile is) or object (what is in it).
+# The land-use classes of the public scene benchmarks (UC Merced's 21, AID's 30, NWPU-RESISC45's 45) each
+# have a concept or a term; tests/test_lexicon.py lists them. Terms are whole words, longest match first, so
+# "mobile home park" is mobile_home_park and "power plants" power_station while "plants" alone is vegetation.
 _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # land use
     "residential": ("land_use", "residential area", (
         "residential", "residential area", "residential district", "residential neighbourhood", "residential neighborhood",
         "residential zone", "housing", "housing estate", "homes", "houses", "house", "dwellings", "suburb", "suburbs",
-        "suburban area", "apartment blocks", "apartment buildings", "residential blocks", "residential buildings")),
+        "suburban area", "apartment blocks", "apartment buildings", "residential blocks", "residential buildings",
+        "residential community", "residential complex", "residential complexes", "apartment complex", "apartment complexes",
+        "housing complex", "housing complexes", "housing area", "housing development", "apartments", "residences",
+        "villa", "villas", "residential areas")),
     "commercial": ("land_use", "commercial area", (
         "commercial", "commercial area", "commercial buildings", "commercial district", "shops", "shopping centre",
-        "shopping center", "mall", "retail", "offices", "office buildings", "business district")),
+        "shopping center", "mall", "retail", "offices", "office buildings", "business district",
+        "commercial areas", "commercial zone", "commercial centre", "commercial center", "commercial complex",
+        "shopping mall", "shopping malls", "malls", "shopping centres", "shopping centers", "store", "stores",
+        "supermarket", "supermarkets", "market", "marketplace", "hotel", "hotels", "business park", "office park",
+        "office complex", "retail park", "commercial space", "commercial spaces", "retail spaces", "businesses", "gas station", "gas stations", "petrol station", "petrol stations")),
     "industrial": ("land_use", "industrial area", (
         "industrial", "industrial area", "industrial zone", "industrial estate", "industrial buildings", "industrial park",
-        "factory", "factories", "warehouse", "warehouses", "plant", "depot", "logistics centre")),
+        "factory", "factories", "warehouse", "warehouses", "plant", "depot", "logistics centre",
+        "industrial areas", "industrial zones", "industrial district", "industrial complex", "industrial complexes",
+        "industrial facility", "industrial facilities", "industrial plants", "chemical plant", "chemical plants",
+        "treatment plant", "workshop", "workshops", "factory buildings", "depots", "logistics center", "logistics park",
+        "loading dock", "loading docks", "loading bay", "loading bays")),
     "downtown": ("land_use", "city centre", (
-        "city centre", "city center", "downtown", "central business district", "town centre", "town center", "urban core")),
-    "village": ("land_use", "village", ("village", "hamlet", "rural settlement")),
+        "city centre", "city center", "downtown", "central business district", "town centre", "town center", "urban core",
+        "financial district", "city core")),
+    "village": ("land_use", "village", ("village", "hamlet", "rural settlement", "villages", "hamlets")),
     "farmland": ("land_use", "farmland", (
         "farmland", "cropland", "fields", "field", "farm", "farms", "agricultural land", "agricultural fields", "crops",
-        "crop fields", "arable land", "paddies", "orchard", "orchards", "greenhouses", "greenhouse")),
+        "crop fields", "arable land", "paddies", "orchard", "orchards", "greenhouses", "greenhouse",
+        "agricultural", "agricultural area", "agricultural areas", "farmlands", "croplands", "farm land", "farm fields",
+        "cultivated land", "cultivated fields", "paddy", "paddy fields", "rice paddies", "rice fields", "terrace", "terraces",
+        "terraced fields", "rice terraces", "center pivot", "center-pivot", "centre pivot", "pivot irrigation",
+        "vineyard", "vineyards", "plantation", "plantations")),
     "park": ("land_use", "park", (
-        "park", "parks", "parkland", "green space", "green spaces", "green area", "lawns", "lawn", "public garden", "gardens")),
+        "park", "parks", "parkland", "green space", "green spaces", "green area", "public garden", "gardens",
+        "green areas", "city park", "public park", "urban park", "garden", "botanical garden", "recreational area",
+        "recreational areas", "recreation area")),
     "open_land": ("land_use", "open land", (
-        "open land", "open field", "open fields", "grassy field", "grassy fields", "grass field", "dirt field", "sparsely built land", "vacant land", "empty land", "bare land", "barren land", "wasteland", "open space")),
-    "forest": ("land_use", "forest", ("forest", "woodland", "woods", "wooded area")),
-    "airport": ("land_use", "airport", ("airport", "airfield", "airstrip", "runway", "runways", "tarmac", "apron")),
-    "water_body": ("land_use", "open water", ("open water", "water body", "body of water", "waterfront")),
+        "open land", "open field", "open fields", "grassy field", "grassy fields", "grass field", "dirt field", "sparsely built land", "vacant land", "empty land", "bare land", "barren land", "wasteland", "open space",
+        "open spaces", "bare soil", "bare ground", "open ground", "dirt", "dirt area", "dirt lot", "vacant lot",
+        "vacant lots", "empty lot", "undeveloped land")),
+    "forest": ("land_use", "forest", ("forest", "woodland", "woods", "wooded area", "forests", "woodlands", "forested area")),
+    "airport": ("land_use", "airport", ("airport", "airfield", "tarmac", "apron", "airports", "airfields",
+                                        "airport terminal", "terminal building", "hangar", "hangars", "control tower")),
+    "water_body": ("land_use", "open water", (
+        "open water", "water body", "body of water", "waterfront", "water bodies", "water", "waters", "sea", "seas",
+        "ocean", "seawater", "sea water", "open sea", "bay", "gulf", "coastal waters", "waves", "foam", "foams")),
+    "beach": ("land_use", "beach", (
+        "beach", "beaches", "sandy beach", "shore", "shores", "shoreline", "seashore", "coast", "coastline", "coastal area",
+        "seaside")),
+    "desert": ("land_use", "desert", ("desert", "deserts", "desert area", "dune", "dunes", "sand dunes", "arid land")),
+    "grassland": ("land_use", "grassland", (
+        "grassland", "grasslands", "grass", "meadow", "meadows", "lawn", "lawns", "turf", "turfs", "pasture", "pastures",
+        "prairie", "grassy area", "weeds")),
+    "shrubland": ("land_use", "shrubland", ("chaparral", "shrubland", "shrublands", "scrubland", "scrub", "brushland", "bushland")),
+    "wetland": ("land_use", "wetland", (
+        "wetland", "wetlands", "marsh", "marshes", "marshland", "swamp", "swamps", "bog", "mudflat", "mudflats",
+        "tidal flat", "tidal flats", "reed beds")),
+    "mountain": ("land_use", "mountains", (
+        "mountain", "mountains", "mountainous area", "mountainous region", "mountain range", "mountainous terrain", "hill", "hills", "hillside",
+        "hillsides", "hilly area", "hilly terrain", "valley", "valleys", "ridge", "ridges", "slope", "slopes", "peak",
+        "peaks", "cliff", "cliffs")),
+    "island": ("land_use", "island", ("island", "islands", "islet", "islets")),
+    "snow_ice": ("land_use", "snow and ice", (
+        "snow", "snowfield", "snowfields", "sea ice", "ice", "ice floes", "iceberg", "icebergs", "snowberg", "snowbergs",
+        "glacier", "glaciers")),
+    "golf_course": ("land_use", "golf course", (
+        "golf course", "golf courses", "golf club", "golf links", "fairway", "fairways", "putting green", "putting greens",
+        "bunker", "bunkers", "sand trap", "sand traps")),
+    "harbor": ("land_use", "harbour", (
+        "harbor", "harbors", "harbour", "harbours", "port", "ports", "seaport", "marina", "marinas", "dock", "docks",
+        "pier", "piers", "wharf", "wharves", "quay", "quays", "jetty", "jetties", "container terminal", "container port")),
+    "mobile_home_park": ("land_use", "mobile home park", (
+        "mobile home park", "mobile home parks", "mobile homes", "mobile home", "trailer park", "trailer parks",
+        "caravan park", "caravan parks")),
+    "school": ("land_use", "school", (
+        "school", "schools", "campus", "campuses", "university", "universities", "college", "colleges", "schoolyard",
+        "school building", "school buildings")),
+    "resort": ("land_use", "resort", ("resort", "resorts", "holiday resort", "vacation resort", "holiday village")),
+    "railway_station": ("land_use", "railway station", (
+        "railway station", "railway stations", "train station", "train stations", "railroad station", "rail station")),
+    "power_station": ("land_use", "power station", (
+        "power station", "power stations", "power plant", "power plants", "thermal power station", "thermal power plant",
+        "coal power plant", "coal-fired power plant", "cooling tower", "cooling towers")),
+    "construction_site": ("land_use", "construction site", (
+        "construction site", "construction sites", "construction area", "construction areas", "building site",
+        "building sites", "construction zone")),
+    "quarry": ("land_use", "quarry", ("quarry", "quarries", "mine", "mines", "open-pit mine", "open pit mine", "mining area", "mining site")),
+    "palace": ("land_use", "palace", ("palace", "palaces", "imperial palace", "royal palace", "castle", "castles")),
     # infrastructure and objects
-    "building": ("object", "buildings", ("building", "buildings", "structures", "structure", "block", "blocks", "tower", "towers", "skyscraper", "skyscrapers")),
+    "building": ("object", "buildings", (
+        "building", "buildings", "structures", "structure", "block", "blocks", "tower", "towers", "skyscraper", "skyscrapers",
+        "barn", "barns", "farmhouse", "farmhouses", "shed", "sheds")),
     "road": ("object", "roads", (
         "road", "roads", "street", "streets", "street network", "road network", "avenue", "boulevard",
-        "intersection", "intersections", "junction", "crossroads", "roundabout")),
-    "highway": ("object", "a highway", ("highway", "highways", "freeway", "expressway", "motorway", "interstate")),
-    "railway": ("object", "railway tracks", ("railway", "railway line", "railway tracks", "rail line", "rail tracks", "railroad", "train tracks", "tracks", "rail")),
-    "river": ("object", "a river", ("river", "stream", "creek", "brook")),
-    "lake": ("object", "a lake", ("lake", "pond", "reservoir")),
-    "canal": ("object", "a canal", ("canal", "waterway")),
-    "tree": ("object", "trees", ("tree", "trees", "tree cover", "vegetation", "greenery", "shrubs")),
-    "parking": ("object", "a parking lot", ("parking lot", "parking lots", "car park", "car parks", "parking area", "parking")),
+        "intersection", "intersections", "junction", "crossroads", "roundabout",
+        "avenues", "boulevards", "junctions", "t-junction", "roundabouts", "traffic circle", "roadside", "roadsides",
+        "lane", "lanes", "traffic lanes", "dirt road", "dirt roads", "dirt track", "alley", "alleys", "alleyway",
+        "driveway", "driveways", "cul-de-sac", "cul-de-sacs")),
+    "highway": ("object", "a highway", (
+        "highway", "highways", "freeway", "expressway", "motorway", "interstate",
+        "freeways", "expressways", "motorways", "interchange", "interchanges", "highway interchange", "cloverleaf")),
+    "railway": ("object", "railway tracks", (
+        "railway", "railway line", "railway tracks", "rail line", "rail tracks", "railroad", "train tracks", "tracks", "rail",
+        "railways", "railroads", "railway lines", "rail lines", "train track", "railway track", "railroad track",
+        "railroad tracks", "rail track", "rail yard", "railway yard", "train yard")),
+    "river": ("object", "a river", (
+        "river", "stream", "creek", "brook", "rivers", "streams", "creeks", "riverbank", "riverbanks", "river bank",
+        "river banks", "riverside", "banks")),
+    "lake": ("object", "a lake", ("lake", "pond", "reservoir", "lakes", "ponds", "reservoirs", "lagoon")),
+    "canal": ("object", "a canal", ("canal", "waterway", "canals", "waterways", "ditch", "ditches")),
+    "tree": ("object", "trees", (
+        "tree", "trees", "tree cover", "vegetation", "greenery", "shrubs", "plants", "shrub", "bush", "bushes", "hedge",
+        "hedges", "grove", "groves", "tree line", "treeline")),
+    "parking": ("object", "a parking lot", (
+        "parking lot", "parking lots", "car park", "car parks", "parking area", "parking",
+        "parking areas", "parking spots", "parking spot", "parking spaces", "parking space", "parking positions",
+        "parking garage", "parking garages", "parking structure", "parking deck")),
     "sports_field": ("object", "a sports field", (
-        "sports field", "sports fields", "football pitch", "soccer field", "playing field", "athletic track", "tennis court", "tennis courts")),
-    "stadium": ("object", "a stadium", ("stadium", "arena")),
-    "roof": ("object", "roofs", ("roof", "roofs", "roofing", "rooftops", "rooftop")),
-    "bridge": ("object", "a bridge", ("bridge", "bridges", "overpass")),
-    "plaza": ("object", "a plaza", ("plaza", "square", "courtyard")),
-    "car": ("object", "cars", ("car", "cars", "vehicle", "vehicles", "truck", "trucks", "bus", "buses", "traffic")),
+        "sports field", "sports fields", "football pitch", "soccer field", "playing field", "athletic track",
+        "football pitches", "football field", "football fields", "soccer fields", "playing fields", "athletic field",
+        "athletic fields", "running track", "running tracks", "ground track field", "track and field", "track field",
+        "playground", "playgrounds", "sports ground", "sports grounds", "sports complex")),
+    "tennis_court": ("object", "a tennis court", ("tennis court", "tennis courts")),
+    "basketball_court": ("object", "a basketball court", ("basketball court", "basketball courts")),
+    "baseball_diamond": ("object", "a baseball diamond", (
+        "baseball diamond", "baseball diamonds", "baseball field", "baseball fields", "ballfield", "ballfields",
+        "softball field", "softball fields")),
+    "stadium": ("object", "a stadium", ("stadium", "arena", "stadiums", "arenas")),
+    "swimming_pool": ("object", "a swimming pool", ("swimming pool", "swimming pools", "pool", "pools")),
+    "storage_tank": ("object", "storage tanks", (
+        "storage tank", "storage tanks", "oil tank", "oil tanks", "fuel tank", "fuel tanks", "oil storage tanks",
+        "tank", "tanks", "water tank", "water tanks", "gas tank", "gas tanks")),
+    "runway": ("object", "a runway", ("runway", "runways", "airstrip", "airstrips", "landing strip", "taxiway", "taxiways")),
+    "church": ("object", "a church", ("church", "churches", "cathedral", "chapel", "temple", "temples", "mosque", "mosques")),
+    "roof": ("object", "roofs", ("roof", "roofs", "roofing", "rooftops", "rooftop", "roof terrace", "roof terraces", "rooftop terrace")),
+    "bridge": ("object", "a bridge", (
+        "bridge", "bridges", "overpass", "overpasses", "viaduct", "viaducts", "flyover", "flyovers", "footbridge",
+        "footbridges", "pedestrian bridge")),
+    "plaza": ("object", "a plaza", ("plaza", "square", "courtyard", "plazas", "squares", "courtyards", "public square")),
+    "car": ("object", "cars", (
+        "car", "cars", "vehicle", "vehicles", "truck", "trucks", "bus", "buses", "traffic",
+        "lorry", "lorries", "van", "vans", "taxi", "taxis")),
     "bicycle": ("object", "bicycles", ("bicycle", "bicycles", "bike", "bikes")),
-    "bike_lane": ("object", "a bike lane", ("bike lane", "bike lanes", "cycle lane", "cycle path")),
-    "road_marking": ("object", "road markings", ("road markings", "lane markings", "zebra crossing", "crosswalk", "crosswalks", "pedestrian crossing")),
-    "person": ("object", "people", ("people", "person", "pedestrians", "pedestrian", "crowd", "crowds", "walkers", "residents")),
+    "bike_lane": ("object", "a bike lane", ("bike lane", "bike lanes", "cycle lane", "cycle path", "bike path", "bike paths", "cycle lanes", "cycle paths")),
+    "road_marking": ("object", "road markings", (
+        "road markings", "lane markings", "zebra crossing", "crosswalk", "crosswalks", "pedestrian crossing",
+        "markings", "mark lines", "marking lines", "lane lines", "white lines")),
+    "person": ("object", "people", (
+        "people", "person", "pedestrians", "pedestrian", "crowd", "crowds", "walkers", "residents",
+        "visitors", "tourists", "travelers", "travellers", "commuters", "shoppers", "spectators", "passengers", "drivers",
+        "children", "families", "joggers", "golfers", "locals")),
     "cyclist": ("object", "cyclists", ("cyclist", "cyclists")),
     "traffic_light": ("object", "traffic lights", ("traffic light", "traffic lights", "traffic signals", "traffic signal")),
     "road_sign": ("object", "road signs", ("road sign", "road signs", "street sign", "street signs", "signage", "signs")),
     "street_light": ("object", "street lights", ("street light", "street lights", "streetlights", "lamp posts", "lampposts")),
-    "sidewalk": ("object", "sidewalks", ("sidewalk", "sidewalks", "pavement", "pavements", "footpath", "footpaths")),
-    "airplane": ("object", "airplanes", ("airplane", "airplanes", "aircraft", "aeroplane", "aeroplanes", "plane", "planes", "jet", "jets")),
+    "sidewalk": ("object", "sidewalks", (
+        "sidewalk", "sidewalks", "pavement", "pavements", "footpath", "footpaths",
+        "path", "paths", "walkway", "walkways", "trail", "trails", "footway")),
+    "bench": ("object", "benches", ("bench", "benches", "park bench", "park benches")),
+    "fence": ("object", "a fence", ("fence", "fences", "fencing")),
+    "airplane": ("object", "airplanes", (
+        "airplane", "airplanes", "aircraft", "aeroplane", "aeroplanes", "plane", "planes", "jet", "jets", "airliner", "airliners")),
     "train": ("object", "a train", ("train", "trains", "locomotive", "freight train")),
-    "boat": ("object", "boats", ("boat", "boats", "ship", "ships", "vessel", "vessels")),
-    "solar_panel": ("object", "solar panels", ("solar panel", "solar panels", "solar farm")),
+    "boat": ("object", "boats", (
+        "boat", "boats", "ship", "ships", "vessel", "vessels", "yacht", "yachts", "sailboat", "sailboats", "ferry", "ferries",
+        "barge", "barges", "cargo ship", "cargo ships", "container ship", "container ships")),
+    "solar_panel": ("object", "solar panels", (
+        "solar panel", "solar panels", "solar farm", "solar farms", "solar array", "solar arrays", "photovoltaic panels",
+        "solar power station", "solar power plant")),
+    "sand": ("object", "sand", ("sand", "sands", "sandy area", "sandbank", "sandbanks", "sandbar", "sandbars")),
+    "cloud": ("object", "clouds", ("cloud", "clouds", "cloud cover")),
 }
 
 # coarsest GSD (m/px) at which a concept can be seen; 0 = never; missing = always.
@@ -101,6 +229,23 @@ _VISIBILITY: dict[str, float] = {
     "car": 1.5, "sidewalk": 1.5, "tree+count": 1.5,
     "boat": 5.0, "solar_panel": 5.0, "building+count": 5.0, "train": 5.0, "airplane": 10.0,
 }
+
+# Typical size in metres of one object (its length, or a tank's diameter), for objects the limits above do not
+# cover. An object is seen when it spans PIXELS_TO_SEE pixels, so its limit is size / PIXELS_TO_SEE m/px (the
+# limits above follow the same rule: a 4.5 m car at 1.5 m/px, a 30-40 m airliner at 10 m/px).
+PIXELS_TO_SEE = 3.0
+SIZES_M: dict[str, float] = {
+    "storage_tank": 15.0,  # 10-30 m across (oil depots); smaller ones are water or gas tanks
+    "tennis_court": 24.0,  # 23.8 x 11 m playing area
+    "basketball_court": 28.0,  # 28 x 15 m
+    "baseball_diamond": 60.0,  # 27 m base paths; the infield skin and its grass edge about 60 m across
+    "swimming_pool": 10.0,  # garden pools 8-12 m, public ones 25-50 m
+    "runway": 45.0,  # 30-60 m wide, kilometres long
+    "church": 30.0,
+    "bench": 2.0,
+    "fence": 1.5,  # thin; seen by its line and shadow only at fine resolution
+}
+_VISIBILITY.update({name: round(size / PIXELS_TO_SEE, 1) for name, size in SIZES_M.items() if name not in _VISIBILITY})
 
 # attribute words a claim keeps (modifiers of a concept); multi-word first.
 _ATTRIBUTES: tuple[str, ...] = (
@@ -114,6 +259,7 @@ _ATTRIBUTES: tuple[str, ...] = (
     "concrete", "metal", "membrane", "gravel", "tiled", "asphalt", "slate", "glass", "brick", "shingle",
     "fallow", "maize", "wheat", "young wheat", "ploughed", "plowed", "vegetables", "rapeseed", "barley", "irrigated",
     "oval", "flat", "pitched", "paved", "unpaved", "empty", "full", "open", "green", "leafy", "mature",
+    "medium", "circular", "rectangular", "round", "curved", "sandy", "grassy", "rocky", "lush", "elevated",
 )
 
 NUMBER_WORDS = {
