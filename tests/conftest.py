@@ -1,9 +1,12 @@
 """Tests never touch the network: Hugging Face goes offline before anything imports it."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 _hf_home = tempfile.mkdtemp(prefix="urbanln-hf-")
+atexit.register(shutil.rmtree, _hf_home, ignore_errors=True)  # made by this file: removed when the run ends
 for key, value in {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",

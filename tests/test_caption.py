@@ -124,7 +124,8 @@ def test_transient_failures_are_retried(tiles, tmp_path, server, stream):
     result = caption(_config(tiles, tmp_path / "cap", server, stream=stream, timeout=0.5, concurrency=1))
     rows = _rows(tmp_path / "cap")
     assert result.counts["failed"] == 0 and len(rows) == 16
-    assert sum(r["attempts"] - 1 for r in rows) == len(faults)
+    # every fault was served and retried; a loaded machine may time out a healthy request too, so at least
+    assert not server.faults["llava:7b"] and sum(r["attempts"] - 1 for r in rows) >= len(faults)
     raw = datasets.load_from_disk(str(tiles)).cast_column("image", datasets.Image(decode=False))
     png = {r["tile_id"]: r["image"]["bytes"] for r in raw}
     assert all(r["caption"] == caption_for(r["model"], png[r["tile_id"]]) for r in rows)  # retried, not garbled

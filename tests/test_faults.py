@@ -503,3 +503,26 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_one(in_proj, cli, monkeypatch,
     after = _snapshot(run)
     assert {k: after.get(k) for k in before if k != "metrics.jsonl"} == {k: v for k, v in before.items() if k != "metrics.jsonl"}
     assert [k for k in after if k not in before] == []  # no staging folder, no half checkpoint
+
+
+def test_normal_runs_keep_stderr_to_urbanlns_own_lines(in_proj, cli, tmp_path):
+    """No library warnings or log records (open_clip's "No pretrained weights", rasterio, numpy, Pillow) on stderr."""
+    import warnings
+
+    runs = {
+        "synth": ["synth", "city", tmp_path / "city", "--size", "256"],
+        "tile": ["tile", "data/city/imagery.tif", "--size", "64", "-o", tmp_path / "tiles"],
+        "label": ["label", "data/tiles", "--raster", "population=data/city/population.tif", "-o", tmp_path / "labels"],
+        "caption": ["caption", "data/tiles", "--models", "sim:precise", "-o", tmp_path / "captions"],
+        "fuse": ["fuse", "data/captions", "--tiles", "data/tiles", "-o", tmp_path / "corpus"],
+        "pretrain": ["pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *TINY_RUN, "-o", tmp_path / "run"],
+        "embed": ["embed", "--tiles", "data/tiles", "--model", "data/runs/r1", "--workers", "0", "--device", "cpu", "-o", tmp_path / "e.safetensors"],
+        "probe": ["probe", "--embeddings", "data/emb.safetensors", "--labels", "data/labels", "--target", "population", "-o", tmp_path / "probe"],
+    }
+    for name, args in runs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # a library warning would show, however often it fired before
+            result = cli(*args)
+        assert result.exit_code == 0, (name, result.stderr)
+        for line in result.stderr.splitlines():
+            assert "Warning" not in line and "WARNING" not in line and "root:" not in line, (name, line)

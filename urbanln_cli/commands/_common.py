@@ -24,14 +24,28 @@ def set_verbosity(*, verbose: bool, quiet: bool) -> None:
     _state.update(quiet=quiet, verbose=verbose)
     level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING
     logger = logging.getLogger("urbanln_cli")
-    logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=verbose, markup=False)]
+    # Our own warnings read like the rest of stderr ("warning: …"); -v shows every record, with its source.
+    logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=True, markup=False) if verbose else _PlainHandler()]
     logger.setLevel(level)
     logger.propagate = False
     # Libraries log to the root logger (open_clip's "No pretrained weights loaded", GDAL's libtiff
-    # messages beside an error we report ourselves): shown with -v, kept off stderr otherwise.
+    # messages beside an error we report ourselves) and warn through `warnings` (rasterio's
+    # NotGeoreferencedWarning, numpy's RuntimeWarning): shown with -v, kept off stderr otherwise.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers[:] = [RichHandler(console=console, show_time=False, markup=False) if verbose else logging.NullHandler()]
     root.setLevel(logging.WARNING)
+
+
+class _PlainHandler(logging.Handler):
+    """``warning: …`` / ``error: …`` lines on stderr, like every other line urbanln writes there."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        label = "warning" if record.levelno < logging.ERROR else "error"
+        if record.levelno < logging.WARNING:
+            label = record.levelname.lower()
+        console.print(f"{label}: {record.getMessage()}", soft_wrap=True, markup=False,
+                      style="yellow" if label == "warning" else None)
 
 
 def err_style(text: str, color: str) -> str:
