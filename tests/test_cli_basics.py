@@ -55,3 +55,11 @@ def test_unknown_option_is_a_usage_error(cli):
     assert result.stdout == ""
     assert result.stderr.startswith("error: ")
     assert "hint: " in result.stderr
+
+
+def test_help_lists_the_commands_in_pipeline_order(cli):
+    import re
+
+    result = cli("--help", env={"COLUMNS": "200"})
+    listed = re.findall(r"^│ (\w+) ", result.stdout, flags=re.M)
+    assert listed == ["tile", "label", "caption", "fuse", "pretrain", "embed", "probe", "evaluate", "inspect", "env", "synth", "demo"]

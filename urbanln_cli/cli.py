@@ -28,8 +28,16 @@ def _say_error(message: str, hint: str | None) -> None:
         typer.echo(f"{err_style('hint:', 'yellow')} {hint}", err=True)
 
 
+PIPELINE = ["tile", "label", "caption", "fuse", "pretrain", "embed", "probe", "evaluate", "inspect", "env", "synth", "demo"]
+
+
 class UrbanlnGroup(TyperGroup):
     """Turns UrbanlnError, usage errors and Ctrl-C into ``error:``/``hint:`` lines and exit codes."""
+
+    def list_commands(self, ctx):
+        """The commands in pipeline order (typer would list the sub-groups, evaluate and synth, last)."""
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: PIPELINE.index(n) if n in PIPELINE else len(PIPELINE))
 
     def make_context(self, info_name, args, parent=None, **extra):
         _harden(self)
@@ -143,7 +151,7 @@ def root(
 def _register() -> None:
     from urbanln_cli.commands import caption, demo, embed, env, evaluate, fuse, inspect, label, pretrain, probe, synth, tile
 
-    for module in (tile, label, caption, pretrain, embed, probe, evaluate, fuse, inspect, env, synth, demo):
+    for module in (tile, label, caption, fuse, pretrain, embed, probe, evaluate, inspect, env, synth, demo):
         module.register(app)
 
 

@@ -39,7 +39,7 @@ def caption(
     trusted: Annotated[bool, typer.Option("--trusted", help="With --import: the captions are human-checked (fuse cleans them without support or visibility filtering).")] = False,
     no_tiles: Annotated[bool, typer.Option("--no-tiles", help="With --import: keep the file's ids (tile_id, or image without extension) instead of matching them to TILES, for tiles you do not have; fuse then needs --gsd.")] = False,
 ) -> None:
-    """Caption every tile with several VLMs through Ollama; resumable, one row per (tile, model).
+    """Caption every tile with several VLMs through Ollama, or import captions made elsewhere; one row per (tile, model).
 
     Models run one at a time across all tiles (no model swapping on the GPU),
     spread over every --host. Finished captions go to a journal in <out>.partial/
