@@ -5,7 +5,8 @@
 #   ollama pull llava:7b && ollama pull qwen2.5vl:7b
 # Usage: examples/real_city_ollama.sh CITY.tif POP.tif CARBON.tif LIGHT.tif [OUT_DIR]
 set -euo pipefail
-city=$1 pop=$2 carbon=$3 light=$4 out=${5:-city_run}
+abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }   # inputs stay valid after the cd below
+city=$(abs "$1") pop=$(abs "$2") carbon=$(abs "$3") light=$(abs "$4") out=${5:-city_run}
 mkdir -p "$out"; cd "$out"
 
 urbanln env                                                   # is Ollama up, which models, which GPU
