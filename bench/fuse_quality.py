@@ -5,10 +5,15 @@ error it makes), so every claim can be scored. We build the city, tile it and
 caption it with sim:precise, sim:verbose, sim:hallucinating and sim:generic, then
 report, against the plainest baseline (the raw captions):
 
-- claim precision: share of claims that come from sentences labelled "true";
+- claim precision: share of claims that come from sentences labelled "true"
+  and keep their polarity: a claim about a concept the sentence says is absent
+  ("there are no cars", "..., without any water bodies") is true only when the
+  claim is negated, and a negated claim only when the sentence denies it (each
+  kept claim that does not is a negation flip, counted apart);
 - sentence precision: the same over sentences (boilerplate counts as not true);
 - recall: share of the true facts the panel stated, per tile (the union over
-  models of (tile, fact) with a true sentence), that the output still states.
+  models of (tile, fact, polarity) with a true sentence or clause), that the
+  output still states.
 
 Fuse is scored two ways: "caption" (the chosen consensus caption only) and
 "candidates" (all refined candidates: the whole corpus row). Each step is then
@@ -68,9 +73,30 @@ def load_labels(captions: Path) -> dict[tuple[str, str], list[dict]]:
     return labels
 
 
-def truth_union(labels) -> set[tuple[str, str]]:
-    """(tile, fact) for every fact some model stated truthfully."""
-    return {(tile, s["fact"]) for (tile, _), sents in labels.items() for s in sents if s["label"] == "true"}
+def truth_union(labels) -> set[tuple[str, str, str]]:
+    """(tile, fact, polarity) for every fact some model stated truthfully, in a sentence or an attached clause."""
+    return {(tile, a["fact"], a.get("polarity", "present")) for (tile, _), sents in labels.items() for s in sents
+            if s["label"] == "true" for a in (s, *s.get("also", ()))}
+
+
+def negated(claim) -> bool:
+    """Whether a claim (a Claim or its JSON) says its concept is absent; a parser without negation never does."""
+    get = claim.get if isinstance(claim, dict) else lambda k, d=None: getattr(claim, k, d)
+    return bool(get("negated", False)) or get("polarity", None) in ("absent", "negative", "negated")
+
+
+def judge(sentence: dict, concept: str | None, is_negated: bool) -> tuple[bool, bool, list[tuple[str, str]]]:
+    """(true, flipped, facts stated) for a claim from ``sentence``: polarity must match what the sentence asserts."""
+    denied = set(sentence.get("absent", ()))
+    flipped = (concept in denied) != is_negated if concept is not None else (is_negated and not denied)
+    ok = sentence["label"] == "true" and not flipped
+    if not ok:
+        return False, flipped, []
+    for a in sentence.get("also", ()):
+        if a.get("polarity") == "absent" and concept in a.get("absent", ()):
+            return True, False, [(a["fact"], "absent")]
+    facts = [(sentence["fact"], sentence.get("polarity", "present"))]
+    return True, False, facts + [(a["fact"], "present") for a in sentence.get("also", ()) if a.get("polarity") != "absent"]
 
 
 def score_raw(labels, lexicon, models: list[str] | None) -> dict[str, float]:
@@ -79,18 +105,19 @@ def score_raw(labels, lexicon, models: list[str] | None) -> dict[str, float]:
     claims = Counter()
     sentences = Counter()
     facts = set()
+    flips = 0
     for (tile, model), sents in labels.items():
         if models is not None and model not in models:
             continue
         for i, s in enumerate(sents):
-            ok = s["label"] == "true"
-            sentences[ok] += 1
-            n = len(parse_claims(s["text"], lexicon, model=model, sentence=i))
-            claims[ok] += n
-            if ok and n:
-                facts.add((tile, s["fact"]))
+            sentences[s["label"] == "true"] += 1
+            for c in parse_claims(s["text"], lexicon, model=model, sentence=i):
+                ok, flipped, stated = judge(s, c.concept, negated(c))
+                claims[ok] += 1
+                flips += flipped
+                facts.update((tile, f, p) for f, p in stated)
     return {"claims": claims[True] + claims[False], "claim_precision": claims[True] / max(1, claims[True] + claims[False]),
-            "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]), "facts": facts}
+            "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]), "facts": facts, "flips": flips}
 
 
 def score_fused(rows, labels, which: str) -> dict[str, float]:
@@ -98,6 +125,7 @@ def score_fused(rows, labels, which: str) -> dict[str, float]:
     claims = Counter()
     sentences = Counter()
     facts = set()
+    flips = 0
     for row in rows:
         tile = row["tile_id"]
         for c in json.loads(row["claims"]):
@@ -105,18 +133,17 @@ def score_fused(rows, labels, which: str) -> dict[str, float]:
                 continue
             if which == "candidates" and not c["in_candidate"]:
                 continue
-            s = labels[(tile, c["model"])][c["sentence"]]
-            ok = s["label"] == "true"
+            ok, flipped, stated = judge(labels[(tile, c["model"])][c["sentence"]], c.get("concept"), negated(c))
             claims[ok] += 1
-            if ok:
-                facts.add((tile, s["fact"]))
+            flips += flipped
+            facts.update((tile, f, p) for f, p in stated)
         for cand in row["candidates"]:
             if which == "caption" and cand["model"] != row["model"]:
                 continue
             for i in cand["sentences"]:
                 sentences[labels[(tile, cand["model"])][i]["label"] == "true"] += 1
     return {"claims": claims[True] + claims[False], "claim_precision": claims[True] / max(1, claims[True] + claims[False]),
-            "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]), "facts": facts}
+            "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]), "facts": facts, "flips": flips}
 
 
 def run_fuse(config, merged, gsd, tools) -> list[dict]:
@@ -155,14 +182,16 @@ def main() -> None:
         label_counts = Counter(s["label"] for sents in labels.values() for s in sents)
         print(f"{len(merged)} tiles, {len(labels)} captions, {sum(label_counts.values())} sentences: "
               + ", ".join(f"{k} {v}" for k, v in label_counts.most_common()))
-        print(f"true facts stated by the panel (tile, fact): {len(union)}\n")
+        absent = sum(a.get("polarity") == "absent" for sents in labels.values() for s in sents for a in (s, *s.get("also", ())))
+        print(f"true facts stated by the panel (tile, fact, polarity): {len(union)}; absence assertions: {absent}\n")
 
-        header = f"{'output':<44} {'claims':>7} {'claim P':>8} {'sent. P':>8} {'recall':>7}"
+        header = f"{'output':<44} {'claims':>7} {'claim P':>8} {'sent. P':>8} {'recall':>7} {'flips':>6}"
         print(header)
         print("-" * len(header))
 
         def line(name, r):
-            print(f"{name:<44} {r['claims']:>7} {r['claim_precision']:>8.3f} {r['sentence_precision']:>8.3f} {len(r['facts'] & union) / len(union):>7.3f}")
+            print(f"{name:<44} {r['claims']:>7} {r['claim_precision']:>8.3f} {r['sentence_precision']:>8.3f} "
+                  f"{len(r['facts'] & union) / len(union):>7.3f} {r['flips']:>6}")
 
         for m in models:
             line(f"raw {m}", score_raw(labels, tools.lexicon, [m]))
@@ -191,12 +220,14 @@ def main() -> None:
                 errors = Counter()
                 for row in rows:
                     for c in json.loads(row["claims"]):
-                        label = labels[(row["tile_id"], c["model"])][c["sentence"]]["label"]
-                        if c["in_candidate"] and label != "true":
-                            errors[label] += 1
+                        s = labels[(row["tile_id"], c["model"])][c["sentence"]]
+                        ok, flipped, _ = judge(s, c.get("concept"), negated(c))
+                        if c["in_candidate"] and not ok:
+                            errors["negation_flip" if flipped else s["label"]] += 1
                 print(f"{'':<44} false claims kept, by error: {dict(errors.most_common())}")
-        print("\nclaim P: share of output claims from sentences labelled true; sent. P: the same over sentences;")
-        print("recall: share of the (tile, fact) pairs some model stated truthfully that the output still states.")
+        print("\nclaim P: share of output claims from sentences labelled true, with their polarity kept; sent. P: the same over")
+        print("sentences; recall: share of the (tile, fact, polarity) triples some model stated truthfully that the output still")
+        print("states; flips: claims whose polarity is not the sentence's (an absence read as presence, or the reverse).")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,15 @@ import pytest
 
 from tests.fakes.rasters import make_geotiff
 from urbanln_cli.captioners import TileInfo
-from urbanln_cli.captioners.sim import PERSONAS, Scene, tile_facts, write_caption
+from urbanln_cli.captioners.sim import (
+    _LAND_USE,
+    PERSONAS,
+    Scene,
+    _has,
+    _lacks,
+    tile_facts,
+    write_caption,
+)
 from urbanln_cli.stages.caption import CaptionConfig, caption
 from urbanln_cli.stages.tile import TileConfig, tile
 
@@ -62,16 +70,61 @@ def test_facts_follow_the_scene(city_tiles):
     assert east.land_use == "water" and east.water == "lake" and east.cars == 3 and east.buildings == 0
 
 
+def _west_facts(city):
+    x0, ytop = ORIGIN
+    return tile_facts(Scene(city / "scene.json"), TileInfo("w", "EPSG:32650", (x0, ytop - 64, x0 + 64, ytop), 1.0))
+
+
+def _flawless(**changes):
+    base = PERSONAS["precise"].__dict__ | {"omission": 0, "wrong_count": 0, "wrong_land_use": 0, "hallucinated_object": 0,
+                                           "false_absence": 0}
+    return PERSONAS["precise"].__class__(**(base | changes))
+
+
 def test_precise_persona_without_errors_says_only_true_things(city_tiles):
     _, city = city_tiles
-    scene = Scene(city / "scene.json")
-    x0, ytop = ORIGIN
-    facts = tile_facts(scene, TileInfo("w", "EPSG:32650", (x0, ytop - 64, x0 + 64, ytop), 1.0))
-    perfect = PERSONAS["precise"].__class__(**{**PERSONAS["precise"].__dict__, "omission": 0, "wrong_count": 0,
-                                              "wrong_land_use": 0, "hallucinated_object": 0})
-    text, labels = write_caption(perfect, facts, random.Random(0))
-    assert all(s["label"] == "true" for s in labels["sentences"]) and labels["omitted"] == []
-    assert "housing" in text and "About 6 buildings" in text and "4-lane arterial" in text
+    facts = _west_facts(city)
+    assert facts.vehicles == 0 and facts.building_use == "residential" and facts.buildings_touching == 6
+    uses = [phrase for phrase, _ in _LAND_USE["residential"]]
+    for seed in range(40):
+        text, labels = write_caption(_flawless(absence=1.0), facts, random.Random(seed))
+        sentences = labels["sentences"]
+        assert all(s["label"] == "true" for s in sentences) and labels["omitted"] == []
+        assert all(a["label"] == "true" for s in sentences for a in s["also"])
+        by_fact = {s["fact"]: s for s in sentences if s["polarity"] == "present"}
+        assert sentences[0]["fact"] == "land_use" and by_fact["land_use"]["value"] == "residential"
+        assert any(u in by_fact["land_use"]["text"] for u in uses)
+        assert by_fact["building_count"]["value"] == 6 and ("6" in text or "six" in text)
+        assert by_fact["roads"]["value"] == {"class": "arterial", "lanes": 4} and ("4" in text or "four" in text)
+        # two absences, each of something the tile really lacks, said as a sentence or as a clause
+        denied = [s for s in sentences if s["polarity"] == "absent"] + [a for s in sentences for a in s["also"] if a["polarity"] == "absent"]
+        assert len(denied) == 2 and all(_lacks(d["fact"], facts) and d["absent"] for d in denied)
+        assert {c for s in sentences for c in s["absent"]} == {c for d in denied for c in d["absent"]}
+
+
+def test_the_same_facts_in_varied_words(city_tiles):
+    _, city = city_tiles
+    facts = _west_facts(city)
+    texts = {p: [write_caption(PERSONAS[p], facts, random.Random(seed))[0] for seed in range(60)] for p in PERSONAS}
+    assert all(len(set(t)) >= 40 for p, t in texts.items() if p != "generic")
+    assert len(set(texts["generic"])) >= 10
+    every = " ".join(t for ts in texts.values() for t in ts)
+    assert "most of which" in every and ", which " in every  # relative clauses
+    assert " with " in every and "roofs" in every  # attribute phrases
+    assert any(w in every for w in ("No ", " no ", "without"))  # absence statements
+    assert any(w in every for w in ("thoroughfare", "townhouses", "dwellings", "neighbourhood", "bungalows"))  # words outside the lexicon
+
+
+def test_false_absences_deny_what_is_there(city_tiles):
+    _, city = city_tiles
+    facts = _west_facts(city)
+    seen = 0
+    for seed in range(30):
+        _, labels = write_caption(_flawless(false_absence=1.0, absence=0.0), facts, random.Random(seed))
+        wrong = [s for s in labels["sentences"] if s["label"] == "false_absence"]
+        assert len(wrong) == 1 and wrong[0]["polarity"] == "absent" and _has(wrong[0]["fact"], facts) and wrong[0]["absent"]
+        seen += 1
+    assert seen == 30
 
 
 def test_sim_panel_through_caption(city_tiles, cli, tmp_path):
@@ -120,28 +173,49 @@ def synth_captions(tmp_path_factory):
 
 
 def test_true_sentences_agree_with_the_scene(synth_captions):
+    from urbanln_cli.text.clean import split_sentences
+
     folder, rows = synth_captions
     scene = Scene(folder / "city" / "scene.json")
     tiles = {r["tile_id"]: r for r in datasets.load_from_disk(str(folder / "tiles")).remove_columns("image").to_list()}
-    from urbanln_cli.captioners.sim import _USE_TEXT
 
-    checked = 0
+    checked = absent = 0
     for row in rows:
         t = tiles[row["tile_id"]]
         facts = tile_facts(scene, TileInfo(t["tile_id"], t["crs"], (t["minx"], t["miny"], t["maxx"], t["maxy"]), t["gsd"]))
-        for s in json.loads(row["sentence_labels"])["sentences"]:
+        sentences = json.loads(row["sentence_labels"])["sentences"]
+        assert [s["text"] for s in sentences] == split_sentences(row["caption"])  # one label per sentence fuse sees
+        order = [s["fact"] for s in sentences if s["label"] != "boilerplate"]
+        assert order[0] == "land_use"  # overview first
+        for s in sentences:
+            if s["also"]:  # clauses ride only on true sentences, and are true themselves
+                assert s["label"] == "true" and all(a["label"] == "true" for a in s["also"])
+            for a in s["also"]:
+                if a["polarity"] == "absent":
+                    assert _lacks(a["fact"], facts) and set(a["absent"]) <= set(s["absent"])
+            if s["label"] == "false_absence":
+                assert s["polarity"] == "absent" and _has(s["fact"], facts)
             if s["label"] != "true":
                 continue
-            if s["fact"] == "land_use" and "some" not in s["text"]:
-                assert _USE_TEXT[facts.land_use] in s["text"]
-            if s["fact"] == "building_count" and s["text"].startswith("About"):
-                assert s["text"].startswith(f"About {facts.buildings} building")
-            if s["fact"] == "water":
+            if s["polarity"] == "absent":
+                assert _lacks(s["fact"], facts) and s["absent"]
+                absent += 1
+            elif s["fact"] == "land_use":
+                assert s["value"] == facts.land_use
+            elif s["fact"] == "building_count" and s.get("value") is not None:
+                assert s["value"] == facts.buildings
+            elif s["fact"] == "tree_count":
+                assert s["value"] == facts.trees
+            elif s["fact"] == "roads":
+                assert facts.roads.get(s["value"]["class"]) == s["value"]["lanes"]
+            elif s["fact"] == "water":
                 assert facts.water is not None
-            if s["fact"] == "cars":
-                assert facts.cars > 0 and facts.gsd <= 1.5
+            elif s["fact"] == "cars":
+                assert s["value"] == facts.cars > 0 and facts.gsd <= 1.5
+            if s["polarity"] == "present":
+                assert not s["absent"] or s["also"]
             checked += 1
-    assert checked > 1000
+    assert checked > 1000 and absent > 50
 
 
 @pytest.mark.parametrize("name", list(PERSONAS))
@@ -162,9 +236,13 @@ def test_measured_error_rates_match_each_persona(synth_captions, name):
     land = [s for s in sentences if s["fact"] == "land_use"]
     assert len(land) == n  # every caption states a land use
     assert close(rate(sum(s["label"] == "wrong_land_use" for s in land), len(land)), persona.wrong_land_use, len(land))
-    omittable = sum(s["fact"] not in ("land_use", "none") and s["label"] == "true" for s in sentences) + sum(len(lab["omitted"]) for lab in labels)
+    # omission applies to what is there: sentences, and clauses such as "..., most of which have red roofs"
+    stated = [a for s in sentences if s["label"] == "true" for a in (s, *s["also"]) if a["polarity"] == "present"]
     omitted = sum(len(lab["omitted"]) for lab in labels)
+    omittable = sum(a["fact"] not in ("land_use", "none") for a in stated) + omitted
     assert close(rate(omitted, omittable), persona.omission, omittable)
+    false_absence = sum(s["label"] == "false_absence" for s in sentences)
+    assert close(rate(false_absence, n), persona.false_absence, n)
     small = sum(s["label"] == "hallucinated_small_object" for s in sentences)
     assert close(rate(small, n), persona.hallucinated_small_object, n)
     opening = sum(lab["sentences"][0]["label"] == "boilerplate" for lab in labels)

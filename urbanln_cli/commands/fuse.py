@@ -21,6 +21,7 @@ def fuse(
     visibility: Annotated[bool, typer.Option("--visibility/--no-visibility", help="Drop claims about objects too small to see at the tile's GSD.")] = True,
     support: Annotated[bool, typer.Option("--support/--no-support", help="Drop claims too few other models make (support is still recorded).")] = True,
     consensus: Annotated[bool, typer.Option("--consensus/--no-consensus", help="Choose the candidate that agrees most with the others (off: the one with most kept claims).")] = True,
+    filter_trusted: Annotated[bool, typer.Option("--filter-trusted", help="Apply visibility, support and --check to captions imported with `caption --import --trusted` too (by default they are only cleaned).")] = False,
     min_support: Annotated[float, typer.Option(help="Least share of the other models that must make a matching claim (0.3: one of three others).")] = 0.3,
     soft_threshold: Annotated[float, typer.Option(help="Least character n-gram TF-IDF cosine for a soft match of claims outside the lexicon.")] = 0.5,
     count_tolerance: Annotated[float, typer.Option(help="Counts agree when they differ by at most this share (or by 1).")] = 0.25,
@@ -47,11 +48,16 @@ def fuse(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (or the --explain record) on stdout.")] = False,
 ) -> None:
     """Fuse several models' captions: clean them, split them into claims, drop claims
-    too small to see or unsupported by the other models, and choose a consensus caption.
+    too small to see, unsupported or contradicted by the other models, and choose a
+    consensus caption.
 
-    Every dropped phrase is kept with its reason in the `dropped` column, and the
-    manifest counts dropped_<reason>. The caption fits --max-tokens CLIP tokens and
-    caption_short fits --short-tokens.
+    Nothing is rewritten: a dropped claim takes out the clause or phrase that says it,
+    and the caption is one model's own sentences. Negations ("no cars") are claims of
+    absence. Every dropped phrase is kept with its reason and step in the `dropped`
+    column, and the manifest counts dropped_<reason>. A tile whose every candidate was
+    emptied keeps its best cleaned candidate (`fallback`). The caption fits
+    --max-tokens CLIP tokens; caption_short is its leading sentences (the one naming
+    the main land use first) within --short-tokens.
 
     --check clip|vlm lets the image confirm disputed claims (a CLIP model, or a VLM
     asked yes/no through Ollama); --refine MODEL rewrites each candidate from its
@@ -74,6 +80,7 @@ def fuse(
         visibility=visibility,
         support=support,
         consensus=consensus,
+        filter_trusted=filter_trusted,
         min_support=min_support,
         soft_threshold=soft_threshold,
         count_tolerance=count_tolerance,
@@ -115,6 +122,8 @@ def fuse(
     if config.refine:
         mode += (f"; {result.counts.get('refined', 0)} candidates rewritten by {config.refine}, "
                  f"{result.counts.get('refine_not_used', 0)} kept their draft ({result.counts.get('refine_errors', 0)} requests failed)")
+    if result.counts.get("fallback_tiles"):
+        mode += f"; {result.counts['fallback_tiles']} tiles kept their best cleaned caption (every candidate was emptied)"
     if result.counts.get("check_errors") or result.counts.get("refine_errors"):
         mode += f"; to ask again, rerun with --overwrite (the answers so far are reused from {result.out}.partial/)"
     _common.summary(f"wrote {result.rows} fused captions to {result.out}; {result.counts['failed_captions']} failed captions skipped{mode}" + (f"; dropped {dropped}" if dropped else ""))
@@ -130,9 +139,13 @@ def render_explain(record: dict) -> str:
     """A human-readable account of one tile's fusion."""
     lines = [f"tile {record['tile_id']}  ({'from ' + record['source'] if record['source'] != 'computed' else 'computed now'})"]
     if record.get("caption") is None:
-        return "\n".join(lines + [f"  {record.get('note', 'no caption')}"])
+        lines.append(f"  {record.get('note', 'no caption')}")
+        lines += [f"  {d['model']} s{d['sentence']}: {d['reason']}: {d['text']}" for d in record.get("dropped") or []]
+        return "\n".join(lines)
     gsd = record.get("gsd")
     lines.append(f"models: {record['n_models']}   gsd: {'unknown' if gsd is None else f'{gsd:.2f} m/px'}   chosen: {record['model']}")
+    if record.get("fallback"):
+        lines.append("fallback: every candidate was emptied by the filters; the caption is the best cleaned candidate, unfiltered")
     for name, text in sorted((record.get("inputs") or {}).items()):
         lines += [f"\ninput {name}:", f"  {text}"]
     if record.get("local_captions"):
@@ -143,14 +156,17 @@ def render_explain(record: dict) -> str:
         score = "n/a" if c["score"] is None else f"{c['score']:.3f}"
         mark = "*" if c["model"] == record["model"] else " "
         how = f"  refined by {c['refined_by']}" if c.get("refined_by") else (f"  not refined: {c['refine_error']}" if c.get("refine_error") else "")
+        how += "  trusted (cleaned only)" if c.get("trusted") else ""
         lines.append(f" {mark} {c['model']}  score {score}{how}\n    {c['caption']}")
     lines.append("\nkept claims (support = share of the other models that agree):")
     for c in record["claims"]:
         support = "n/a (single model)" if c["support"] is None else f"{c['support']:.2f}"
-        lines.append(f"  {c['model']} s{c['sentence']}{_where(c)}: {c['text']}  [{c['concept'] or 'phrase'}]  support {support}{_checked(c)}")
-    lines.append("\ndropped:")
+        notes = (" (the only land use named)" if c.get("uncontested") else "") + (
+            f"  contradicted by {', '.join(c['contradicted_by'])}" if c.get("contradicted_by") else "")
+        lines.append(f"  {c['model']} s{c['sentence']}{_where(c)}: {c['text']}  [{c['concept'] or 'phrase'}]  support {support}{notes}{_checked(c)}")
+    lines.append("\ndropped (reason: what, [step] and what went with it):")
     for d in record["dropped"] or []:
-        lines.append(f"  {d['model']} s{d['sentence']}{_where(d)}: {d['reason']}: {d['text']}{_checked(d)}")
+        lines.append(f"  {d['model']} s{d['sentence']}{_where(d)}: {d['reason']}: {d['text']}{_how(d)}{_checked(d)}")
     if not record["dropped"]:
         lines.append("  nothing")
     lines += [f"\ncaption ({record['tokens']} CLIP tokens{', cut' if record['cut'] else ''}):", f"  {record['caption']}"]
@@ -168,6 +184,19 @@ def _one_model(name: str | None) -> str | None:
     if len(tags) != 1 or tags[0].startswith("sim:"):
         raise UsageProblem(f"--refine takes one Ollama vision model, not {name!r}", hint="e.g. --refine qwen-vl")
     return tags[0]
+
+
+def _how(item: dict) -> str:
+    """The step that dropped it, the text that went, or the claim it went with."""
+    out = f"  [{item['step']}]" if item.get("step") else ""
+    cause = item.get("cause")
+    if cause:
+        out += f" with {cause['text']!r} ({cause['reason']})"
+    elif item.get("removed") and item["removed"] != item["text"]:
+        out += f" removed {item['removed']!r}"
+    if item.get("kept_by_fallback"):
+        out += "  (kept: fallback)"
+    return out
 
 
 def _where(item: dict) -> str:

@@ -45,16 +45,18 @@ _STOP = frozenset(
     "can could may might would will very quite rather also just".split()
 )
 # clauses that pad a sentence without asserting anything about the place
-FILLER = (
+# Each ends where its clause ends (punctuation or the end of the text), so it never cuts a word in two.
+_CLAUSE_END = r"(?=\s*(?:[,.;:!?]|$))"
+FILLER = tuple(p + _CLAUSE_END for p in (
     r",?\s*(?:as (?:can be |is )?(?:seen|visible|shown|evident|observed) (?:in|from) (?:the|this) (?:image|picture|photo|photograph|view|scene|above))",
     r",\s*which (?:is|are) (?:clearly |easily |also )?(?:visible|seen|discernible)(?: from above| in the image)?",
-    r",\s*giving (?:the|this) (?:scene|area|image|landscape|place) an? [\w\s-]{1,40}?(?:character|feel|look|atmosphere|appearance|vibe)",
+    r",\s*giving (?:the|this) (?:scene|area|image|landscape|place) an? [\w\s-]{1,40}?(?:character|feel|look|atmosphere|appearance|vibe)s?",
     r",\s*in a way that is typical of [\w\s-]{1,40}",
-    r",\s*adding to the [\w\s-]{1,40}?(?:texture|character|charm|feel|atmosphere|appeal)(?: of the [\w\s-]{1,30})?",
-    r",\s*(?:creating|contributing to|making for) an? [\w\s-]{1,40}?(?:scene|atmosphere|environment|landscape|feel)",
-    r",\s*(?:possibly|probably|likely) (?:indicating|suggesting) [\w\s-]{1,60}",
+    r",\s*adding to the [\w\s-]{1,40}?(?:texture|character|charm|feel|atmosphere|appeal)s?(?: of the [\w\s-]{1,30})?",
+    r",\s*(?:creating|contributing to|making for) an? [\w\s-]{1,40}?(?:scene|atmosphere|environment|landscape|feel)s?",
+    r",\s*(?:possibly|probably|likely) (?:indicating|suggesting) [\w\s-]{1,120}",
     r",\s*it seems",
-)
+))
 _FILLER = re.compile("|".join(f"(?:{p})" for p in FILLER), re.I)
 
 

@@ -5,6 +5,11 @@ are one concept already) and their numbers do not contradict each other (counts
 within ``count_tolerance``, lanes, storeys). A phrase claim (no lexicon concept)
 matches by soft similarity: cosine of character 3-5-gram TF-IDF vectors, fitted
 on the claims of one tile only, so a tile's result never depends on the others.
+
+Polarity is part of the match: an absence claim ("no cars") matches only another
+absence claim, and a presence claim of the same concept contradicts it
+(``contradicts``). Phrase claims (no concept) never contradict anything: their
+meaning is too loosely known.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class Matcher:
 
     def score(self, a: Claim, b: Claim) -> float:
         """1.0 for an exact or synonym match, the cosine for a soft match above threshold, else 0."""
+        if a.negated != b.negated:
+            return 0.0
         if a.concept is not None and b.concept is not None:
             if a.concept != b.concept or not counts_agree(a.count, b.count, self.options.count_tolerance):
                 return 0.0
@@ -71,6 +78,11 @@ class Matcher:
             return 1.0
         s = self.soft(a, b)
         return s if s >= self.options.soft_threshold else 0.0
+
+    @staticmethod
+    def contradicts(a: Claim, b: Claim) -> bool:
+        """One says the concept is there, the other that it is not."""
+        return a.concept is not None and a.concept == b.concept and a.negated != b.negated
 
     def best(self, claim: Claim, others: Sequence[Claim]) -> float:
         return max((self.score(claim, o) for o in others), default=0.0)
