@@ -291,3 +291,14 @@ def test_a_tile_fusion_is_the_same_from_the_stage_and_the_package(tools):
     from urbanln_cli.stages.fuse import fuse_tile as stage_fuse_tile
 
     assert state.row() == stage_fuse_tile("t", caps, 0.3, FuseConfig(), tools)
+
+
+@pytest.mark.parametrize("sentence", [
+    "The image captures the essence of a lively urban environment with a prominent sports facility at its heart.",
+    "The scene is captured from an aerial perspective, providing a breathtaking view of the natural beauty of the forest.",
+])
+def test_sentences_about_the_picture_are_boilerplate_not_fragments(sentence):
+    """Real LLaMA-Adapter V2 sentences (Beijing): stripping "The image captures" must not leave "The essence of …"."""
+    from urbanln_cli.text.clean import clean_sentence
+
+    assert clean_sentence(sentence) == (None, [], "boilerplate")

@@ -32,6 +32,14 @@ _BOILER_PREFIX = re.compile(
     r"|(?:we|you) can see\s+|(?:it|this) is\s+|here (?:we see|is|are)\s+)",
     re.I,
 )
+# what is left of a sentence about the picture or its mood once the prefix went: "(The image captures) the
+# essence of a lively city", "(The scene is) captured from an aerial perspective, providing a view of …"
+_ABOUT_THE_PICTURE = re.compile(
+    r"^\s*(?:the (?:essence|spirit|beauty|charm|atmosphere) of|an? (?:sense|feeling|glimpse|snapshot) of"
+    r"|(?:captured|taken|seen|viewed|photographed|shot) from (?:an? |the )?(?:aerial|overhead|bird'?s[- ]eye|above|high|satellite|top-down)"
+    r"|(?:providing|offering|giving) (?:an? |the )?(?:\w+ )?(?:view|overview|glimpse|look))\b",
+    re.I,
+)
 # words that describe the picture rather than the place
 _SCENE_WORDS = frozenset(
     "image picture photo photograph satellite aerial overhead top-down view views scene area region tile place "
@@ -125,7 +133,7 @@ def clean_sentence(raw: str, options: CleanOptions = CleanOptions()) -> tuple[st
             if new == stripped:
                 break
             stripped = new
-        if not _content_words(stripped):
+        if not _content_words(stripped) or (stripped != text and _ABOUT_THE_PICTURE.match(stripped)):
             return None, fillers, "boilerplate"
         if stripped != text:
             text = _capitalise(stripped)
