@@ -67,3 +67,16 @@ def test_bad_config_through_cli(tmp_path, cli):
     config.write_text("[tile\n")
     result = cli("--config", config, "tile", tmp_path / "x.tif")
     assert result.exit_code == 2 and "not valid TOML" in result.stderr
+
+
+def test_sub_commands_of_a_group_take_their_own_tables(tmp_path, cli):
+    """[synth.city] and [evaluate.segmentation] set the sub-command's options; a wrong name is refused."""
+    config = tmp_path / "urbanln.toml"
+    config.write_text("[synth.city]\nsize = 300\nseed = 4\n")
+    result = cli("--config", config, "synth", "city", tmp_path / "c", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "c" / "urbanln.json").read_text())
+    assert manifest["params"]["size"] == {"value": 300, "source": "config"} and manifest["params"]["seed"]["value"] == 4
+    config.write_text("[evaluate.segmentaton]\ndevice = 'cpu'\n")
+    result = cli("--config", config, "evaluate", "segmentation", "--help")
+    assert result.exit_code == 2 and "did you mean 'segmentation'" in result.stderr

@@ -44,32 +44,42 @@ def to_default_map(config: Mapping[str, Any], commands: Mapping[str, Any], path:
     """Check every table and key against the commands' options; return click's default_map.
 
     ``commands`` maps a command name to its click.Command. Keys may use dashes
-    or underscores (``min-valid`` or ``min_valid``).
+    or underscores (``min-valid`` or ``min_valid``). A command group's table holds
+    one table per sub-command: ``[evaluate.segmentation]``, ``[synth.city]``.
     """
     default_map: dict[str, dict[str, Any]] = {}
     for table, values in config.items():
-        if table not in commands:
-            raise ConfigError(
-                f"{path}: unknown table [{table}]{suggest(table, commands)}",
-                hint=f"tables are command names: {', '.join(sorted(commands))}",
-            )
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{path}: '{table}' must be a table, like [{table}]")
-        keys = _config_keys(commands[table])
-        table_map: dict[str, Any] = {}
-        for key, value in values.items():
-            name = keys.get(key.replace("_", "-"))
-            if name is None:
-                raise ConfigError(
-                    f"{path}: unknown key '{key}' in [{table}]{suggest(key.replace('_', '-'), keys)}",
-                    hint=f"valid keys for [{table}]: {', '.join(sorted(keys))}",
-                )
-            if name in DESTRUCTIVE:
-                raise ConfigError(f"{path}: '{key}' in [{table}] cannot come from a config file",
-                                  hint=f"pass --{key.replace('_', '-')} on the command line when you mean it")
-            table_map[name] = value
-        default_map[table] = table_map
+        default_map[table] = _table(table, values, commands, path)
     return default_map
+
+
+def _table(table: str, values: Any, commands: Mapping[str, Any], path: Path | str) -> dict[str, Any]:
+    name = table.rpartition(".")[2]
+    if name not in commands:
+        raise ConfigError(
+            f"{path}: unknown table [{table}]{suggest(name, commands)}",
+            hint=f"tables are command names: {', '.join(sorted(commands))}",
+        )
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path}: '{table}' must be a table, like [{table}]")
+    command = commands[name]
+    subcommands = getattr(command, "commands", None)
+    if subcommands:  # a group: its keys are sub-command tables
+        return {sub: _table(f"{table}.{sub}", v, subcommands, path) for sub, v in values.items()}
+    keys = _config_keys(command)
+    table_map: dict[str, Any] = {}
+    for key, value in values.items():
+        name = keys.get(key.replace("_", "-"))
+        if name is None:
+            raise ConfigError(
+                f"{path}: unknown key '{key}' in [{table}]{suggest(key.replace('_', '-'), keys)}",
+                hint=f"valid keys for [{table}]: {', '.join(sorted(keys))}",
+            )
+        if name in DESTRUCTIVE:
+            raise ConfigError(f"{path}: '{key}' in [{table}] cannot come from a config file",
+                              hint=f"pass --{key.replace('_', '-')} on the command line when you mean it")
+        table_map[name] = value
+    return table_map
 
 
 def _config_keys(command) -> dict[str, str]:

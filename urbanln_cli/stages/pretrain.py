@@ -325,7 +325,7 @@ class _Trainer:
                 kept = f"the last good checkpoint ({last_good.name}) is kept" if last_good else "no checkpoint was written"
                 raise TrainingDiverged(
                     f"the loss became NaN or infinite before step {step}; nothing was exported, and {kept}",
-                    hint=f"lower --lr (now {config.lr:g}) or --grad-clip and start again with --overwrite, or check the corpus")
+                    hint=f"lower --lr (now {config.lr:g}) and start again with --overwrite, or check the corpus")
 
         def save() -> None:
             check_finite()  # never a checkpoint of broken weights
