@@ -100,12 +100,10 @@ def test_captions_every_tile_with_every_model(tiles, tmp_path, server, cli):
 
 
 def test_preflight_errors(tiles, tmp_path, server, cli):
-    import socket
+    from tests.fakes.ports import dead_host
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    result = cli("caption", tiles, "--models", "llava", "--host", dead, "-o", tmp_path / "c")
+    with dead_host() as dead:
+        result = cli("caption", tiles, "--models", "llava", "--host", dead, "-o", tmp_path / "c")
     assert result.exit_code == 4 and result.stdout == ""
     assert "error: no Ollama server answers" in result.stderr and "hint: start it with `ollama serve`" in result.stderr
     result = cli("caption", tiles, "--models", "llava,minicpm-v", "--host", server.url, "-o", tmp_path / "c")

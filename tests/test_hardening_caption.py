@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,8 +16,10 @@ import pytest
 
 from tests.fakes.captions import caption_row, write_captions
 from tests.fakes.ollama_server import FakeOllama, caption_for
+from tests.fakes.ports import dead_host
 from tests.fakes.rasters import make_geotiff
-from urbanln_cli import artifacts, journal as journal_module
+from urbanln_cli import artifacts
+from urbanln_cli import journal as journal_module
 from urbanln_cli.captioners import GenerationOptions, Reply
 from urbanln_cli.captioners.ollama import host_problem
 from urbanln_cli.captioners.runner import Request, RetryPolicy, run_requests
@@ -47,12 +48,6 @@ def tiles(tmp_path_factory):
 def server():
     with FakeOllama() as srv:
         yield srv
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _failed_cleanly(result, code: int) -> str:
@@ -147,15 +142,15 @@ def test_credentials_in_a_host_url_still_work_and_are_never_shown(tiles, tmp_pat
 
 
 def test_list_models_against_a_dead_host_exits_4(cli):
-    dead = f"http://127.0.0.1:{_free_port()}"
-    err = _failed_cleanly(cli("caption", "--list-models", "--host", dead), 4)
-    assert f"error: no Ollama server answers at {dead}" in err and "ollama serve" in err and "--host" in err
-    _failed_cleanly(cli("caption", "--list-models", "--host", dead, "--json"), 4)
+    with dead_host() as dead:
+        err = _failed_cleanly(cli("caption", "--list-models", "--host", dead), 4)
+        assert f"error: no Ollama server answers at {dead}" in err and "ollama serve" in err and "--host" in err
+        _failed_cleanly(cli("caption", "--list-models", "--host", dead, "--json"), 4)
 
 
 def test_list_models_with_one_host_down_names_it(cli, server):
-    dead = f"http://127.0.0.1:{_free_port()}"
-    err = _failed_cleanly(cli("caption", "--list-models", "--host", server.url, "--host", dead), 4)
+    with dead_host() as dead:
+        err = _failed_cleanly(cli("caption", "--list-models", "--host", server.url, "--host", dead), 4)
     assert dead in err
 
 

@@ -1,11 +1,11 @@
 """`urbanln inspect` on every kind of artifact, and `urbanln env`."""
 
 import json
-import socket
 
 import numpy as np
 
 from tests.fakes.ollama_server import VISION, FakeOllama
+from tests.fakes.ports import dead_host
 from tests.fakes.rasters import make_geotiff
 from urbanln_cli import artifacts
 from urbanln_cli.stages.tile import TileConfig, tile
@@ -43,14 +43,9 @@ def test_inspect_errors(tmp_path, cli):
     assert result.exit_code == 3 and "not an urbanln artifact" in result.stderr and "hint: " in result.stderr
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_env_reports_versions_and_ollama_down(cli):
-    result = cli("env", "--json", "--host", f"http://127.0.0.1:{_closed_port()}")
+    with dead_host() as dead:
+        result = cli("env", "--json", "--host", dead)
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)
     for key in ("urbanln", "python", "torch", "open_clip_torch", "datasets", "rasterio", "cuda"):
