@@ -9,7 +9,7 @@ STAMP := $(VENV)/.urbanln-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check urbanln_cli tests bench docs && $(BIN)/ruff format --check urbanln_cli tests bench docs
 
 test-all: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -m ""

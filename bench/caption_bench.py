@@ -32,8 +32,22 @@ MODEL = "llava:7b"
 
 
 def start_server(slots: int) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.ollama_server", "--slots", str(slots), "--latency", str(LATENCY),
-                             "--models", MODEL], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.ollama_server",
+            "--slots",
+            str(slots),
+            "--latency",
+            str(LATENCY),
+            "--models",
+            MODEL,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     return proc, proc.stdout.readline().strip()
 
 
@@ -60,9 +74,28 @@ def make_tiles(out: Path, n: int):
         buf = io.BytesIO()
         Image.fromarray(np.full((8, 8, 3), i % 251, np.uint8)).save(buf, "PNG")
         data = buf.getvalue() + i.to_bytes(4, "little")  # distinct bytes per tile
-        rows.append({"tile_id": f"bench/t{i}", "image": {"bytes": data, "path": None}, "image_sha256": hashlib.sha256(data).hexdigest(),
-                     "source": "bench", "row_off": 0, "col_off": 0, "width": 8, "height": 8, "crs": "", "minx": 0.0,
-                     "miny": 0.0, "maxx": 0.0, "maxy": 0.0, "lon": 0.0, "lat": 0.0, "gsd": 1.0, "group": "bench", "valid_fraction": 1.0})
+        rows.append(
+            {
+                "tile_id": f"bench/t{i}",
+                "image": {"bytes": data, "path": None},
+                "image_sha256": hashlib.sha256(data).hexdigest(),
+                "source": "bench",
+                "row_off": 0,
+                "col_off": 0,
+                "width": 8,
+                "height": 8,
+                "crs": "",
+                "minx": 0.0,
+                "miny": 0.0,
+                "maxx": 0.0,
+                "maxy": 0.0,
+                "lon": 0.0,
+                "lat": 0.0,
+                "gsd": 1.0,
+                "group": "bench",
+                "valid_fraction": 1.0,
+            }
+        )
     ds = datasets.Dataset.from_list(rows, features=features)
     manifest = artifacts.new_manifest("tiles", run=artifacts.RunInfo("bench"), inputs=[], rows=n)
     return artifacts.write_dataset(ds, out, manifest)
@@ -80,13 +113,21 @@ def run_ours(tiles: Path, out: Path, url: str, slots: int, n: int) -> dict:
         cpu_stamps.setdefault(done, time.process_time())
 
     cpu, wall = time.process_time(), time.perf_counter()
-    result = caption(CaptionConfig(tiles=tiles, out=out, models=(MODEL,), hosts=(url,), concurrency=slots, limit=n), progress=progress)
+    result = caption(
+        CaptionConfig(tiles=tiles, out=out, models=(MODEL,), hosts=(url,), concurrency=slots, limit=n),
+        progress=progress,
+    )
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert result.counts["captions"] == n, result.counts
     steady = (n - 1) / (stamps[n] - stamps[1])
     steady_cpu = (cpu_stamps[n] - cpu_stamps[1]) / (n - 1)
-    return {"wall_s": round(wall, 3), "captions_per_s": round(n / wall, 2), "steady_captions_per_s": round(steady, 2),
-            "cpu_ms_per_request": round(cpu / n * 1000, 3), "steady_cpu_ms_per_request": round(steady_cpu * 1000, 3)}
+    return {
+        "wall_s": round(wall, 3),
+        "captions_per_s": round(n / wall, 2),
+        "steady_captions_per_s": round(steady, 2),
+        "cpu_ms_per_request": round(cpu / n * 1000, 3),
+        "steady_cpu_ms_per_request": round(steady_cpu * 1000, 3),
+    }
 
 
 def run_baseline(tiles: Path, url: str, slots: int, n: int) -> dict:
@@ -103,8 +144,13 @@ def run_baseline(tiles: Path, url: str, slots: int, n: int) -> dict:
 
         async def one(i):
             async with gate:
-                r = await client.chat(model=MODEL, messages=[{"role": "user", "content": "Describe this image.",
-                                                              "images": [images[i]["bytes"].as_py()]}], stream=False)
+                r = await client.chat(
+                    model=MODEL,
+                    messages=[
+                        {"role": "user", "content": "Describe this image.", "images": [images[i]["bytes"].as_py()]}
+                    ],
+                    stream=False,
+                )
                 return r.message.content
 
         out = await asyncio.gather(*(one(i) for i in range(n)))
@@ -115,15 +161,19 @@ def run_baseline(tiles: Path, url: str, slots: int, n: int) -> dict:
     captions = asyncio.run(main())
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert len(captions) == n and all(captions)
-    return {"wall_s": round(wall, 3), "captions_per_s": round(n / wall, 2), "cpu_ms_per_request": round(cpu / n * 1000, 3)}
+    return {
+        "wall_s": round(wall, 3),
+        "captions_per_s": round(n / wall, 2),
+        "cpu_ms_per_request": round(cpu / n * 1000, 3),
+    }
 
 
 def resume_check(work: Path, url: str, records: int) -> dict:
     """Time a rerun whose journal already holds every record: no request, then the dataset is assembled."""
+    import datasets
+
     from urbanln_cli.prompts import load_prompt
     from urbanln_cli.stages.caption import CaptionConfig, caption, options_that_change_output
-
-    import datasets
 
     tiles = make_tiles(work / f"tiles_{records}", records)
     out = work / "resume_captions"
@@ -142,10 +192,28 @@ def resume_check(work: Path, url: str, records: int) -> dict:
     caption_text = "This aerial image shows dense residential blocks with mid-rise buildings. " * 4
     with open(partial / "journal.jsonl", "w") as f:
         for tid, sha in zip(ids, shas):
-            f.write(json.dumps({"tile_id": tid, "model": MODEL, "model_digest": digest, "prompt_id": prompt.id,
-                                "prompt_sha256": prompt.sha256, "options_sha256": options_sha, "image_sha256": sha,
-                                "caption": caption_text, "error": None, "error_class": None, "attempts": 1, "latency_s": 0.1,
-                                "prompt_tokens": 600, "output_tokens": 60, "host": url}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "tile_id": tid,
+                        "model": MODEL,
+                        "model_digest": digest,
+                        "prompt_id": prompt.id,
+                        "prompt_sha256": prompt.sha256,
+                        "options_sha256": options_sha,
+                        "image_sha256": sha,
+                        "caption": caption_text,
+                        "error": None,
+                        "error_class": None,
+                        "attempts": 1,
+                        "latency_s": 0.1,
+                        "prompt_tokens": 600,
+                        "output_tokens": 60,
+                        "host": url,
+                    }
+                )
+                + "\n"
+            )
     before = server_stats(url)["chats"]
     wall = time.perf_counter()
     result = caption(config)
@@ -169,7 +237,9 @@ def main() -> None:
         tiles = make_tiles(args.workdir / f"tiles_{n}", n)
         proc, url = start_server(slots)
         try:
-            run_ours(tiles, args.workdir / "bench_captions", url, slots, min(n, 2 * slots))  # warm up imports and connections
+            run_ours(
+                tiles, args.workdir / "bench_captions", url, slots, min(n, 2 * slots)
+            )  # warm up imports and connections
             run_baseline(tiles, url, slots, min(n, 2 * slots))
             ours = run_ours(tiles, args.workdir / "bench_captions", url, slots, n)
             busy = server_stats(url)["max_in_flight"]
@@ -178,13 +248,19 @@ def main() -> None:
             proc.kill()
             proc.wait()
         ideal = slots / LATENCY
-        report["runs"].append({
-            "P": slots, "requests": n, "ideal_captions_per_s": ideal, "ours": ours, "baseline": base,
-            "ours_vs_ideal": round(ours["captions_per_s"] / ideal, 3),
-            "ours_steady_vs_ideal": round(ours["steady_captions_per_s"] / ideal, 3),
-            "ours_vs_baseline": round(ours["captions_per_s"] / base["captions_per_s"], 3),
-            "server_max_in_flight": busy,
-        })
+        report["runs"].append(
+            {
+                "P": slots,
+                "requests": n,
+                "ideal_captions_per_s": ideal,
+                "ours": ours,
+                "baseline": base,
+                "ours_vs_ideal": round(ours["captions_per_s"] / ideal, 3),
+                "ours_steady_vs_ideal": round(ours["steady_captions_per_s"] / ideal, 3),
+                "ours_vs_baseline": round(ours["captions_per_s"] / base["captions_per_s"], 3),
+                "server_max_in_flight": busy,
+            }
+        )
     if args.resume_records:
         proc, url = start_server(4)
         try:

@@ -76,14 +76,35 @@ def build_city(work: Path, size: int, tile: int, seed: int) -> Path:
     """synth → tile → caption (simulated panel) in ``work``; reused when present."""
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "city" / "imagery.tif").exists():
-        subprocess.run([*URBANLN, "synth", "city", str(work / "city"), "--size", str(size), "--seed", str(seed), "--workers", "2"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*URBANLN, "synth", "city", str(work / "city"), "--size", str(size), "--seed", str(seed), "--workers", "2"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     if not (work / "tiles").exists():
-        subprocess.run([*URBANLN, "tile", str(work / "city" / "imagery.tif"), "--size", str(tile), "--min-valid", "0",
-                        "--workers", "1", "-o", str(work / "tiles")], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *URBANLN,
+                "tile",
+                str(work / "city" / "imagery.tif"),
+                "--size",
+                str(tile),
+                "--min-valid",
+                "0",
+                "--workers",
+                "1",
+                "-o",
+                str(work / "tiles"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     if not (work / "captions").exists():
-        subprocess.run([*URBANLN, "caption", str(work / "tiles"), "--models", PANEL, "-o", str(work / "captions")],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*URBANLN, "caption", str(work / "tiles"), "--models", PANEL, "-o", str(work / "captions")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return work
 
 
@@ -95,7 +116,8 @@ def ensure_demo(folder: Path) -> Path:
 
 
 def load_claims(work: Path):
-    """(queries, labels, keys): one ClaimQuery per claim of every labelled sentence; key = (tile, model, sentence, text)."""
+    """(queries, labels, keys): one ClaimQuery per claim of every labelled sentence; key = (tile, model, sentence,
+    text)."""
     import datasets
 
     from urbanln_cli.image_check import ClaimQuery
@@ -117,7 +139,8 @@ def load_claims(work: Path):
 
 
 def disputed_keys(work: Path) -> set | None:
-    """Claims that `fuse` (default settings) drops as unsupported: the checker's real input. None if fuse changed shape."""
+    """Claims that `fuse` (default settings) drops as unsupported: the checker's real input.
+    None if fuse changed shape."""
     try:
         from urbanln_cli.stages.fuse import FuseConfig, _tools, fuse_tile, load_captions, load_gsd
 
@@ -211,18 +234,29 @@ def evaluate(name: str, checker, queries, labels, keys, image_of, disputed, marg
         d = np.array([k in disputed for k in keys])
         if d.any():
             dlo, dhi = bootstrap_auc([q.tile_id for q, x in zip(queries, d) if x], y[d], score[d])
-            print(f"   ROC AUC on disputed claims only ({int(d.sum())}, {y[d].mean():.0%} true): {auc(y[d], score[d]):.3f}  "
-                  f"[95% CI {dlo:.3f}, {dhi:.3f}]")
+            print(
+                f"   ROC AUC on disputed claims only ({int(d.sum())}, {y[d].mean():.0%} true): "
+                f"{auc(y[d], score[d]):.3f}  "
+                f"[95% CI {dlo:.3f}, {dhi:.3f}]"
+            )
             for q in sorted({0.5, 1.0, margin, 2.0}):
                 cd = score[d] >= q
-                print(f"      margin {q:>3}: confirmed {cd.mean():5.1%}  precision {(cd & y[d]).sum() / max(1, cd.sum()):.3f}  "
-                      f"recall {(cd & y[d]).sum() / max(1, y[d].sum()):.3f}{'  <- default' if q == margin else ''}")
-    print(f"   all claims at margin {margin}: precision {tp / max(1, confirmed.sum()):.3f} (share of true claims: {y.mean():.3f}), "
-          f"recall {tp / max(1, y.sum()):.3f}, false claims confirmed {(confirmed & ~y).sum() / max(1, (~y).sum()):.3f}")
+                print(
+                    f"      margin {q:>3}: confirmed {cd.mean():5.1%}  precision "
+                    f"{(cd & y[d]).sum() / max(1, cd.sum()):.3f}  "
+                    f"recall {(cd & y[d]).sum() / max(1, y[d].sum()):.3f}{'  <- default' if q == margin else ''}"
+                )
+    print(
+        f"   all claims at margin {margin}: precision {tp / max(1, confirmed.sum()):.3f} (share of true claims: "
+        f"{y.mean():.3f}), "
+        f"recall {tp / max(1, y.sum()):.3f}, false claims confirmed {(confirmed & ~y).sum() / max(1, (~y).sum()):.3f}"
+    )
     for q in sorted({0.5, 1.0, margin, 2.0, 2.5}):
         c = score >= q
-        print(f"      margin {q:>3}: confirmed {c.mean():5.1%}  precision {(c & y).sum() / max(1, c.sum()):.3f}  "
-              f"recall {(c & y).sum() / max(1, y.sum()):.3f}{'  <- default' if q == margin else ''}")
+        print(
+            f"      margin {q:>3}: confirmed {c.mean():5.1%}  precision {(c & y).sum() / max(1, c.sum()):.3f}  "
+            f"recall {(c & y).sum() / max(1, y.sum()):.3f}{'  <- default' if q == margin else ''}"
+        )
     print("   AUC of true claims vs each kind of false claim:")
     for label, n in Counter(labels).most_common():
         if label == "true":
@@ -236,9 +270,15 @@ def evaluate(name: str, checker, queries, labels, keys, image_of, disputed, marg
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", type=Path, help="an `urbanln demo --quick` folder (made there if missing); default a temporary folder")
-    parser.add_argument("--workdir", type=Path, help="where to build the held-out city (reused if present); default a temporary folder")
-    parser.add_argument("--model", type=Path, action="append", default=[], help="another pretrain run folder to score (repeatable)")
+    parser.add_argument(
+        "--demo", type=Path, help="an `urbanln demo --quick` folder (made there if missing); default a temporary folder"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="where to build the held-out city (reused if present); default a temporary folder"
+    )
+    parser.add_argument(
+        "--model", type=Path, action="append", default=[], help="another pretrain run folder to score (repeatable)"
+    )
     parser.add_argument("--size", type=int, default=1024, help="held-out city raster size in pixels")
     parser.add_argument("--tile", type=int, default=128, help="tile size in pixels (the demo's)")
     parser.add_argument("--seed", type=int, default=1, help="held-out city seed (the demo uses 0)")
@@ -247,7 +287,7 @@ def main() -> None:
 
     import torch
 
-    from urbanln_cli.image_check.clip import DEFAULT_MARGIN, ClipChecker, ClipCheckConfig
+    from urbanln_cli.image_check.clip import DEFAULT_MARGIN, ClipCheckConfig, ClipChecker
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     margin = DEFAULT_MARGIN if args.margin is None else args.margin
@@ -256,21 +296,35 @@ def main() -> None:
         demo = args.demo or Path(tmp) / "demo"
         run = ensure_demo(demo)
         held_out = build_city(args.workdir or Path(tmp) / "heldout", args.size, args.tile, args.seed)
-        print(f"demo run {run}; held-out city seed {args.seed}, {args.size}px, {args.tile}px tiles, panel {PANEL} "
-              f"(built in {time.perf_counter() - t0:.0f}s)")
+        print(
+            f"demo run {run}; held-out city seed {args.seed}, {args.size}px, {args.tile}px tiles, panel {PANEL} "
+            f"(built in {time.perf_counter() - t0:.0f}s)"
+        )
         queries, labels, keys = load_claims(held_out)
         print(f"{len(queries)} claims: " + ", ".join(f"{k} {v}" for k, v in Counter(labels).most_common()))
         image_of = image_reader(held_out / "tiles")
         disputed = disputed_keys(held_out)
-        models = [("demo --quick UrbanLN run, held-out city", ClipCheckConfig(model=run, device="cpu", margin=margin)),
-                  ("random weights (urbanln-tiny, seed 0), held-out city",
-                   ClipCheckConfig(arch="urbanln-tiny", pretrained="none", seed=0, device="cpu", margin=margin))]
+        models = [
+            ("demo --quick UrbanLN run, held-out city", ClipCheckConfig(model=run, device="cpu", margin=margin)),
+            (
+                "random weights (urbanln-tiny, seed 0), held-out city",
+                ClipCheckConfig(arch="urbanln-tiny", pretrained="none", seed=0, device="cpu", margin=margin),
+            ),
+        ]
         models += [(f"{m}, held-out city", ClipCheckConfig(model=m, device="cpu", margin=margin)) for m in args.model]
         for name, config in models:
             evaluate(name, ClipChecker(config), queries, labels, keys, image_of, disputed, margin)
         q2, l2, k2 = load_claims(demo)
-        evaluate("demo --quick UrbanLN run, in-sample (its own training city)", ClipChecker(models[0][1]), q2, l2, k2,
-                 image_reader(demo / "tiles"), disputed_keys(demo), margin)
+        evaluate(
+            "demo --quick UrbanLN run, in-sample (its own training city)",
+            ClipChecker(models[0][1]),
+            q2,
+            l2,
+            k2,
+            image_reader(demo / "tiles"),
+            disputed_keys(demo),
+            margin,
+        )
         print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 

@@ -38,11 +38,32 @@ def make_tiles(out: Path, n: int, size: int) -> Path:
     for i in range(n):
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
-        rows.append({"tile_id": f"b/{i}", "image": {"bytes": buf.getvalue(), "path": None}, "image_sha256": str(i), "source": "bench",
-                     "row_off": 0, "col_off": 0, "width": size, "height": size, "crs": "", "minx": 0.0, "miny": 0.0, "maxx": 0.0,
-                     "maxy": 0.0, "lon": 0.0, "lat": 0.0, "gsd": 1.0, "group": "b", "valid_fraction": 1.0})
+        rows.append(
+            {
+                "tile_id": f"b/{i}",
+                "image": {"bytes": buf.getvalue(), "path": None},
+                "image_sha256": str(i),
+                "source": "bench",
+                "row_off": 0,
+                "col_off": 0,
+                "width": size,
+                "height": size,
+                "crs": "",
+                "minx": 0.0,
+                "miny": 0.0,
+                "maxx": 0.0,
+                "maxy": 0.0,
+                "lon": 0.0,
+                "lat": 0.0,
+                "gsd": 1.0,
+                "group": "b",
+                "valid_fraction": 1.0,
+            }
+        )
     ds = datasets.Dataset.from_list(rows, features=tile_features())
-    return artifacts.write_dataset(ds, out, artifacts.new_manifest("tiles", run=artifacts.RunInfo("bench"), inputs=[], rows=n))
+    return artifacts.write_dataset(
+        ds, out, artifacts.new_manifest("tiles", run=artifacts.RunInfo("bench"), inputs=[], rows=n)
+    )
 
 
 def run(arch: str, device_name: str, n: int, batch: int, workers: int, workdir: Path) -> dict:
@@ -58,8 +79,12 @@ def run(arch: str, device_name: str, n: int, batch: int, workers: int, workdir: 
     model, _, preprocess, _ = create_model(arch, "none", device=device_name)
     model.eval()
     ds = datasets.load_from_disk(str(tiles))
-    decoded = torch.stack([preprocess(Image.open(io.BytesIO(b["bytes"])).convert("RGB"))
-                           for b in ds.cast_column("image", datasets.Image(decode=False))["image"]])
+    decoded = torch.stack(
+        [
+            preprocess(Image.open(io.BytesIO(b["bytes"])).convert("RGB"))
+            for b in ds.cast_column("image", datasets.Image(decode=False))["image"]
+        ]
+    )
 
     def bare():
         with torch.inference_mode():
@@ -72,16 +97,33 @@ def run(arch: str, device_name: str, n: int, batch: int, workers: int, workdir: 
     def ours():
         out = workdir / "bench_embeddings.safetensors"
         out.unlink(missing_ok=True)
-        embed(EmbedConfig(tiles=tiles, baseline="random", arch=arch, out=out, batch_size=batch, workers=workers, device=device_name))
+        embed(
+            EmbedConfig(
+                tiles=tiles,
+                baseline="random",
+                arch=arch,
+                out=out,
+                batch_size=batch,
+                workers=workers,
+                device=device_name,
+            )
+        )
 
     times = {}
     for name, fn in (("bare", bare), ("ours", ours), ("bare", bare), ("ours", ours)):  # alternate; keep the best of two
         start = time.perf_counter()
         fn()
         times[name] = min(times.get(name, 1e9), time.perf_counter() - start)
-    return {"arch": arch, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "tiles": n, "batch": batch,
-            "workers": workers, "seconds": {k: round(v, 3) for k, v in times.items()},
-            "images_per_s": {k: round(n / v, 1) for k, v in times.items()}, "ratio_ours_vs_bare": round(times["bare"] / times["ours"], 3)}
+    return {
+        "arch": arch,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "tiles": n,
+        "batch": batch,
+        "workers": workers,
+        "seconds": {k: round(v, 3) for k, v in times.items()},
+        "images_per_s": {k: round(n / v, 1) for k, v in times.items()},
+        "ratio_ours_vs_bare": round(times["bare"] / times["ours"], 3),
+    }
 
 
 def main() -> None:

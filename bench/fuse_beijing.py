@@ -52,7 +52,9 @@ def write_captions(panel: dict[str, str], out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/urbanclip_beijing")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/urbanclip_beijing"
+    )
     parser.add_argument("--gsd", type=float, default=2.4, help="metres per pixel of the z16 tiles")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="which tiles are shown as examples")
@@ -86,11 +88,19 @@ def main() -> None:
             if c["in_caption"]:
                 kept_claims[c["concept"] or "(phrase)"] += 1
         for d in json.loads(row["dropped"]):
-            kind = "(clause)" if d["reason"] == "filler" else "(sentence)" if d["reason"] not in ("too_small", "head_dropped") else "(phrase)"
+            kind = (
+                "(clause)"
+                if d["reason"] == "filler"
+                else "(sentence)"
+                if d["reason"] not in ("too_small", "head_dropped")
+                else "(phrase)"
+            )
             dropped_concepts[d["reason"]][d.get("concept") or kind] += 1
 
-    print(f"{len(panel)} tiles, {raw_sentences} sentences, {sum(raw_claims.values())} claims in the raw captions; "
-          f"fused in {seconds:.1f} s at GSD {args.gsd} m/px (single model: no support step)\n")
+    print(
+        f"{len(panel)} tiles, {raw_sentences} sentences, {sum(raw_claims.values())} claims in the raw captions; "
+        f"fused in {seconds:.1f} s at GSD {args.gsd} m/px (single model: no support step)\n"
+    )
     print(f"{'step: reason':<28} {'dropped':>8}  most dropped")
     for reason in REASONS:
         n = result.counts.get(f"dropped_{reason}", 0)
@@ -98,8 +108,10 @@ def main() -> None:
             top = ", ".join(f"{k} {v}" for k, v in dropped_concepts[reason].most_common(5))
             print(f"{reason:<28} {n:>8}  {top}")
     total_kept = sum(kept_claims.values())
-    print(f"\nclaims kept in the captions: {total_kept} of {sum(raw_claims.values())} "
-          f"({total_kept / max(1, sum(raw_claims.values())):.1%}); tiles with a caption: {len(rows)} of {len(panel)}")
+    print(
+        f"\nclaims kept in the captions: {total_kept} of {sum(raw_claims.values())} "
+        f"({total_kept / max(1, sum(raw_claims.values())):.1%}); tiles with a caption: {len(rows)} of {len(panel)}"
+    )
     for concept in ("car", "bus", "truck", "traffic_light", "person", "road_sign", "pedestrian"):
         if raw_claims.get(concept):
             print(f"  {concept:<14} raw {raw_claims[concept]:>6}  kept {kept_claims.get(concept, 0):>6}")

@@ -49,9 +49,17 @@ def build(work: Path, size: int, tile: int) -> None:
     if not (work / "city" / "imagery.tif").exists():
         subprocess.run([*urbanln, "synth", "city", str(work / "city"), "--size", str(size)], check=True, cwd=work)
     if not (work / "tiles").exists():
-        subprocess.run([*urbanln, "tile", str(work / "city" / "imagery.tif"), "--size", str(tile), "-o", str(work / "tiles")], check=True, cwd=work)
+        subprocess.run(
+            [*urbanln, "tile", str(work / "city" / "imagery.tif"), "--size", str(tile), "-o", str(work / "tiles")],
+            check=True,
+            cwd=work,
+        )
     if not (work / "captions").exists():
-        subprocess.run([*urbanln, "caption", str(work / "tiles"), "--models", PANEL, "-o", str(work / "captions")], check=True, cwd=work)
+        subprocess.run(
+            [*urbanln, "caption", str(work / "tiles"), "--models", PANEL, "-o", str(work / "captions")],
+            check=True,
+            cwd=work,
+        )
 
 
 def load_labels(captions: Path) -> dict[tuple[str, str], list[dict]]:
@@ -75,8 +83,13 @@ def load_labels(captions: Path) -> dict[tuple[str, str], list[dict]]:
 
 def truth_union(labels) -> set[tuple[str, str, str]]:
     """(tile, fact, polarity) for every fact some model stated truthfully, in a sentence or an attached clause."""
-    return {(tile, a["fact"], a.get("polarity", "present")) for (tile, _), sents in labels.items() for s in sents
-            if s["label"] == "true" for a in (s, *s.get("also", ()))}
+    return {
+        (tile, a["fact"], a.get("polarity", "present"))
+        for (tile, _), sents in labels.items()
+        for s in sents
+        if s["label"] == "true"
+        for a in (s, *s.get("also", ()))
+    }
 
 
 def negated(claim) -> bool:
@@ -96,7 +109,11 @@ def judge(sentence: dict, concept: str | None, is_negated: bool) -> tuple[bool, 
         if a.get("polarity") == "absent" and concept in a.get("absent", ()):
             return True, False, [(a["fact"], "absent")]
     facts = [(sentence["fact"], sentence.get("polarity", "present"))]
-    return True, False, facts + [(a["fact"], "present") for a in sentence.get("also", ()) if a.get("polarity") != "absent"]
+    return (
+        True,
+        False,
+        facts + [(a["fact"], "present") for a in sentence.get("also", ()) if a.get("polarity") != "absent"],
+    )
 
 
 def score_raw(labels, lexicon, models: list[str] | None) -> dict[str, float]:
@@ -116,8 +133,13 @@ def score_raw(labels, lexicon, models: list[str] | None) -> dict[str, float]:
                 claims[ok] += 1
                 flips += flipped
                 facts.update((tile, f, p) for f, p in stated)
-    return {"claims": claims[True] + claims[False], "claim_precision": claims[True] / max(1, claims[True] + claims[False]),
-            "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]), "facts": facts, "flips": flips}
+    return {
+        "claims": claims[True] + claims[False],
+        "claim_precision": claims[True] / max(1, claims[True] + claims[False]),
+        "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]),
+        "facts": facts,
+        "flips": flips,
+    }
 
 
 def score_fused(rows, labels, which: str) -> dict[str, float]:
@@ -142,8 +164,13 @@ def score_fused(rows, labels, which: str) -> dict[str, float]:
                 continue
             for i in cand["sentences"]:
                 sentences[labels[(tile, cand["model"])][i]["label"] == "true"] += 1
-    return {"claims": claims[True] + claims[False], "claim_precision": claims[True] / max(1, claims[True] + claims[False]),
-            "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]), "facts": facts, "flips": flips}
+    return {
+        "claims": claims[True] + claims[False],
+        "claim_precision": claims[True] / max(1, claims[True] + claims[False]),
+        "sentence_precision": sentences[True] / max(1, sentences[True] + sentences[False]),
+        "facts": facts,
+        "flips": flips,
+    }
 
 
 def run_fuse(config, merged, gsd, tools) -> list[dict]:
@@ -159,7 +186,9 @@ def run_fuse(config, merged, gsd, tools) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, help="where to build the city (reused if present); default a temporary folder")
+    parser.add_argument(
+        "--workdir", type=Path, help="where to build the city (reused if present); default a temporary folder"
+    )
     parser.add_argument("--size", type=int, default=2048, help="city raster size in pixels")
     parser.add_argument("--tile", type=int, default=128, help="tile size in pixels")
     args = parser.parse_args()
@@ -180,9 +209,13 @@ def main() -> None:
         tools = _tools(base)
         models = sorted({m for _, m in labels})
         label_counts = Counter(s["label"] for sents in labels.values() for s in sents)
-        print(f"{len(merged)} tiles, {len(labels)} captions, {sum(label_counts.values())} sentences: "
-              + ", ".join(f"{k} {v}" for k, v in label_counts.most_common()))
-        absent = sum(a.get("polarity") == "absent" for sents in labels.values() for s in sents for a in (s, *s.get("also", ())))
+        print(
+            f"{len(merged)} tiles, {len(labels)} captions, {sum(label_counts.values())} sentences: "
+            + ", ".join(f"{k} {v}" for k, v in label_counts.most_common())
+        )
+        absent = sum(
+            a.get("polarity") == "absent" for sents in labels.values() for s in sents for a in (s, *s.get("also", ()))
+        )
         print(f"true facts stated by the panel (tile, fact, polarity): {len(union)}; absence assertions: {absent}\n")
 
         header = f"{'output':<44} {'claims':>7} {'claim P':>8} {'sent. P':>8} {'recall':>7} {'flips':>6}"
@@ -190,8 +223,10 @@ def main() -> None:
         print("-" * len(header))
 
         def line(name, r):
-            print(f"{name:<44} {r['claims']:>7} {r['claim_precision']:>8.3f} {r['sentence_precision']:>8.3f} "
-                  f"{len(r['facts'] & union) / len(union):>7.3f} {r['flips']:>6}")
+            print(
+                f"{name:<44} {r['claims']:>7} {r['claim_precision']:>8.3f} {r['sentence_precision']:>8.3f} "
+                f"{len(r['facts'] & union) / len(union):>7.3f} {r['flips']:>6}"
+            )
 
         for m in models:
             line(f"raw {m}", score_raw(labels, tools.lexicon, [m]))
@@ -215,8 +250,11 @@ def main() -> None:
             line(f"{name} [candidates]", score_fused(rows, labels, "candidates"))
             if name == "fuse: all steps":
                 cut = sum(r["cut"] for r in rows)
-                print(f"{'':<44} ({elapsed:.1f}s for {len(rows)} tiles, {len(merged) / elapsed:.0f} tiles/s; {cut} cut; "
-                      f"max tokens {max(r['tokens'] for r in rows)}, max short tokens {max(r['short_tokens'] for r in rows)})")
+                print(
+                    f"{'':<44} ({elapsed:.1f}s for {len(rows)} tiles, {len(merged) / elapsed:.0f} tiles/s; {cut} cut; "
+                    f"max tokens {max(r['tokens'] for r in rows)}, max short tokens "
+                    f"{max(r['short_tokens'] for r in rows)})"
+                )
                 errors = Counter()
                 for row in rows:
                     for c in json.loads(row["claims"]):
@@ -225,9 +263,17 @@ def main() -> None:
                         if c["in_candidate"] and not ok:
                             errors["negation_flip" if flipped else s["label"]] += 1
                 print(f"{'':<44} false claims kept, by error: {dict(errors.most_common())}")
-        print("\nclaim P: share of output claims from sentences labelled true, with their polarity kept; sent. P: the same over")
-        print("sentences; recall: share of the (tile, fact, polarity) triples some model stated truthfully that the output still")
-        print("states; flips: claims whose polarity is not the sentence's (an absence read as presence, or the reverse).")
+        print(
+            "\nclaim P: share of output claims from sentences labelled true, with their polarity kept; sent. P: "
+            "the same over"
+        )
+        print(
+            "sentences; recall: share of the (tile, fact, polarity) triples some model stated truthfully that the "
+            "output still"
+        )
+        print(
+            "states; flips: claims whose polarity is not the sentence's (an absence read as presence, or the reverse)."
+        )
 
 
 if __name__ == "__main__":

@@ -64,13 +64,19 @@ BEIJING_MODEL = "llama-adapter-v2"
 
 WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 # function and connective words: never "new content"
-STOP = frozenset("""
-a an the and or but nor of in on at to for from by with without into onto over under near next beside besides between among
-around along across through within behind above below is are was were be been being am it its this that these those there here
-their they them he she his her we our you your some many several few any each every other another both either neither no not
-also as such than then so very too while which who whose whom where when what how s also just only all most more much one's
+STOP = frozenset(
+    """
+a an the and or but nor of in on at to for from by with without into onto over under near next beside besides between
+among
+around along across through within behind above below is are was were be been being am it its this that these those
+there here
+their they them he she his her we our you your some many several few any each every other another both either neither
+no not
+also as such than then so very too while which who whose whom where when what how s also just only all most more much
+one's
 has have had do does did can could may might will would shall should must
-""".split())
+""".split()
+)
 # template words caption_short may add (for the short caption only)
 SHORT_TEMPLATE = frozenset({"area", "scene", "image", "view"})
 
@@ -89,7 +95,16 @@ CLASS_WORDS = {
     "golfcourse": ["golf"],
     "harbor": ["harbor", "harbour", "port", "marina", "dock", "docks", "pier", "wharf"],
     "intersection": ["intersection", "crossroad", "crossroads", "junction", "crossing"],
-    "mediumresidential": ["residential", "house", "houses", "home", "homes", "housing", "neighborhood", "neighbourhood"],
+    "mediumresidential": [
+        "residential",
+        "house",
+        "houses",
+        "home",
+        "homes",
+        "housing",
+        "neighborhood",
+        "neighbourhood",
+    ],
     "mobilehomepark": ["mobile home", "mobile homes", "trailer", "trailers", "trailer park", "manufactured home"],
     "overpass": ["overpass", "flyover", "interchange", "viaduct", "bridge"],
     "parkinglot": ["parking", "car park"],
@@ -99,7 +114,10 @@ CLASS_WORDS = {
     "storagetanks": ["storage tank", "tank", "tanks", "silo", "silos"],
     "tenniscourt": ["tennis"],
 }
-_CLASS_RE = {c: re.compile(r"\b(?:" + "|".join(re.escape(w) + r"(?:s|es)?" for w in words) + r")\b") for c, words in CLASS_WORDS.items()}
+_CLASS_RE = {
+    c: re.compile(r"\b(?:" + "|".join(re.escape(w) + r"(?:s|es)?" for w in words) + r")\b")
+    for c, words in CLASS_WORDS.items()
+}
 
 IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "buses": "bus", "leaves": "leaf"}
 
@@ -136,17 +154,64 @@ def has_class(text: str | None, cls: str) -> bool:
 
 TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[,;:.!?]")
 # words that end a negation's scope (a new clause, a verb, a preposition)
-BOUNDARY = frozenset("""
-, ; : . ! ? but while whereas although though which that who where when so because is are was were be been being can could
-may might will would seem seems appear appears in on at near around along across beside next between under over from to for by as
+BOUNDARY = frozenset(
+    """
+, ; : . ! ? but while whereas although though which that who where when so because is are was were be been being can
+could
+may might will would seem seems appear appears in on at near around along across beside next between under over from
+to for by as
 than indicating suggesting making creating except with within behind above below into onto through has have had there it
-""".split())
+""".split()
+)
 CONTINUE = frozenset({"and", "or", "nor"})
-SKIP_AFTER_CUE = frozenset({"any", "a", "an", "single", "the", "other", "such", "more", "much", "many", "visible", "signs", "sign",
-                            "trace", "traces", "evidence", "presence", "kind", "kinds", "type", "types", "of"})
-VISIBILITY = frozenset({"visible", "present", "seen", "shown", "observed", "apparent", "evident", "found", "detected", "spotted",
-                        "there", "see", "noticeable", "discernible", "identifiable"})
-COPULA = frozenset({"is", "are", "was", "were", "can", "could", "do", "does", "be", "appear", "appears", "seem", "seems"})
+SKIP_AFTER_CUE = frozenset(
+    {
+        "any",
+        "a",
+        "an",
+        "single",
+        "the",
+        "other",
+        "such",
+        "more",
+        "much",
+        "many",
+        "visible",
+        "signs",
+        "sign",
+        "trace",
+        "traces",
+        "evidence",
+        "presence",
+        "kind",
+        "kinds",
+        "type",
+        "types",
+        "of",
+    }
+)
+VISIBILITY = frozenset(
+    {
+        "visible",
+        "present",
+        "seen",
+        "shown",
+        "observed",
+        "apparent",
+        "evident",
+        "found",
+        "detected",
+        "spotted",
+        "there",
+        "see",
+        "noticeable",
+        "discernible",
+        "identifiable",
+    }
+)
+COPULA = frozenset(
+    {"is", "are", "was", "were", "can", "could", "do", "does", "be", "appear", "appears", "seem", "seems"}
+)
 DETERMINERS = frozenset({"a", "an", "the", "any", "some", "there", "these", "those", "this", "that", "its", "their"})
 
 
@@ -217,7 +282,9 @@ def negation(sentence: str) -> tuple[set[str], set[str]]:
         if scope:
             negated |= _heads(scope)
             in_scope |= {canon(w) for w in scope}
-    asserted = {canon(w) for w in tokens if w not in STOP and w not in BOUNDARY and WORD.fullmatch(w) and not w.isdigit()}
+    asserted = {
+        canon(w) for w in tokens if w not in STOP and w not in BOUNDARY and WORD.fullmatch(w) and not w.isdigit()
+    }
     return negated, asserted - in_scope - negated
 
 
@@ -269,12 +336,20 @@ def _trimmed(out_words: list[str], raw_words: list[str]) -> bool:
 # ---------------------------------------------------------------- measuring one corpus
 
 
-def measure(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[str, Any]], classes: dict[str, str] | None,
-            examples: int = 5) -> dict[str, Any]:
+def measure(
+    candidates: dict[str, dict[str, str]],
+    corpus: dict[str, dict[str, Any]],
+    classes: dict[str, str] | None,
+    examples: int = 5,
+) -> dict[str, Any]:
     """Everything above but the Beijing-only lines; ``candidates``: tile -> model -> raw caption (what fuse read)."""
     vanished = sorted(t for t in candidates if not (corpus.get(t) or {}).get("caption"))
-    out: dict[str, Any] = {"tiles": len(candidates), "corpus_rows": len(corpus), "vanished": len(vanished),
-                           "vanished_examples": vanished[:examples]}
+    out: dict[str, Any] = {
+        "tiles": len(candidates),
+        "corpus_rows": len(corpus),
+        "vanished": len(vanished),
+        "vanished_examples": vanished[:examples],
+    }
     if classes is not None:
         by_class = Counter(classes.get(t, "?") for t in vanished)
         out["vanished_by_class"] = dict(by_class.most_common())
@@ -297,16 +372,25 @@ def measure(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[str, A
                 lost_short[cls] += 1
                 if len(lost_examples) < examples and row:
                     lost_examples.append({"tile": t, "class": cls, "caption_short": row.get("caption_short")})
-        out["class_word"] = {"tiles_with_it": had, "kept_caption": kept, "kept_short": kept_short,
-                             "share_caption": kept / had if had else None, "share_short": kept_short / had if had else None,
-                             "lost_caption_by_class": dict(lost.most_common()), "lost_short_by_class": dict(lost_short.most_common()),
-                             "lost_short_examples": lost_examples}
+        out["class_word"] = {
+            "tiles_with_it": had,
+            "kept_caption": kept,
+            "kept_short": kept_short,
+            "share_caption": kept / had if had else None,
+            "share_short": kept_short / had if had else None,
+            "lost_caption_by_class": dict(lost.most_common()),
+            "lost_short_by_class": dict(lost_short.most_common()),
+            "lost_short_examples": lost_examples,
+        }
 
     new = {"caption": Counter(), "caption_short": Counter()}
     new_lenient = {"caption": 0, "caption_short": 0}
     new_tiles = {"caption": 0, "caption_short": 0}
     new_examples: dict[str, list] = {"caption": [], "caption_short": []}
-    flips = {"caption": {"sentence": 0, "tile": 0, "tiles": set()}, "caption_short": {"sentence": 0, "tile": 0, "tiles": set()}}
+    flips = {
+        "caption": {"sentence": 0, "tile": 0, "tiles": set()},
+        "caption_short": {"sentence": 0, "tile": 0, "tiles": set()},
+    }
     flip_examples: list[dict[str, Any]] = []
     fates = Counter()
     for t, caps in candidates.items():
@@ -353,25 +437,55 @@ def measure(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[str, A
                         flips[field]["sentence"] += 1
                         flips[field]["tiles"].add(t)
                         if len(flip_examples) < examples:
-                            flip_examples.append({"tile": t, "field": field, "kind": "sentence", "words": sorted(flipped),
-                                                  "candidate": s, "output": o})
+                            flip_examples.append(
+                                {
+                                    "tile": t,
+                                    "field": field,
+                                    "kind": "sentence",
+                                    "words": sorted(flipped),
+                                    "candidate": s,
+                                    "output": o,
+                                }
+                            )
                 only_negated = (cand_neg - cand_asserted) & o_asserted
                 if only_negated:
                     tile_flip = True
                     flips[field]["tiles"].add(t)
                     if len(flip_examples) < examples and not any(e["tile"] == t for e in flip_examples):
-                        flip_examples.append({"tile": t, "field": field, "kind": "tile", "words": sorted(only_negated),
-                                              "candidate": next(s for _, s, n, _ in cand_sents if n & only_negated), "output": o})
+                        flip_examples.append(
+                            {
+                                "tile": t,
+                                "field": field,
+                                "kind": "tile",
+                                "words": sorted(only_negated),
+                                "candidate": next(s for _, s, n, _ in cand_sents if n & only_negated),
+                                "output": o,
+                            }
+                        )
             flips[field]["tile"] += tile_flip
     total = sum(fates.values())
-    out["new_words"] = {field: {"tiles": new_tiles[field], "tiles_lenient": new_lenient[field],
-                                "top": [f"{w} {n}" for w, n in new[field].most_common(12)], "examples": new_examples[field]}
-                        for field in new}
-    out["negation_flips"] = {field: {"sentences": v["sentence"], "tiles_asserting_only_negated": v["tile"], "tiles": len(v["tiles"])}
-                             for field, v in flips.items()}
+    out["new_words"] = {
+        field: {
+            "tiles": new_tiles[field],
+            "tiles_lenient": new_lenient[field],
+            "top": [f"{w} {n}" for w, n in new[field].most_common(12)],
+            "examples": new_examples[field],
+        }
+        for field in new
+    }
+    out["negation_flips"] = {
+        field: {"sentences": v["sentence"], "tiles_asserting_only_negated": v["tile"], "tiles": len(v["tiles"])}
+        for field, v in flips.items()
+    }
     out["negation_flip_examples"] = flip_examples
-    out["sentences"] = {"candidate_sentences": total, **{k: fates.get(k, 0) for k in ("verbatim", "trimmed", "rebuilt", "dropped")},
-                        **{f"share_{k}": fates.get(k, 0) / total if total else None for k in ("verbatim", "trimmed", "rebuilt", "dropped")}}
+    out["sentences"] = {
+        "candidate_sentences": total,
+        **{k: fates.get(k, 0) for k in ("verbatim", "trimmed", "rebuilt", "dropped")},
+        **{
+            f"share_{k}": fates.get(k, 0) / total if total else None
+            for k in ("verbatim", "trimmed", "rebuilt", "dropped")
+        },
+    }
     return out
 
 
@@ -380,7 +494,9 @@ def measure(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[str, A
 
 def urbanln(args: list[str], cwd: Path) -> str:
     """Run an urbanln command as a user would; its stderr is shown when it fails, warnings always."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("URBANLN_")}  # the defaults, not this shell's settings
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("URBANLN_")
+    }  # the defaults, not this shell's settings
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1")
     cmd = [sys.executable, "-m", "urbanln_cli", *map(str, args)]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -424,7 +540,9 @@ def fused_gsd(corpus: dict[str, dict[str, Any]]) -> Counter:
     """The GSD fuse recorded per tile (None or NaN: unknown, so no visibility step there)."""
     import math
 
-    return Counter("unknown" if r.get("gsd") is None or not math.isfinite(r["gsd"]) else f"{r['gsd']:g}" for r in corpus.values())
+    return Counter(
+        "unknown" if r.get("gsd") is None or not math.isfinite(r["gsd"]) else f"{r['gsd']:g}" for r in corpus.values()
+    )
 
 
 def run_ucm(data: Path, work: Path, examples: int) -> dict[str, Any]:
@@ -447,9 +565,19 @@ def run_ucm(data: Path, work: Path, examples: int) -> dict[str, Any]:
     corpus = {r["tile_id"]: r for r in corpus_rows}
     classes = {t: classes_by_stem.get(t.rsplit("/", 1)[-1]) for t in candidates}
     result = measure(candidates, corpus, classes, examples)
-    result.update(images=len(rows), captions=sum(len(c) for c in candidates.values()), fuse_args=[str(a) for a in gsd_args],
-                  gsd_used_by_fuse=dict(fused_gsd(corpus)), fuse_seconds=round(fuse_s, 1), seconds=round(time.perf_counter() - t0, 1),
-                  drops={k.removeprefix("dropped_"): v for k, v in manifest.get("counts", {}).items() if k.startswith("dropped_") and v})
+    result.update(
+        images=len(rows),
+        captions=sum(len(c) for c in candidates.values()),
+        fuse_args=[str(a) for a in gsd_args],
+        gsd_used_by_fuse=dict(fused_gsd(corpus)),
+        fuse_seconds=round(fuse_s, 1),
+        seconds=round(time.perf_counter() - t0, 1),
+        drops={
+            k.removeprefix("dropped_"): v
+            for k, v in manifest.get("counts", {}).items()
+            if k.startswith("dropped_") and v
+        },
+    )
     return result
 
 
@@ -470,15 +598,28 @@ def run_beijing(data: Path, work: Path, examples: int, seed: int) -> dict[str, A
     corpus_rows, manifest = read_artifact(work / "corpus")
     corpus = {r["tile_id"]: r for r in corpus_rows}
     result = measure(candidates, corpus, None, examples)
-    result.update(captions=sum(len(c) for c in candidates.values()), gsd_used_by_fuse=dict(fused_gsd(corpus)),
-                  fuse_seconds=round(fuse_s, 1), seconds=round(time.perf_counter() - t0, 1))
-    result["drops"] = {k.removeprefix("dropped_"): v for k, v in manifest.get("counts", {}).items() if k.startswith("dropped_") and v}
+    result.update(
+        captions=sum(len(c) for c in candidates.values()),
+        gsd_used_by_fuse=dict(fused_gsd(corpus)),
+        fuse_seconds=round(fuse_s, 1),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    result["drops"] = {
+        k.removeprefix("dropped_"): v for k, v in manifest.get("counts", {}).items() if k.startswith("dropped_") and v
+    }
     result["claims"] = claims_kept(candidates, corpus)
     ids = sorted(candidates)
     picked = random.Random(seed).sample(ids, min(examples, len(ids)))
-    result["examples"] = [{"tile": t, "before": next(iter(candidates[t].values())), "after": (corpus.get(t) or {}).get("caption"),
-                           "short": (corpus.get(t) or {}).get("caption_short"),
-                           "dropped": _drop_reasons((corpus.get(t) or {}).get("dropped"))} for t in picked]
+    result["examples"] = [
+        {
+            "tile": t,
+            "before": next(iter(candidates[t].values())),
+            "after": (corpus.get(t) or {}).get("caption"),
+            "short": (corpus.get(t) or {}).get("caption_short"),
+            "dropped": _drop_reasons((corpus.get(t) or {}).get("dropped")),
+        }
+        for t in picked
+    ]
     return result
 
 
@@ -491,7 +632,8 @@ def _drop_reasons(dropped: Any) -> list[str]:
 
 
 def claims_kept(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Claims in the fused caption over claims in the raw one, both parsed by fuse's own parser (as a multiset of concepts)."""
+    """Claims in the fused caption over claims in the raw one, both parsed by fuse's own parser (as a multiset of
+    concepts)."""
     try:
         from urbanln_cli.text.claims import parse_claims
         from urbanln_cli.text.lexicon import load_lexicon
@@ -502,7 +644,9 @@ def claims_kept(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[st
             found = Counter()
             for s in sentences(text):
                 for c in parse_claims(s, lexicon):
-                    found[(getattr(c, "concept", None) or getattr(c, "term", "?"), bool(getattr(c, "negated", False)))] += 1
+                    found[
+                        (getattr(c, "concept", None) or getattr(c, "term", "?"), bool(getattr(c, "negated", False)))
+                    ] += 1
             return found
 
         raw = kept = 0
@@ -518,8 +662,14 @@ def claims_kept(candidates: dict[str, dict[str, str]], corpus: dict[str, dict[st
             for (concept, _), n in both.items():
                 by_concept_kept[concept] += n
         least = sorted(by_concept_raw, key=lambda c: (by_concept_kept[c] / by_concept_raw[c], -by_concept_raw[c]))
-        return {"raw": raw, "kept": kept, "share": kept / raw if raw else None,
-                "least_kept": [f"{c} {by_concept_kept[c]}/{by_concept_raw[c]}" for c in least if by_concept_raw[c] >= 20][:8]}
+        return {
+            "raw": raw,
+            "kept": kept,
+            "share": kept / raw if raw else None,
+            "least_kept": [f"{c} {by_concept_kept[c]}/{by_concept_raw[c]}" for c in least if by_concept_raw[c] >= 20][
+                :8
+            ],
+        }
     except Exception as exc:  # fuse's parser is being rewritten: say so rather than stop
         return {"error": f"fuse's claim parser could not be used: {type(exc).__name__}: {exc}"}
 
@@ -533,40 +683,66 @@ def _pct(x: float | None) -> str:
 
 def report(name: str, r: dict[str, Any]) -> list[str]:
     s = r["sentences"]
-    lines = [f"== {name}: {r['tiles']} tiles, {r['captions']} captions; fuse {r['fuse_seconds']} s "
-             f"(GSD used by fuse: {', '.join(f'{k} x{v}' for k, v in r['gsd_used_by_fuse'].items())})"]
+    lines = [
+        f"== {name}: {r['tiles']} tiles, {r['captions']} captions; fuse {r['fuse_seconds']} s "
+        f"(GSD used by fuse: {', '.join(f'{k} x{v}' for k, v in r['gsd_used_by_fuse'].items())})"
+    ]
     vanished = f"vanished tiles: {r['vanished']}"
     if r.get("vanished_by_class"):
         vanished += " (" + ", ".join(f"{k} {v}" for k, v in r["vanished_by_class"].items()) + ")"
     lines.append(vanished)
     if "class_word" in r:
         cw = r["class_word"]
-        lines.append(f"class word kept: caption {_pct(cw['share_caption'])}, caption_short {_pct(cw['share_short'])} "
-                     f"of {cw['tiles_with_it']} tiles whose candidates name it")
+        lines.append(
+            f"class word kept: caption {_pct(cw['share_caption'])}, caption_short {_pct(cw['share_short'])} "
+            f"of {cw['tiles_with_it']} tiles whose candidates name it"
+        )
         if cw["lost_short_by_class"]:
-            lines.append("  lost in caption_short: " + ", ".join(f"{k} {v}" for k, v in list(cw["lost_short_by_class"].items())[:8]))
+            lines.append(
+                "  lost in caption_short: "
+                + ", ".join(f"{k} {v}" for k, v in list(cw["lost_short_by_class"].items())[:8])
+            )
         for e in cw["lost_short_examples"][:3]:
             lines.append(f"    {e['class']}: {e['caption_short']!r}")
     for field, v in r["new_words"].items():
-        lines.append(f"tiles whose {field} has a word no candidate wrote: {v['tiles']} ({v['tiles_lenient']} after forgiving plurals)"
-                     + (f"; top: {', '.join(v['top'][:8])}" if v["top"] else ""))
+        lines.append(
+            f"tiles whose {field} has a word no candidate wrote: {v['tiles']} ({v['tiles_lenient']} after "
+            "forgiving plurals)" + (f"; top: {', '.join(v['top'][:8])}" if v["top"] else "")
+        )
     for field, v in r["negation_flips"].items():
-        lines.append(f"negation flips in {field}: {v['tiles']} tiles ({v['sentences']} sentences asserting what their source "
-                     f"sentence negated; {v['tiles_asserting_only_negated']} tiles asserting what candidates only negated)")
+        lines.append(
+            f"negation flips in {field}: {v['tiles']} tiles ({v['sentences']} sentences asserting what their source "
+            f"sentence negated; {v['tiles_asserting_only_negated']} tiles asserting what candidates only negated)"
+        )
     for e in r["negation_flip_examples"][:3]:
         lines.append(f"    {e['candidate']!r} -> {e['output']!r}  [{', '.join(e['words'])}]")
-    lines.append(f"candidate sentences: {s['candidate_sentences']}: verbatim {_pct(s['share_verbatim'])}, trimmed {_pct(s['share_trimmed'])}, "
-                 f"rebuilt {_pct(s['share_rebuilt'])}, dropped {_pct(s['share_dropped'])}")
+    lines.append(
+        f"candidate sentences: {s['candidate_sentences']}: verbatim {_pct(s['share_verbatim'])}, trimmed "
+        f"{_pct(s['share_trimmed'])}, "
+        f"rebuilt {_pct(s['share_rebuilt'])}, dropped {_pct(s['share_dropped'])}"
+    )
     if r.get("drops"):
-        lines.append("drop reasons (manifest): " + ", ".join(f"{k} {v}" for k, v in sorted(r["drops"].items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "drop reasons (manifest): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(r["drops"].items(), key=lambda kv: -kv[1]))
+        )
     if "claims" in r:
         c = r["claims"]
-        lines.append(f"claims kept (fuse's parser, raw vs fused caption): {c['kept']} of {c['raw']} ({_pct(c['share'])})"
-                     + (f"; least kept: {', '.join(c['least_kept'])}" if c.get("least_kept") else "") if "error" not in c else c["error"])
+        lines.append(
+            f"claims kept (fuse's parser, raw vs fused caption): {c['kept']} of {c['raw']} ({_pct(c['share'])})"
+            + (f"; least kept: {', '.join(c['least_kept'])}" if c.get("least_kept") else "")
+            if "error" not in c
+            else c["error"]
+        )
     if r.get("examples"):
         lines.append(f"{len(r['examples'])} random before/after examples:")
         for e in r["examples"]:
-            lines += [f"  --- {e['tile']}", f"  before: {e['before']}", f"  after:  {e['after']}", f"  short:  {e['short']}"]
+            lines += [
+                f"  --- {e['tile']}",
+                f"  before: {e['before']}",
+                f"  after:  {e['after']}",
+                f"  short:  {e['short']}",
+            ]
     return lines
 
 
@@ -580,8 +756,12 @@ def _git() -> str:
         if path.is_file():
             code.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         head, dirty = "", ""
     return f"{head or 'no git'}{' + uncommitted changes' if dirty else ''}; fuse code sha256 {code.hexdigest()[:12]}"
@@ -590,7 +770,9 @@ def _git() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the reference data folder")
-    parser.add_argument("--work", type=Path, help="keep the tiles, captions and corpora here (default: a temporary folder)")
+    parser.add_argument(
+        "--work", type=Path, help="keep the tiles, captions and corpora here (default: a temporary folder)"
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON summary to this file")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="which Beijing tiles are shown as examples")
@@ -601,15 +783,19 @@ def main() -> None:
     have_ucm = (ucm / "captions.jsonl").is_file() and (ucm / "images").is_dir()
     have_bj = (beijing / "captions_sentences.json").is_file()
     if not (have_ucm or have_bj):
-        sys.exit(f"fuse_real: the reference data is absent: {args.data} holds neither ucmerced/ (images/ + captions.jsonl) "
-                 "nor urbanclip_beijing/captions_sentences.json. This benchmark measures nothing without it; "
-                 "pass --data DIR if it lives elsewhere.")
+        sys.exit(
+            f"fuse_real: the reference data is absent: {args.data} holds neither ucmerced/ (images/ + captions.jsonl) "
+            "nor urbanclip_beijing/captions_sentences.json. This benchmark measures nothing without it; "
+            "pass --data DIR if it lives elsewhere."
+        )
     summary: dict[str, Any] = {"code": f"current code ({_git()})"}
     with tempfile.TemporaryDirectory(prefix="fuse-real-") as tmp:
         work = args.work or Path(tmp)
         lines = [f"fuse_real on the {summary['code']}"]
-        for key, present, run in (("ucm", have_ucm, lambda w: run_ucm(ucm, w, args.examples)),
-                                  ("beijing", have_bj, lambda w: run_beijing(beijing, w, args.examples, args.seed))):
+        for key, present, run in (
+            ("ucm", have_ucm, lambda w: run_ucm(ucm, w, args.examples)),
+            ("beijing", have_bj, lambda w: run_beijing(beijing, w, args.examples, args.seed)),
+        ):
             if args.only and args.only != key:
                 continue
             if not present:
@@ -620,8 +806,12 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             print(f"running {key} in {folder} …", file=sys.stderr)
             summary[key] = run(folder)
-            lines += report("UC Merced (human UCM-Captions, 5 per image)" if key == "ucm" else
-                            f"Beijing ({BEIJING_MODEL}, single model, --gsd {BEIJING_GSD})", summary[key])
+            lines += report(
+                "UC Merced (human UCM-Captions, 5 per image)"
+                if key == "ucm"
+                else f"Beijing ({BEIJING_MODEL}, single model, --gsd {BEIJING_GSD})",
+                summary[key],
+            )
     print("\n".join(lines))
     text = json.dumps(summary, indent=1, ensure_ascii=False, default=str)
     if args.json:
@@ -638,7 +828,9 @@ def _compact(summary: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in drop}
             if "new_words" in value:
-                value["new_words"] = {f: {k: v for k, v in d.items() if k != "examples"} for f, d in value["new_words"].items()}
+                value["new_words"] = {
+                    f: {k: v for k, v in d.items() if k != "examples"} for f, d in value["new_words"].items()
+                }
             if "class_word" in value:
                 value["class_word"] = {k: v for k, v in value["class_word"].items() if k != "lost_short_examples"}
         out[key] = value

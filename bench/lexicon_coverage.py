@@ -44,9 +44,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from urbanln_cli.text.clean import _SCENE_WORDS  # the words fuse itself treats as saying nothing
+from urbanln_cli.text.clean import _SCENE_WORDS  # noqa: E402 (after the sys.path set-up) the words fuse itself treats as saying nothing
 
-_CLOSED = frozenset("""
+_CLOSED = frozenset(
+    """
 a an the this that these those some any each every all both either neither no not none nor another other such
 i me my we us our you your he him his she her they them their it its itself themselves one ones
 of in on at to from by with without within into onto over under above below across along around about near
@@ -58,11 +59,14 @@ and or but so yet as if because while whereas although though where when which w
 is are was were be been being am do does did done doing have has had having can could may might must shall should
 will would there here also just very quite rather too more most less least much many few several lots lot plenty
 s t re ve ll d m
-""".split())
-_VERBS = frozenset("""
+""".split()
+)
+_VERBS = frozenset(
+    """
 show shows showing shown depict depicts depicting depicted display displays displaying displayed feature features
 contain contains containing contained include includes including included appear appears appearing appeared seem seems
-look looks looking looked suggest suggests suggesting suggested indicate indicates indicating indicated give gives giving
+look looks looking looked suggest suggests suggesting suggested indicate indicates indicating indicated give gives
+giving
 make makes making made provide provides providing provided create creates creating created add adds adding
 go goes going gone went run runs running ran lie lies lying lay sit sits sitting sat stand stands standing stood
 surround surrounds surrounding surrounded cover covers covering covered lining lined fill fills filled
@@ -76,34 +80,47 @@ reflect reflects reflecting highlight highlights highlighting showcase showcases
 connecting positioned relax come comes vary varies ensure ensures allow allows accommodate accommodates
 form forms forming belong belongs remain remains walk walking walks drive driving drives travel travelling traveling
 
-""".split())
-_QUANT = frozenset("lots lot piece pieces number numbers couple variety mix group groups kind kinds type types sort part parts "
-                   "plenty amount amounts cluster clusters row rows line lines series set sets patch patches area areas".split())
+""".split()
+)
+_QUANT = frozenset(
+    "lots lot piece pieces number numbers couple variety mix group groups kind kinds type types sort part parts "
+    "plenty amount amounts cluster clusters row rows line lines series set sets patch patches area areas".split()
+)
 # words that are only adjectives: a run made of nothing else names no thing ('the area is large, busy and open')
-_ADJECTIVES = frozenset("""
+_ADJECTIVES = frozenset(
+    """
 large small big huge vast wide narrow long short tall high low open busy dense sparse serene peaceful quiet calm natural
 urban rural different various diverse similar same close closer visible clear bright dark beautiful lush modern old new
 typical interesting unique vibrant bustling scenic picturesque tranquil empty full free flat steep straight curved neat
 tidy clean dirty dry wet rich lively active important significant main major minor entire whole overall green blue white
 red grey gray black brown yellow orange colorful colourful distinct prominent notable possible likely able
 visible accessible present available smooth vertical horizontal parallel metropolitan
-""".split())
-_ING_NOUNS = frozenset("building parking housing crossing landing clearing railing dwelling shopping swimming opening ceiling "
-                       "setting planting marking paving fencing siding wedding ring spring evening morning".split())
-_GENERIC = frozenset("""
+""".split()
+)
+_ING_NOUNS = frozenset(
+    "building parking housing crossing landing clearing railing dwelling shopping swimming opening ceiling "
+    "setting planting marking paving fencing siding wedding ring spring evening morning".split()
+)
+_GENERIC = frozenset(
+    """
 image picture photo photograph satellite aerial overhead view views scene scenes area areas region tile place part parts
 location landscape overall sense mix variety presence combination atmosphere environment setting feel character
 middle center centre side sides left right top bottom background foreground edge edges corner corners portion section
 distance surroundings vicinity front back rest whole kind type sort lot lots number couple bit piece pieces shape shapes
-way time day size sizes color colour colors colours pattern patterns appearance perspective angle angles element elements
-bird bird's lines line rows row position positions spot spots space layout cityscape metropolis landscapes outdoors locations
+way time day size sizes color colour colors colours pattern patterns appearance perspective angle angles element
+elements
+bird bird's lines line rows row position positions spot spots space layout cityscape metropolis landscapes outdoors
+locations
 environment activity activities essence nature beauty touch life interconnectedness addition overview contrast range
 style styles tranquility purpose purposes motion charm impression hub point points backdrop blend diversity use
 connection connections scenery importance option options event events vastness mode modes balance safety relaxation
 interplay proximity orientation orientations leisure coexistence routine routines openness visit game movement
-""".split())
+""".split()
+)
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")
-_NUMBER = re.compile(r"^\d[\d,.]*$|^(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|hundreds|thousand|thousands|dozen|dozens)$")
+_NUMBER = re.compile(
+    r"^\d[\d,.]*$|^(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|hundreds|thousand|thousands|dozen|dozens)$"
+)
 
 
 _GENERIC = _GENERIC | _SCENE_WORDS
@@ -117,7 +134,14 @@ def noun_phrases(sentence: str) -> list[tuple[str, int, int]]:
 
     def content(i: int) -> bool:
         w = toks[i][0] if i < len(toks) else ""
-        return bool(w) and w[0].isalnum() and w not in _CLOSED and w not in _VERBS and not _NUMBER.match(w) and not w.endswith("ly")
+        return (
+            bool(w)
+            and w[0].isalnum()
+            and w not in _CLOSED
+            and w not in _VERBS
+            and not _NUMBER.match(w)
+            and not w.endswith("ly")
+        )
 
     for i, (w, s, e) in enumerate(toks):
         nxt = toks[i + 1][0] if i + 1 < len(toks) else ""
@@ -132,8 +156,11 @@ def noun_phrases(sentence: str) -> list[tuple[str, int, int]]:
             run.append((w, s, e))
     if run:
         phrases.append(run)
-    phrases = [p[: max(i for i in range(1, len(p) + 1) if p[i - 1][0] not in _ADJECTIVES)]  # 'trucks visible' -> 'trucks'
-               for p in phrases if not all(w in _ADJECTIVES for w, _, _ in p)]
+    phrases = [
+        p[: max(i for i in range(1, len(p) + 1) if p[i - 1][0] not in _ADJECTIVES)]  # 'trucks visible' -> 'trucks'
+        for p in phrases
+        if not all(w in _ADJECTIVES for w, _, _ in p)
+    ]
     return [(" ".join(w for w, _, _ in p), p[-1][1], p[-1][2]) for p in phrases]
 
 
@@ -191,7 +218,12 @@ def measure(texts: list[str], lexicon, top: int = 25) -> dict:
 
 def lexicon_at(rev: str):
     """The built-in lexicon of ``urbanln_cli/text/lexicon.py`` at git revision ``rev``."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:urbanln_cli/text/lexicon.py"], capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:urbanln_cli/text/lexicon.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
     spec = importlib.util.spec_from_file_location(f"_lexicon_{rev.replace('/', '_')}", f.name)
@@ -226,20 +258,32 @@ def main() -> None:
     lexicons = {"current": builtin()}
     if args.baseline:
         lexicons = {args.baseline: lexicon_at(args.baseline), **lexicons}
-    results = {name: {lx: measure(texts, lex, args.top) for lx, lex in lexicons.items()} for name, texts in sets.items()}
+    results = {
+        name: {lx: measure(texts, lex, args.top) for lx, lex in lexicons.items()} for name, texts in sets.items()
+    }
     if args.json:
         print(json.dumps(results, indent=2))
         return
     for name, by_lex in results.items():
         first = next(iter(by_lex.values()))
-        print(f"\n{name}: {first['texts']} captions, {first['noun_phrases']} noun phrases ({first['generic']} generic), "
-              f"{first['distinct_content']} distinct content phrases")
-        print(f"  {'lexicon':<10} {'concepts':>8} {'terms':>6} {'recognised':>11} {'share':>7} {'incl. generic':>14} {'distinct':>9}")
+        print(
+            f"\n{name}: {first['texts']} captions, {first['noun_phrases']} noun phrases ({first['generic']} generic), "
+            f"{first['distinct_content']} distinct content phrases"
+        )
+        print(
+            f"  {'lexicon':<10} {'concepts':>8} {'terms':>6} {'recognised':>11} {'share':>7} {'incl. generic':>14} "
+            f"{'distinct':>9}"
+        )
         for lx, r in by_lex.items():
             d = lexicons[lx].describe()
-            print(f"  {lx:<10} {d['concepts']:>8} {d['terms']:>6} {r['recognised']:>11} {r['share']:>7.1%} {r['share_incl_generic']:>14.1%} {r['distinct_share']:>9.1%}")
+            print(
+                f"  {lx:<10} {d['concepts']:>8} {d['terms']:>6} {r['recognised']:>11} {r['share']:>7.1%} "
+                f"{r['share_incl_generic']:>14.1%} {r['distinct_share']:>9.1%}"
+            )
         for lx, r in by_lex.items():
-            print(f"  most frequent unrecognised heads ({lx}): " + ", ".join(f"{w} {k}" for w, k in r["top_missed_heads"]))
+            print(
+                f"  most frequent unrecognised heads ({lx}): " + ", ".join(f"{w} {k}" for w, k in r["top_missed_heads"])
+            )
 
 
 if __name__ == "__main__":

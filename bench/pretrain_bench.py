@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--queue-size", type=int, default=4096)
-    parser.add_argument("--compile", action="store_true", help="torch.compile both towers (every variant, bare included)")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile both towers (every variant, bare included)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -97,7 +99,11 @@ def main() -> None:
         model, *_ = create_model(args.arch, pretrained="none", device=str(device))
         if stretch:
             stretch_text_positions(model, 248, 20)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda), FlopCounterMode(display=False) as counter:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+            FlopCounterMode(display=False) as counter,
+        ):
             model.to(device)(images, tokens)
         return counter.get_total_flops() / args.batch
 
@@ -137,7 +143,9 @@ def main() -> None:
     results["ours_plain_248"] = {"seconds": ours_plain(tok248, True)}
 
     model = fresh(True)
-    urbanln = UrbanLNStep(model, batch_size=args.batch, queue_size=args.queue_size, device=device, dtype=dtype).to(device)
+    urbanln = UrbanLNStep(model, batch_size=args.batch, queue_size=args.queue_size, device=device, dtype=dtype).to(
+        device
+    )
     opt = optimizer_for(model, ours=True)
 
     def full():
@@ -150,19 +158,31 @@ def main() -> None:
 
     gpu = torch.cuda.get_device_name(device) if cuda else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), None)
-    train_flops = {"bare_77": 3 * fwd77, "ours_plain_77": 3 * fwd77, "ours_plain_248": 3 * fwd248, "ours_urbanln_248": 3 * fwd248}
+    train_flops = {
+        "bare_77": 3 * fwd77,
+        "ours_plain_77": 3 * fwd77,
+        "ours_plain_248": 3 * fwd248,
+        "ours_urbanln_248": 3 * fwd248,
+    }
     for name, r in results.items():
         r["seconds"] = round(r["seconds"], 5)
         r["samples_per_s"] = round(args.batch / r["seconds"], 1)
         if peak:
             r["mfu"] = round(r["samples_per_s"] * train_flops[name] / peak, 3)
     report = {
-        "device": gpu, "arch": args.arch, "batch": args.batch, "dtype": "bf16 autocast" if cuda else "fp32", "compiled": args.compile,
+        "device": gpu,
+        "arch": args.arch,
+        "batch": args.batch,
+        "dtype": "bf16 autocast" if cuda else "fp32",
+        "compiled": args.compile,
         "forward_gflops_per_sample": {"77": round(fwd77 / 1e9, 2), "248": round(fwd248 / 1e9, 2)},
-        "mfu_counts": "3 × student forward FLOPs (teacher forward and short branch are overhead); peak = dense bf16 datasheet",
+        "mfu_counts": "3 × student forward FLOPs (teacher forward and short branch are overhead); peak = dense "
+        "bf16 datasheet",
         "steps": results,
         "ratio_ours_plain_77_vs_bare_77": round(results["ours_plain_77"]["seconds"] / results["bare_77"]["seconds"], 3),
-        "ratio_urbanln_248_vs_plain_248": round(results["ours_urbanln_248"]["seconds"] / results["ours_plain_248"]["seconds"], 3),
+        "ratio_urbanln_248_vs_plain_248": round(
+            results["ours_urbanln_248"]["seconds"] / results["ours_plain_248"]["seconds"], 3
+        ),
     }
     print(json.dumps(report, indent=2))
 

@@ -58,11 +58,28 @@ def make_data(workdir: Path, rows: int, dim: int, seed: int = 0) -> tuple[Path, 
     y = 100.0 + 10.0 * (latent @ rng.normal(size=32).astype(np.float32)) / np.sqrt(32) + 5.0 * rng.standard_normal(rows)
     ids = [f"bench/r{i}_c{j}" for i, j in zip(r, c)]
     run = artifacts.RunInfo("bench/probe_bench.py")
-    artifacts.write_tensors(emb_path, {"embeddings": X}, artifacts.new_manifest("embeddings", run=run, inputs=[], rows=rows), metadata={"tile_ids": ids})
+    artifacts.write_tensors(
+        emb_path,
+        {"embeddings": X},
+        artifacts.new_manifest("embeddings", run=run, inputs=[], rows=rows),
+        metadata={"tile_ids": ids},
+    )
     ds = datasets.Dataset.from_dict(
-        {"tile_id": ids, "lon": (116.0 + 0.001 * c).tolist(), "lat": (39.8 + 0.0009 * r).tolist(), "group": ["bench"] * rows, "carbon": y.astype(np.float64).tolist()},
+        {
+            "tile_id": ids,
+            "lon": (116.0 + 0.001 * c).tolist(),
+            "lat": (39.8 + 0.0009 * r).tolist(),
+            "group": ["bench"] * rows,
+            "carbon": y.astype(np.float64).tolist(),
+        },
         features=datasets.Features(
-            {"tile_id": datasets.Value("string"), "lon": datasets.Value("float64"), "lat": datasets.Value("float64"), "group": datasets.Value("string"), "carbon": datasets.Value("float64")}
+            {
+                "tile_id": datasets.Value("string"),
+                "lon": datasets.Value("float64"),
+                "lat": datasets.Value("float64"),
+                "group": datasets.Value("string"),
+                "carbon": datasets.Value("float64"),
+            }
         ),
     )
     artifacts.write_dataset(ds, labels_path, artifacts.new_manifest("labels", run=run, inputs=[], rows=rows))
@@ -73,7 +90,18 @@ def ours(emb: Path, labels: Path, block_km: float, folds: int):
     from urbanln_cli.stages.probe import ProbeConfig, evaluate
 
     start = time.perf_counter()
-    result = evaluate(ProbeConfig(target="carbon", embeddings=(emb,), labels=labels, split="spatial", block_km=block_km, folds=folds, log_target="no", plots=False))
+    result = evaluate(
+        ProbeConfig(
+            target="carbon",
+            embeddings=(emb,),
+            labels=labels,
+            split="spatial",
+            block_km=block_km,
+            folds=folds,
+            log_target="no",
+            plots=False,
+        )
+    )
     return time.perf_counter() - start, result
 
 
@@ -82,14 +110,13 @@ def baseline(emb: Path, labels: Path, block_km: float, folds: int, threads: int 
 
     ``threads``: limit BLAS to this many threads (None: the library default, as a user would run it).
     """
-    from threadpoolctl import threadpool_limits
-
     import datasets
     from safetensors.numpy import load_file
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import r2_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     from urbanln_cli.evaluation import splits
     from urbanln_cli.evaluation.heads import DEFAULT_ALPHAS
@@ -97,7 +124,9 @@ def baseline(emb: Path, labels: Path, block_km: float, folds: int, threads: int 
     X = load_file(str(emb))["embeddings"]
     frame = datasets.load_from_disk(str(labels)).to_pandas()
     y = frame["carbon"].to_numpy()
-    fold = splits.group_k_folds(splits.spatial_blocks(frame["lon"].to_numpy(), frame["lat"].to_numpy(), block_km), folds)
+    fold = splits.group_k_folds(
+        splits.spatial_blocks(frame["lon"].to_numpy(), frame["lat"].to_numpy(), block_km), folds
+    )
     start = time.perf_counter()
     scores, alphas = [], []
     with threadpool_limits(threads, "blas"):
@@ -116,8 +145,11 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--block-km", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of ours; the best is kept")
-    parser.add_argument("--single-thread-baseline", action="store_true",
-                        help="also time the baseline with BLAS limited to one thread (as ours limits its p × p LAPACK work)")
+    parser.add_argument(
+        "--single-thread-baseline",
+        action="store_true",
+        help="also time the baseline with BLAS limited to one thread (as ours limits its p × p LAPACK work)",
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -130,11 +162,16 @@ def main() -> None:
     row = result.table[0]
     folds_ours = result.report["results"][0]["folds"]
     base_s, base_r2, base_alphas, _ = baseline(emb, labels, args.block_km, args.folds)
-    one_s, one_r2, _, _ = baseline(emb, labels, args.block_km, args.folds, threads=1) if args.single_thread_baseline else (math.nan, math.nan, None, None)
+    one_s, one_r2, _, _ = (
+        baseline(emb, labels, args.block_km, args.folds, threads=1)
+        if args.single_thread_baseline
+        else (math.nan, math.nan, None, None)
+    )
     report = {
         "rows": args.rows,
         "dim": args.dim,
-        "split": f"spatial, {args.folds} folds, {args.block_km:g} km blocks ({result.report['targets_info']['carbon']['folds']['blocks']} blocks)",
+        "split": f"spatial, {args.folds} folds, {args.block_km:g} km blocks "
+        f"({result.report['targets_info']['carbon']['folds']['blocks']} blocks)",
         "cpus": os.cpu_count(),
         "load_average_1m_at_start": round(load, 2),
         "ours_s": round(best, 2),
@@ -147,11 +184,16 @@ def main() -> None:
         "ratio_baseline_over_ours": round(base_s / best, 2),
         "baseline_1_blas_thread_s": round(one_s, 2),
         "ratio_baseline_1_thread_over_ours": round(one_s / best, 2),
-        "note": "ours is timed end to end from disk (read, join, split, inner CV, fit, metrics); the baseline only its fit/predict loop on arrays in memory",
+        "note": "ours is timed end to end from disk (read, join, split, inner CV, fit, metrics); the baseline only "
+        "its fit/predict loop on arrays in memory",
     }
     print(json.dumps(report, indent=2))
-    print(f"ours {best:.2f} s (R² {row['r2_mean']:.4f}), RidgeCV loop {base_s:.2f} s (R² {base_r2:.4f}): {base_s / best:.2f}× faster"
-          + (f"; RidgeCV on 1 BLAS thread {one_s:.2f} s: {one_s / best:.2f}×" if args.single_thread_baseline else ""), file=sys.stderr)
+    print(
+        f"ours {best:.2f} s (R² {row['r2_mean']:.4f}), RidgeCV loop {base_s:.2f} s (R² {base_r2:.4f}): "
+        f"{base_s / best:.2f}× faster"
+        + (f"; RidgeCV on 1 BLAS thread {one_s:.2f} s: {one_s / best:.2f}×" if args.single_thread_baseline else ""),
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -52,14 +52,43 @@ def main() -> None:
 
     city = args.workdir / f"synth_{args.size}_{args.seed}"
     if not (city / "scene.json").is_file():
-        subprocess.run([sys.executable, "-m", "urbanln_cli", "synth", "city", str(city), "--size", str(args.size),
-                        "--seed", str(args.seed), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
-    tiles = tile(TileConfig(inputs=(city / "imagery.tif",), out=city / f"tiles_{args.tile}", size=args.tile, min_valid=0,
-                            overwrite=True, workers=1)).out
-    targets = [RasterTarget("population", city / "population.tif", "sum"), RasterTarget("carbon", city / "carbon.tif", "sum"),
-               RasterTarget("gdp", city / "gdp.tif", "sum"), RasterTarget("nightlight", city / "nightlight.tif", "mean"),
-               RasterTarget("landcover", city / "landcover.tif", "fractions")]
-    labels_out = label(LabelConfig(tiles=tiles, out=city / f"labels_{args.tile}", rasters=tuple(targets), overwrite=True)).out
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "urbanln_cli",
+                "synth",
+                "city",
+                str(city),
+                "--size",
+                str(args.size),
+                "--seed",
+                str(args.seed),
+                "--overwrite",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    tiles = tile(
+        TileConfig(
+            inputs=(city / "imagery.tif",),
+            out=city / f"tiles_{args.tile}",
+            size=args.tile,
+            min_valid=0,
+            overwrite=True,
+            workers=1,
+        )
+    ).out
+    targets = [
+        RasterTarget("population", city / "population.tif", "sum"),
+        RasterTarget("carbon", city / "carbon.tif", "sum"),
+        RasterTarget("gdp", city / "gdp.tif", "sum"),
+        RasterTarget("nightlight", city / "nightlight.tif", "mean"),
+        RasterTarget("landcover", city / "landcover.tif", "fractions"),
+    ]
+    labels_out = label(
+        LabelConfig(tiles=tiles, out=city / f"labels_{args.tile}", rasters=tuple(targets), overwrite=True)
+    ).out
 
     ds = datasets.load_from_disk(str(tiles)).cast_column("image", datasets.Image(decode=False))
     X = np.stack([features(img["bytes"]) for img in ds["image"]])
@@ -67,7 +96,13 @@ def main() -> None:
     block = max(1, int(np.sqrt(len(ds)) // 4))  # about 4 × 4 spatial blocks
     groups = (rows // block) * 1000 + cols // block
     labels = datasets.load_from_disk(str(labels_out)).to_pandas()
-    report = {"city": f"{args.size}² px, seed {args.seed}", "tiles": len(ds), "features": X.shape[1], "cv": "5-fold GroupKFold over spatial blocks", "r2": {}}
+    report = {
+        "city": f"{args.size}² px, seed {args.seed}",
+        "tiles": len(ds),
+        "features": X.shape[1],
+        "cv": "5-fold GroupKFold over spatial blocks",
+        "r2": {},
+    }
     names = ["population", "carbon", "gdp", "nightlight"] + [c for c in labels.columns if c.startswith("landcover_")]
     for name in names:
         y = labels[name].to_numpy(np.float64)

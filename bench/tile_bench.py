@@ -38,9 +38,19 @@ def make_raster(path: Path, size: int) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32650",
-                   transform=from_origin(440_000, 4_420_000, 0.5, 0.5), tiled=True, blockxsize=256, blockysize=256,
-                   compress="deflate")
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32650",
+        transform=from_origin(440_000, 4_420_000, 0.5, 0.5),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
     tmp = path.with_suffix(".tmp.tif")
     cols = np.arange(size, dtype=np.float32)
     with rasterio.open(tmp, "w", **profile) as dst:
@@ -89,9 +99,11 @@ def peak_rss_mb(code: str) -> float:
     Read from VmHWM in /proc: unlike getrusage's ru_maxrss it is not inherited
     from the parent across fork and exec.
     """
-    script = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{code}\n" \
-             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n" \
-             "print(int(hwm.split()[1]) / 1024)"
+    script = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{code}\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "print(int(hwm.split()[1]) / 1024)"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -131,9 +143,15 @@ def main() -> None:
         for side in (args.size, args.big):
             path = make_raster(args.workdir / f"bench_{side}.tif", side)
             out = args.workdir / f"rss_{side}"
-            rss[f"ours_{side}"] = peak_rss_mb(f"from bench.tile_bench import ours; from pathlib import Path; ours(Path({str(path)!r}), Path({str(out)!r}), 1)")
+            rss[f"ours_{side}"] = peak_rss_mb(
+                f"from bench.tile_bench import ours; from pathlib import Path; ours(Path({str(path)!r}), "
+                f"Path({str(out)!r}), 1)"
+            )
             shutil.rmtree(out, ignore_errors=True)
-            rss[f"baseline_{side}"] = peak_rss_mb(f"from bench.tile_bench import baseline; from pathlib import Path; baseline(Path({str(path)!r}), Path({str(out)!r}))")
+            rss[f"baseline_{side}"] = peak_rss_mb(
+                f"from bench.tile_bench import baseline; from pathlib import Path; baseline(Path({str(path)!r}), "
+                f"Path({str(out)!r}))"
+            )
             shutil.rmtree(out, ignore_errors=True)
         report["peak_rss_mib"] = {k: round(v, 1) for k, v in rss.items()}
     print(json.dumps(report, indent=2))

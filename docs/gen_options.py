@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DOCS = Path(__file__).resolve().parent
 BEGIN = re.compile(r"<!-- options:begin (?P<command>[a-z][a-z -]*?) -->")
@@ -102,7 +103,9 @@ def rows(command, ctx) -> Iterator[dict[str, str | None]]:
     """One row per argument and option, in --help order (arguments first); --help itself left out."""
     markup_mode = getattr(command, "rich_markup_mode", "rich")
     params = command.get_params(ctx)
-    for param in [p for p in params if p.param_type_name == "argument"] + [p for p in params if p.param_type_name != "argument"]:
+    for param in [p for p in params if p.param_type_name == "argument"] + [
+        p for p in params if p.param_type_name != "argument"
+    ]:
         if param.param_type_name != "argument" and "--help" in param.opts:
             continue
         if param.param_type_name == "argument":
@@ -159,7 +162,9 @@ def table(path: str, command, ctx) -> str:
         else:
             default = "—"
         env = _code(row["env"]) if row["env"] else "—"
-        lines.append(f"| {names} | {_code(row['type']) if row['type'] else '—'} | {default} | {env} | {_text(row['help'])} |")
+        lines.append(
+            f"| {names} | {_code(row['type']) if row['type'] else '—'} | {default} | {env} | {_text(row['help'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -191,18 +196,25 @@ def pages(folder: Path = DOCS) -> list[Path]:
 
 def documented(folder: Path = DOCS) -> set[str]:
     """The commands that have an options block on some page."""
-    return {" ".join(m["command"].split()) for page in pages(folder) for m in BEGIN.finditer(page.read_text(encoding="utf-8"))}
+    return {
+        " ".join(m["command"].split())
+        for page in pages(folder)
+        for m in BEGIN.finditer(page.read_text(encoding="utf-8"))
+    }
 
 
 def stale_pages(folder: Path = DOCS) -> list[Path]:
     known = commands()
-    return [page for page in pages(folder)
-            if render(text := page.read_text(encoding="utf-8"), known, page.name) != text]
+    return [
+        page for page in pages(folder) if render(text := page.read_text(encoding="utf-8"), known, page.name) != text
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page's options block is out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a page's options block is out of date"
+    )
     parser.add_argument("pages", nargs="*", type=Path, help="pages to process (default: every docs/*.md)")
     args = parser.parse_args(argv)
     known = commands()

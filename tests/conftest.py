@@ -65,9 +65,28 @@ def trained(tmp_path_factory):
     make_geotiff(folder / "city.tif", width=128, height=128, seed=5)
     tiles = tile(TileConfig(inputs=(folder / "city.tif",), out=folder / "tiles", size=32, workers=1)).out
     ids = datasets.load_from_disk(str(tiles))["tile_id"]
-    rows = [{"tile_id": t, "caption": f"houses and roads, tile {i}", "caption_short": "houses", "candidates": "[]"} for i, t in enumerate(ids)]
-    artifacts.write_dataset(datasets.Dataset.from_list(rows), folder / "corpus",
-                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(rows)))
-    run = pretrain(PretrainConfig(tiles=tiles, corpus=folder / "corpus", out=folder / "run", arch="urbanln-tiny", pretrained="none",
-                                  epochs=1, batch_size=8, queue_size=32, workers=0, device="cpu", max_steps=2)).out
+    rows = [
+        {"tile_id": t, "caption": f"houses and roads, tile {i}", "caption_short": "houses", "candidates": "[]"}
+        for i, t in enumerate(ids)
+    ]
+    artifacts.write_dataset(
+        datasets.Dataset.from_list(rows),
+        folder / "corpus",
+        artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(rows)),
+    )
+    run = pretrain(
+        PretrainConfig(
+            tiles=tiles,
+            corpus=folder / "corpus",
+            out=folder / "run",
+            arch="urbanln-tiny",
+            pretrained="none",
+            epochs=1,
+            batch_size=8,
+            queue_size=32,
+            workers=0,
+            device="cpu",
+            max_steps=2,
+        )
+    ).out
     return folder, tiles, run, ids

@@ -11,7 +11,9 @@ from urbanln_cli.errors import InputError, OutputExistsError, WrongArtifactError
 
 
 def _manifest(stage="labels", rows=2):
-    return artifacts.new_manifest(stage, run=artifacts.RunInfo("urbanln test"), inputs=[], rows=rows, counts={"b": 1, "a": 2})
+    return artifacts.new_manifest(
+        stage, run=artifacts.RunInfo("urbanln test"), inputs=[], rows=rows, counts={"b": 1, "a": 2}
+    )
 
 
 def _ds(values=(1, 2)):
@@ -88,7 +90,10 @@ def test_reader_rejects_newer_schema(tmp_path):
 def test_tensors_round_trip(tmp_path):
     emb = np.arange(12, dtype=np.float32).reshape(3, 4)
     path = artifacts.write_tensors(
-        tmp_path / "embeddings.safetensors", {"embeddings": emb}, _manifest("embeddings", 3), metadata={"tile_ids": ["a", "b", "c"], "model": "m"}
+        tmp_path / "embeddings.safetensors",
+        {"embeddings": emb},
+        _manifest("embeddings", 3),
+        metadata={"tile_ids": ["a", "b", "c"], "model": "m"},
     )
     arrays, meta, manifest = artifacts.read_tensors(path, "embeddings")
     np.testing.assert_array_equal(arrays["embeddings"], emb)
@@ -160,7 +165,10 @@ def test_sharded_dataset_is_published_without_copying(tmp_path):
 
 
 def test_an_empty_dataset_round_trips(tmp_path):
-    empty = datasets.Dataset.from_dict({"tile_id": [], "x": []}, features=datasets.Features({"tile_id": datasets.Value("string"), "x": datasets.Value("int64")}))
+    empty = datasets.Dataset.from_dict(
+        {"tile_id": [], "x": []},
+        features=datasets.Features({"tile_id": datasets.Value("string"), "x": datasets.Value("int64")}),
+    )
     out = artifacts.write_dataset(empty, tmp_path / "labels", _manifest("labels", rows=0))
     ds, manifest = artifacts.read_dataset(out, "labels")
     assert ds.num_rows == 0 and list(ds.features) == ["tile_id", "x"] and manifest["rows"] == 0
@@ -172,8 +180,13 @@ def test_ten_million_tile_ids_fit_beside_the_tensor(tmp_path):
     n = 10_000_000
     ids = [f"z16/{i}/{i % 65536}" for i in range(n)]
     vectors = np.zeros((n, 1), np.float16)
-    path = artifacts.write_tensors(tmp_path / "e.safetensors", {"embeddings": vectors}, _manifest("embeddings", rows=n),
-                                   metadata={"model": {"run": "x"}}, ids={"tile_ids": ids})
+    path = artifacts.write_tensors(
+        tmp_path / "e.safetensors",
+        {"embeddings": vectors},
+        _manifest("embeddings", rows=n),
+        metadata={"model": {"run": "x"}},
+        ids={"tile_ids": ids},
+    )
     arrays, meta, manifest = artifacts.read_tensors(path, "embeddings")
     assert list(arrays) == ["embeddings"] and arrays["embeddings"].shape == (n, 1)
     assert meta["tile_ids"] == ids and meta["model"] == {"run": "x"} and manifest["rows"] == n
@@ -184,8 +197,14 @@ def test_remove_refuses_what_urbanln_did_not_make(tmp_path, monkeypatch):
     out = artifacts.write_dataset(_ds(), tmp_path / "labels", _manifest("labels"))
     foreign = tmp_path / "photos"
     foreign.mkdir()
-    for path, stage in [(foreign, "labels"), (out, "tiles"), (tmp_path, "labels"), (foreign, "partial"),
-                        (foreign, "leftover"), (tmp_path / "..", "labels")]:
+    for path, stage in [
+        (foreign, "labels"),
+        (out, "tiles"),
+        (tmp_path, "labels"),
+        (foreign, "partial"),
+        (foreign, "leftover"),
+        (tmp_path / "..", "labels"),
+    ]:
         with pytest.raises(OutputExistsError):
             artifacts.remove(path, stage)
     assert foreign.is_dir() and out.is_dir()

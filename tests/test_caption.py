@@ -137,7 +137,9 @@ def test_retries_run_out_then_retry_failed(tiles, tmp_path, server, cli):
     assert {r["model"] for r in failed} == {"qwen2.5vl:7b"} and all(r["attempts"] == 3 for r in failed)
     assert "500" in failed[0]["error"]
     before = server.chats
-    result = cli("caption", tiles, "--models", "llava,qwen-vl", "--host", server.url, "-o", tmp_path / "cap", "--retry-failed")
+    result = cli(
+        "caption", tiles, "--models", "llava,qwen-vl", "--host", server.url, "-o", tmp_path / "cap", "--retry-failed"
+    )
     assert result.exit_code == 0, result.stderr
     assert server.chats == before + 8  # only the failed rows
     assert all(r["error"] is None for r in _rows(tmp_path / "cap"))
@@ -159,7 +161,18 @@ def test_content_failures_have_their_own_budget(tiles, tmp_path, server):
 
 def test_model_missing_mid_run_stops_with_exit_4_and_keeps_work(tiles, tmp_path, server, cli):
     server.inject(*["ok"] * 3, "404", model="llava:7b")
-    args = ("caption", tiles, "--models", "llava,qwen-vl", "--host", server.url, "-o", tmp_path / "cap", "--concurrency", "1")
+    args = (
+        "caption",
+        tiles,
+        "--models",
+        "llava,qwen-vl",
+        "--host",
+        server.url,
+        "-o",
+        tmp_path / "cap",
+        "--concurrency",
+        "1",
+    )
     result = cli(*args)
     assert result.exit_code == 4 and result.stdout == ""
     assert "disappeared" in result.stderr and "hint: ollama pull llava:7b" in result.stderr
@@ -212,7 +225,9 @@ def test_changed_prompt_is_new_work(tiles, tmp_path, server):
     assert server.requests[-1]["prompt"] == "Describe this 2 m/px tile."
     # adding a model reuses what is there
     before = server.chats
-    result = caption(replace(_config(tiles, tmp_path / "cap", server, prompt=custom, overwrite=True), models=("llava:7b",)))
+    result = caption(
+        replace(_config(tiles, tmp_path / "cap", server, prompt=custom, overwrite=True), models=("llava:7b",))
+    )
     assert server.chats == before and result.counts["reused"] == 8
 
 
@@ -224,7 +239,10 @@ def test_secrets_stay_secret(tiles, tmp_path, server, monkeypatch, cli):
     caption(_config(tiles, tmp_path / "cap", server))
     assert server.headers_seen[0].get("authorization") == "Bearer sk-very-secret"  # the server did get the key
     monkeypatch.delenv("OLLAMA_API_KEY")
-    for host in (server.url.replace("http://", "http://alice:hunter2@"), server.url.replace("http://", "alice:hunter2@")):
+    for host in (
+        server.url.replace("http://", "http://alice:hunter2@"),
+        server.url.replace("http://", "alice:hunter2@"),
+    ):
         result = cli("caption", tiles, "--models", "llava", "--host", host, "-o", tmp_path / "cap2", "--overwrite")
         assert result.exit_code == 0, result.stderr
         assert server.headers_seen[-1].get("authorization") == "Basic " + base64.b64encode(b"alice:hunter2").decode()
@@ -239,7 +257,9 @@ def test_secrets_stay_secret(tiles, tmp_path, server, monkeypatch, cli):
 
 def test_several_hosts_in_ollama_host(tiles, tmp_path, cli):
     with FakeOllama() as a, FakeOllama() as b:
-        result = cli("caption", tiles, "--models", "llava", "-o", tmp_path / "cap", env={"OLLAMA_HOST": f"{a.url} {b.url}"})
+        result = cli(
+            "caption", tiles, "--models", "llava", "-o", tmp_path / "cap", env={"OLLAMA_HOST": f"{a.url} {b.url}"}
+        )
         assert result.exit_code == 0, result.stderr
         assert a.chats > 0 and b.chats > 0
 
@@ -279,21 +299,42 @@ def test_journal_survives_a_torn_line(tmp_path):
 
 
 def _stable(rows):
-    return sorted((r["tile_id"], r["model"], r["caption"], r["model_digest"], r["prompt_sha256"], r["error"]) for r in rows)
+    return sorted(
+        (r["tile_id"], r["model"], r["caption"], r["model_digest"], r["prompt_sha256"], r["error"]) for r in rows
+    )
 
 
 def test_kill_9_and_rerun_equals_an_uninterrupted_run(tmp_path):
     folder = tmp_path / "in"
     make_geotiff(folder / "city.tif", width=128, height=64, res=2.0)
-    tiles_out = tile(TileConfig(inputs=(folder / "city.tif",), out=tmp_path / "tiles", size=16, workers=1)).out  # 32 tiles
-    server = subprocess.Popen([sys.executable, "-m", "tests.fakes.ollama_server", "--latency", "0.05", "--slots", "2"],
-                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    tiles_out = tile(
+        TileConfig(inputs=(folder / "city.tif",), out=tmp_path / "tiles", size=16, workers=1)
+    ).out  # 32 tiles
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.ollama_server", "--latency", "0.05", "--slots", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     try:
         url = server.stdout.readline().strip()
-        cmd = [sys.executable, "-m", "urbanln_cli", "caption", str(tiles_out), "--models", "llava,qwen-vl", "--host", url,
-               "--concurrency", "2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "urbanln_cli",
+            "caption",
+            str(tiles_out),
+            "--models",
+            "llava,qwen-vl",
+            "--host",
+            url,
+            "--concurrency",
+            "2",
+        ]
         env = {**os.environ, "NO_COLOR": "1"}
-        victim = subprocess.Popen([*cmd, "-o", str(tmp_path / "cap")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        victim = subprocess.Popen(
+            [*cmd, "-o", str(tmp_path / "cap")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         journal = tmp_path / "cap.partial" / "journal.jsonl"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(list(read_records(journal))) < 20:
@@ -325,7 +366,9 @@ def test_against_a_real_server(tiles, tmp_path, cli):
     assert len(rows) == 2 and all(r["caption"] and r["error"] is None for r in rows)
 
 
-@pytest.mark.parametrize("bad", [{"limit": 0}, {"limit": -1}, {"timeout": float("nan")}, {"concurrency": 0}, {"shard": (3, 3)}])
+@pytest.mark.parametrize(
+    "bad", [{"limit": 0}, {"limit": -1}, {"timeout": float("nan")}, {"concurrency": 0}, {"shard": (3, 3)}]
+)
 def test_bad_options_are_usage_errors(tiles, tmp_path, bad):
     with pytest.raises(UsageProblem):
         CaptionConfig(tiles=tiles, out=tmp_path / "c", **bad).check()

@@ -47,15 +47,27 @@ def _error_lines(result):
 
 
 def test_tile_ids_of_an_image_folder(tiles):
-    assert sorted(_ids(tiles)) == ["photos/img00", "photos/img01", "photos/img02", "photos/img03", "photos/img04", "photos/img05",
-                                   "photos/sub/img00", "photos/sub/img01"]
+    assert sorted(_ids(tiles)) == [
+        "photos/img00",
+        "photos/img01",
+        "photos/img02",
+        "photos/img03",
+        "photos/img04",
+        "photos/img05",
+        "photos/sub/img00",
+        "photos/sub/img01",
+    ]
 
 
 def test_jsonl_by_image_in_every_form_with_several_candidates(tiles, tmp_path, cli):
     records = [
         {"image": "img02.png", "caption": "A road with houses."},  # file name, with extension
         {"image": "img03", "caption": "A park."},  # file name, without
-        {"image": "photos/img04.png", "caption": "A river. No cars are visible.", "model": "qwen"},  # from the folder above
+        {
+            "image": "photos/img04.png",
+            "caption": "A river. No cars are visible.",
+            "model": "qwen",
+        },  # from the folder above
         {"image": "/data/somewhere/photos/img05.jpg", "caption": "Farmland."},  # a longer path ending in the tile's
         {"image": "sub/img00.png", "caption": "One", "model": "human"},  # inside the folder: not ambiguous
         {"image": "sub/img00.png", "caption": "Two", "model": "human"},
@@ -98,14 +110,20 @@ def test_jsonl_by_image_in_every_form_with_several_candidates(tiles, tmp_path, c
 
 def test_csv_by_tile_id_trusted(tiles, tmp_path, cli):
     path = tmp_path / "panel.csv"
-    path.write_text('tile_id,caption,model\nphotos/img00,"A square, with trees.",a\nphotos/img00,"Trees.",b\nphotos/img01,"A lake.",a\n')
+    path.write_text(
+        'tile_id,caption,model\nphotos/img00,"A square, with trees.",a\nphotos/img00,"Trees.",b\nphotos/img01,"A '
+        'lake.",a\n'
+    )
     result = cli("caption", tiles, "--import", path, "--trusted", "-o", tmp_path / "cap", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["rows"] == 3 and summary["imports"][0]["by_tile_id"] == 3
     rows = _rows(tmp_path / "cap")
     assert [(r["tile_id"], r["model"], r["caption"]) for r in rows] == [
-        ("photos/img00", "a", "A square, with trees."), ("photos/img00", "b", "Trees."), ("photos/img01", "a", "A lake.")]
+        ("photos/img00", "a", "A square, with trees."),
+        ("photos/img00", "b", "Trees."),
+        ("photos/img01", "a", "A lake."),
+    ]
     assert all(r["trusted"] is True for r in rows)
     assert _manifest(tmp_path / "cap")["trusted"] is True
 
@@ -114,20 +132,28 @@ def test_parquet_lists_and_two_files(tiles, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"image": ["img02.png", "img03.jpg"], "caption": [["x one", "x two"], ["y"]]}), tmp_path / "hum.parquet")
+    pq.write_table(
+        pa.table({"image": ["img02.png", "img03.jpg"], "caption": [["x one", "x two"], ["y"]]}),
+        tmp_path / "hum.parquet",
+    )
     second = _jsonl(tmp_path / "more.jsonl", [{"tile_id": "photos/img03", "caption": "y again", "model": "hum"}])
     result = caption(CaptionConfig(tiles=tiles, out=tmp_path / "cap", imports=(tmp_path / "hum.parquet", second)))
     rows = {(r["tile_id"], r["model"]): r for r in _rows(result.out)}
     # "hum" has several rows of a tile (in the parquet list, and across both files): every row of it is numbered
     assert {k: r["caption"] for k, r in rows.items()} == {
-        ("photos/img02", "hum#1"): "x one", ("photos/img02", "hum#2"): "x two",
-        ("photos/img03", "hum#1"): "y", ("photos/img03", "hum#2"): "y again"}
+        ("photos/img02", "hum#1"): "x one",
+        ("photos/img02", "hum#2"): "x two",
+        ("photos/img03", "hum#1"): "y",
+        ("photos/img03", "hum#2"): "y again",
+    }
     assert rows[("photos/img03", "hum#2")]["host"] == "import:more.jsonl"
     assert [i["path"] for i in result.manifest["inputs"]] == [str(tiles), str(tmp_path / "hum.parquet"), str(second)]
 
 
 def test_a_few_unmatched_rows_are_counted_and_named(tiles, tmp_path, cli):
-    records = [{"image": f"img0{i}.png", "caption": "A road."} for i in range(2, 6)] + [{"image": "nowhere.png", "caption": "Lost."}]
+    records = [{"image": f"img0{i}.png", "caption": "A road."} for i in range(2, 6)] + [
+        {"image": "nowhere.png", "caption": "Lost."}
+    ]
     result = cli("caption", tiles, "--import", _jsonl(tmp_path / "c.jsonl", records), "-o", tmp_path / "cap")
     assert result.exit_code == 0, result.stderr
     assert "1 of 5 rows" in result.stderr and "'nowhere.png'" in result.stderr
@@ -137,14 +163,19 @@ def test_a_few_unmatched_rows_are_counted_and_named(tiles, tmp_path, cli):
 
 
 def test_twin_file_names_are_ambiguous(tiles, tmp_path):
-    path = _jsonl(tmp_path / "c.jsonl", [{"image": "img00.png", "caption": "Which?"}] + [{"image": f"img0{i}", "caption": "Ok."} for i in (2, 3, 4)])
+    path = _jsonl(
+        tmp_path / "c.jsonl",
+        [{"image": "img00.png", "caption": "Which?"}] + [{"image": f"img0{i}", "caption": "Ok."} for i in (2, 3, 4)],
+    )
     result = caption(CaptionConfig(tiles=tiles, out=tmp_path / "cap", imports=(path,)))
     assert result.counts["ambiguous_rows"] == 1 and result.rows == 3
     assert any("several" in w for w in result.warnings)
 
 
 def test_mostly_unmatched_file_is_refused_with_the_id_forms(tiles, tmp_path, cli):
-    records = [{"tile_id": f"city/r{i}_c0", "caption": "Roads."} for i in range(4)] + [{"tile_id": "photos/img02", "caption": "Ok."}]
+    records = [{"tile_id": f"city/r{i}_c0", "caption": "Roads."} for i in range(4)] + [
+        {"tile_id": "photos/img02", "caption": "Ok."}
+    ]
     result = cli("caption", tiles, "--import", _jsonl(tmp_path / "c.jsonl", records), "-o", tmp_path / "cap")
     assert result.exit_code == 3
     error, hint = _error_lines(result)
@@ -154,12 +185,19 @@ def test_mostly_unmatched_file_is_refused_with_the_id_forms(tiles, tmp_path, cli
 
 
 def test_no_tiles_keeps_the_files_ids(tmp_path, cli):
-    path = _jsonl(tmp_path / "beijing.jsonl", [{"image": "Beijing/16_1_2_s.jpg", "caption": "Roads."},
-                                              {"tile_id": "x/y", "caption": "A park.", "model": "m"}])
+    path = _jsonl(
+        tmp_path / "beijing.jsonl",
+        [
+            {"image": "Beijing/16_1_2_s.jpg", "caption": "Roads."},
+            {"tile_id": "x/y", "caption": "A park.", "model": "m"},
+        ],
+    )
     result = cli("caption", "--import", path, "--no-tiles", "-o", tmp_path / "cap")
     assert result.exit_code == 0, result.stderr
     assert [(r["tile_id"], r["model"], r["image_sha256"]) for r in _rows(tmp_path / "cap")] == [
-        ("Beijing/16_1_2_s", "beijing", None), ("x/y", "m", None)]
+        ("Beijing/16_1_2_s", "beijing", None),
+        ("x/y", "m", None),
+    ]
     manifest = _manifest(tmp_path / "cap")
     assert [i["stage"] for i in manifest["inputs"]] == ["import"] and "tiles_without_captions" not in manifest["counts"]
 
@@ -172,12 +210,17 @@ def test_no_tiles_and_a_tiles_argument_are_exclusive(tiles, tmp_path, cli):
 
 def test_json_list_and_tsv(tiles, tmp_path):
     listed = tmp_path / "a.json"
-    listed.write_text(json.dumps([{"image": "img02.png", "caption": "A road."}, {"image": "img03.jpg", "caption": "A park."}]))
+    listed.write_text(
+        json.dumps([{"image": "img02.png", "caption": "A road."}, {"image": "img03.jpg", "caption": "A park."}])
+    )
     tsv = tmp_path / "b.tsv"
     tsv.write_text("image\tcaption\nimg02\tHouses, and a road.\n")
     result = caption(CaptionConfig(tiles=tiles, out=tmp_path / "cap", imports=(listed, tsv)))
     assert sorted((r["tile_id"], r["model"], r["caption"]) for r in _rows(result.out)) == [
-        ("photos/img02", "a", "A road."), ("photos/img02", "b", "Houses, and a road."), ("photos/img03", "a", "A park.")]
+        ("photos/img02", "a", "A road."),
+        ("photos/img02", "b", "Houses, and a road."),
+        ("photos/img03", "a", "A park."),
+    ]
 
 
 def test_missing_tiles_hint_at_no_tiles(tmp_path, cli, monkeypatch):
@@ -189,10 +232,13 @@ def test_missing_tiles_hint_at_no_tiles(tmp_path, cli, monkeypatch):
     assert "tiles artifact not found" in error and "--no-tiles" in hint
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--models", "llava"], "--import and --models are exclusive"),
-    (["--host", "http://127.0.0.1:1"], "--import and --host are exclusive"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--models", "llava"], "--import and --models are exclusive"),
+        (["--host", "http://127.0.0.1:1"], "--import and --host are exclusive"),
+    ],
+)
 def test_import_is_exclusive_with_model_options(tiles, tmp_path, cli, extra, needle):
     path = _jsonl(tmp_path / "c.jsonl", [{"image": "img02.png", "caption": "x"}])
     result = cli("caption", tiles, "--import", path, *extra, "-o", tmp_path / "cap")
@@ -208,14 +254,17 @@ def test_import_flags_without_import(tiles, tmp_path, cli):
         caption(CaptionConfig(tiles=tiles, out=tmp_path / "cap", trusted=True))
 
 
-@pytest.mark.parametrize("name, text, needle", [
-    ("c.jsonl", '{"image": "img02.png", "text": "x"}\n', "no caption column"),
-    ("c.jsonl", '{"image": "img02.png", "caption": "x"}\n{oops\n', "line 2: not valid JSON"),
-    ("c.jsonl", '["img02.png", "x"]\n', "line 1: a JSON list, not an object"),
-    ("c.csv", "file,caption\nimg02.png,x\n", "neither a tile_id nor an image column"),
-    ("c.txt", "img02.png x\n", "not a .jsonl, .csv"),
-    ("c.jsonl", "\n", "holds no captions"),
-])
+@pytest.mark.parametrize(
+    "name, text, needle",
+    [
+        ("c.jsonl", '{"image": "img02.png", "text": "x"}\n', "no caption column"),
+        ("c.jsonl", '{"image": "img02.png", "caption": "x"}\n{oops\n', "line 2: not valid JSON"),
+        ("c.jsonl", '["img02.png", "x"]\n', "line 1: a JSON list, not an object"),
+        ("c.csv", "file,caption\nimg02.png,x\n", "neither a tile_id nor an image column"),
+        ("c.txt", "img02.png x\n", "not a .jsonl, .csv"),
+        ("c.jsonl", "\n", "holds no captions"),
+    ],
+)
 def test_bad_files_are_input_errors(tiles, tmp_path, cli, name, text, needle):
     path = tmp_path / name
     path.write_text(text)
@@ -259,7 +308,9 @@ def test_the_output_is_locked_while_written(tiles, tmp_path):
 def test_imported_captions_read_like_model_captions(tiles, tmp_path):
     """What `fuse` reads of a captions artifact: tile_id -> model -> caption, every row a candidate."""
     records = [{"image": "img02.png", "caption": f"A road number {k}."} for k in range(5)]
-    out = caption(CaptionConfig(tiles=tiles, out=tmp_path / "cap", imports=(_jsonl(tmp_path / "ucm.jsonl", records),))).out
+    out = caption(
+        CaptionConfig(tiles=tiles, out=tmp_path / "cap", imports=(_jsonl(tmp_path / "ucm.jsonl", records),))
+    ).out
     ds, _ = artifacts.read_dataset(out, "captions")
     by_tile = {}
     for row in ds.select_columns(["tile_id", "model", "caption", "error"]).to_list():

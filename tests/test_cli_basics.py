@@ -8,7 +8,20 @@ import pytest
 
 from urbanln_cli.cli import app
 
-COMMANDS = ["tile", "label", "caption", "fuse", "pretrain", "inspect", "env", "synth", "embed", "probe", "demo", "evaluate"]
+COMMANDS = [
+    "tile",
+    "label",
+    "caption",
+    "fuse",
+    "pretrain",
+    "inspect",
+    "env",
+    "synth",
+    "embed",
+    "probe",
+    "demo",
+    "evaluate",
+]
 
 
 def test_every_command_is_registered():
@@ -18,7 +31,10 @@ def test_every_command_is_registered():
     assert sorted(group.commands) == sorted(COMMANDS)
 
 
-@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["synth", "city"], ["evaluate", "retrieval"], ["evaluate", "segmentation"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], *[[c] for c in COMMANDS], ["synth", "city"], ["evaluate", "retrieval"], ["evaluate", "segmentation"]],
+)
 def test_help(cli, command):
     result = cli(*command, "--help")
     assert result.exit_code == 0, result.output
@@ -43,7 +59,8 @@ def test_help_does_not_import_heavy_libraries():
     # `urbanln --help` must stay fast: heavy libraries load inside commands only.
     code = (
         "import sys, json; from urbanln_cli.cli import app; "
-        "print(json.dumps(sorted(m for m in ('torch','datasets','rasterio','pandas','sklearn','open_clip','pyarrow','PIL') if m in sys.modules)))"
+        "print(json.dumps(sorted(m for m in "
+        "('torch','datasets','rasterio','pandas','sklearn','open_clip','pyarrow','PIL') if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
@@ -62,4 +79,17 @@ def test_help_lists_the_commands_in_pipeline_order(cli):
 
     result = cli("--help", env={"COLUMNS": "200"})
     listed = re.findall(r"^│ (\w+) ", result.stdout, flags=re.M)
-    assert listed == ["tile", "label", "caption", "fuse", "pretrain", "embed", "probe", "evaluate", "inspect", "env", "synth", "demo"]
+    assert listed == [
+        "tile",
+        "label",
+        "caption",
+        "fuse",
+        "pretrain",
+        "embed",
+        "probe",
+        "evaluate",
+        "inspect",
+        "env",
+        "synth",
+        "demo",
+    ]

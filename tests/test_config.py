@@ -18,7 +18,9 @@ def _commands():
 
 
 def test_valid_config_maps_dashes_to_underscores():
-    assert to_default_map({"tile": {"min-valid": 0.2, "size": 64}}, _commands()) == {"tile": {"min_valid": 0.2, "size": 64}}
+    assert to_default_map({"tile": {"min-valid": 0.2, "size": 64}}, _commands()) == {
+        "tile": {"min_valid": 0.2, "size": 64}
+    }
 
 
 def test_unknown_key_suggests():
@@ -51,9 +53,14 @@ def test_precedence_flag_env_config_default(tmp_path, cli):
     params = _params(tmp_path, cli, "--config", config, env={"URBANLN_TILE_SIZE": "16"})
     assert params["size"] == {"value": 16, "source": "env"}
     tif = tmp_path / "city.tif"
-    result = cli("--config", config, "tile", tif, "-o", tmp_path / "flagged", "--size", "8", env={"URBANLN_TILE_SIZE": "16"})
+    result = cli(
+        "--config", config, "tile", tif, "-o", tmp_path / "flagged", "--size", "8", env={"URBANLN_TILE_SIZE": "16"}
+    )
     assert result.exit_code == 0, result.stderr
-    assert json.loads((tmp_path / "flagged" / "urbanln.json").read_text())["params"]["size"] == {"value": 8, "source": "flag"}
+    assert json.loads((tmp_path / "flagged" / "urbanln.json").read_text())["params"]["size"] == {
+        "value": 8,
+        "source": "flag",
+    }
 
 
 def test_bad_config_through_cli(tmp_path, cli):

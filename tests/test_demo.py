@@ -2,7 +2,14 @@
 
 import json
 
-VARIANTS = ["UrbanLN", "w/o stretch (77 tokens)", "w/o distillation", "single model, no fusion", "random weights", "pixels"]
+VARIANTS = [
+    "UrbanLN",
+    "w/o stretch (77 tokens)",
+    "w/o distillation",
+    "single model, no fusion",
+    "random weights",
+    "pixels",
+]
 TARGETS = {"population", "carbon", "gdp", "nightlight"}
 
 
@@ -21,4 +28,7 @@ def test_demo_quick_runs_the_whole_chain(tmp_path, cli):
         assert (tmp_path / "demo" / "probe" / path.split("/")[-1]).stat().st_size > 1000
     for artifact in ("tiles", "labels", "labels_log", "captions", "corpus", "runs/urbanln", "probe"):
         assert (tmp_path / "demo" / artifact / "urbanln.json").is_file()
-    assert json.loads((tmp_path / "demo" / "labels_log" / "urbanln.json").read_text())["transform"]["log_gdp"] == "log1p(gdp)"
+    assert (
+        json.loads((tmp_path / "demo" / "labels_log" / "urbanln.json").read_text())["transform"]["log_gdp"]
+        == "log1p(gdp)"
+    )

@@ -36,7 +36,9 @@ def known():
 @pytest.mark.parametrize("page", gen.pages(DOCS), ids=lambda p: p.name)
 def test_options_block_is_current(page, known):
     text = page.read_text(encoding="utf-8")
-    assert gen.render(text, known, page.name) == text, f"{page.name}: an options table is out of date; run `python docs/gen_options.py`"
+    assert gen.render(text, known, page.name) == text, (
+        f"{page.name}: an options table is out of date; run `python docs/gen_options.py`"
+    )
 
 
 def test_every_command_has_an_options_table(known):

@@ -87,8 +87,17 @@ def test_rotated_raster_gsd(tmp_path):
     from affine import Affine
 
     transform = Affine.translation(500_000, 5_000_000) @ Affine.rotation(45) @ Affine.scale(10, -10)
-    with rasterio.open(tmp_path / "rot.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=transform) as dst:
+    with rasterio.open(
+        tmp_path / "rot.tif",
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=transform,
+    ) as dst:
         dst.write(np.full((3, 64, 64), 100, np.uint8))
     tile(TileConfig(inputs=(tmp_path / "rot.tif",), out=tmp_path / "t", size=32))
     assert datasets.load_from_disk(str(tmp_path / "t"))["gsd"] == pytest.approx([10.0] * 4, rel=5e-3)
@@ -114,7 +123,11 @@ def test_resized_located_pictures_keep_their_ground_footprint(tmp_path):
     res = 0.0005
     ones = np.ones((1, 100, 100), np.float32)
     make_geotiff(tmp_path / "d.tif", data=ones, crs="EPSG:4326", origin=(15.0 - 50 * res, 45.0 + 50 * res), res=res)
-    label(LabelConfig(tiles=tmp_path / "t", out=tmp_path / "l", rasters=(RasterTarget("cells", tmp_path / "d.tif", "sum"),)))
+    label(
+        LabelConfig(
+            tiles=tmp_path / "t", out=tmp_path / "l", rasters=(RasterTarget("cells", tmp_path / "d.tif", "sum"),)
+        )
+    )
     cells = datasets.load_from_disk(str(tmp_path / "l"))["cells"][0]
     cell_area = (res * math.pi / 180 * 6_371_008.8) ** 2 * math.cos(math.radians(45))
     assert cells == pytest.approx(320 * 320 / cell_area, rel=0.03)

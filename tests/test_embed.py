@@ -15,7 +15,19 @@ def _load(path):
 
 def test_embed_a_trained_run(trained, tmp_path, cli):
     folder, tiles, run, ids = trained
-    result = cli("embed", "--tiles", tiles, "--model", run, "--corpus", folder / "corpus", "-o", tmp_path / "e.safetensors", "--workers", "0")
+    result = cli(
+        "embed",
+        "--tiles",
+        tiles,
+        "--model",
+        run,
+        "--corpus",
+        folder / "corpus",
+        "-o",
+        tmp_path / "e.safetensors",
+        "--workers",
+        "0",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "e.safetensors")
     arrays, meta, manifest = _load(tmp_path / "e.safetensors")
@@ -36,8 +48,12 @@ def test_baselines(trained, tmp_path):
     _, tiles, _, ids = trained
     pixels = embed(EmbedConfig(tiles=tiles, baseline="pixels", out=tmp_path / "p.safetensors", workers=0))
     assert pixels.dim == 34 and _load(pixels.out)[1]["model"] == {"baseline": "pixels"}
-    r1 = embed(EmbedConfig(tiles=tiles, baseline="random", arch="urbanln-tiny", out=tmp_path / "r1.safetensors", workers=0))
-    r2 = embed(EmbedConfig(tiles=tiles, baseline="random", arch="urbanln-tiny", out=tmp_path / "r2.safetensors", workers=0))
+    r1 = embed(
+        EmbedConfig(tiles=tiles, baseline="random", arch="urbanln-tiny", out=tmp_path / "r1.safetensors", workers=0)
+    )
+    r2 = embed(
+        EmbedConfig(tiles=tiles, baseline="random", arch="urbanln-tiny", out=tmp_path / "r2.safetensors", workers=0)
+    )
     assert r1.dim == 64 and np.array_equal(_load(r1.out)[0]["embeddings"], _load(r2.out)[0]["embeddings"])
 
 
@@ -62,9 +78,14 @@ def test_a_corrupt_tile_is_an_input_error(trained, tmp_path, cli, workers):
     ds[3]["image"] = {"bytes": b"garbage", "path": None}
     from urbanln_cli.stages.tile import tile_features
 
-    bad = artifacts.write_dataset(datasets.Dataset.from_list(ds, features=tile_features()), tmp_path / "bad",
-                                  artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
-    result = cli("embed", "--tiles", bad, "--baseline", "pixels", "--workers", workers, "-o", tmp_path / "e.safetensors")
+    bad = artifacts.write_dataset(
+        datasets.Dataset.from_list(ds, features=tile_features()),
+        tmp_path / "bad",
+        artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)),
+    )
+    result = cli(
+        "embed", "--tiles", bad, "--baseline", "pixels", "--workers", workers, "-o", tmp_path / "e.safetensors"
+    )
     assert result.exit_code == 3 and result.stdout == ""
     assert result.stderr.count("\n") == 2 and f"tile {ds[3]['tile_id']}: cannot decode its image" in result.stderr
     assert " at 0x" not in result.stderr  # no memory addresses

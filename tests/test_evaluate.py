@@ -13,7 +13,8 @@ def test_recall_against_a_hand_computed_case():
     text = np.array([[1, 0, 0], [0, 0.6, 0.8], [0.8, 0.6, 0], [0, 0, 1]], np.float32)
     tile = np.array([0, 0, 1, 2])
     r = retrieval_recall(image, text, tile, ks=(1, 2))
-    # image→text top-1: tile0 -> caption0 (hit); tile1 -> caption1 (0.6) vs caption2 (0.6): stable order picks 1 (miss); tile2 -> caption3 (hit)
+    # image→text top-1: tile0 -> caption0 (hit); tile1 -> caption1 (0.6) vs caption2 (0.6): stable order picks 1
+    # (miss); tile2 -> caption3 (hit)
     assert r["i2t_R@1"] == 2 / 3
     assert r["i2t_R@2"] == 1.0
     # text→image top-1: c0 -> img0 hit; c1 -> img2 (0.8) miss; c2 -> img0 (0.8) miss; c3 -> img2 hit

@@ -41,11 +41,28 @@ def ws(tmp_path_factory):
     data = root / "proj" / "data"
     city = synth_city(SynthConfig(out=data / "city", size=256, seed=3, workers=1)).out
     tiles = tile(TileConfig(inputs=(city / "imagery.tif",), out=data / "tiles", size=64, workers=1)).out
-    label(LabelConfig(tiles=tiles, out=data / "labels", rasters=(RasterTarget("population", city / "population.tif", "sum"),)))
+    label(
+        LabelConfig(
+            tiles=tiles, out=data / "labels", rasters=(RasterTarget("population", city / "population.tif", "sum"),)
+        )
+    )
     captions = caption(CaptionConfig(tiles=tiles, out=data / "captions", models=("sim:precise", "sim:verbose"))).out
     corpus = fuse(FuseConfig(captions=(captions,), tiles=tiles, out=data / "corpus")).out
-    run = pretrain(PretrainConfig(tiles=tiles, corpus=corpus, out=data / "runs" / "r1", arch="urbanln-tiny", pretrained="none",
-                                  epochs=1, batch_size=8, queue_size=16, workers=0, device="cpu", max_steps=1)).out
+    run = pretrain(
+        PretrainConfig(
+            tiles=tiles,
+            corpus=corpus,
+            out=data / "runs" / "r1",
+            arch="urbanln-tiny",
+            pretrained="none",
+            epochs=1,
+            batch_size=8,
+            queue_size=16,
+            workers=0,
+            device="cpu",
+            max_steps=1,
+        )
+    ).out
     embed(EmbedConfig(tiles=tiles, model=run, out=data / "emb.safetensors", workers=0, device="cpu"))
     notes = root / "proj" / "notes"
     notes.mkdir()
@@ -54,8 +71,22 @@ def ws(tmp_path_factory):
     return root
 
 
-TINY = ["--arch", "urbanln-tiny", "--pretrained", "none", "--epochs", "1", "--batch-size", "8", "--queue-size", "16",
-        "--workers", "0", "--device", "cpu"]
+TINY = [
+    "--arch",
+    "urbanln-tiny",
+    "--pretrained",
+    "none",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--queue-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
 TINY_RUN = [*TINY, "--max-steps", "1"]
 LONGER_RUN = [*TINY, "--max-steps", "2"]  # the same plan as TINY_RUN: continues the run
 
@@ -67,8 +98,14 @@ COMMANDS = {
     "caption": (["caption", "data/tiles", "--models", "sim:precise", "--scene", "data/city/scene.json"], "data/tiles"),
     "fuse": (["fuse", "data/captions", "--tiles", "data/tiles"], "data/captions"),
     "pretrain": (["pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *TINY_RUN], "data/corpus"),
-    "embed": (["embed", "--tiles", "data/tiles", "--model", "data/runs/r1", "--device", "cpu", "--workers", "0"], "data/tiles"),
-    "probe": (["probe", "--embeddings", "data/emb.safetensors", "--labels", "data/labels", "--target", "population"], "data/labels"),
+    "embed": (
+        ["embed", "--tiles", "data/tiles", "--model", "data/runs/r1", "--device", "cpu", "--workers", "0"],
+        "data/tiles",
+    ),
+    "probe": (
+        ["probe", "--embeddings", "data/emb.safetensors", "--labels", "data/labels", "--target", "population"],
+        "data/labels",
+    ),
 }
 
 
@@ -137,7 +174,9 @@ def test_overwrite_never_deletes_what_is_not_its_output(in_proj, cli, command, t
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "../proj"])
 def test_pretrain_name_is_one_folder_name(in_proj, cli, name):
     before = _snapshot(in_proj)
-    result = cli("pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *TINY_RUN, "--name", name, "--overwrite")
+    result = cli(
+        "pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *TINY_RUN, "--name", name, "--overwrite"
+    )
     _one_error(result, 2)
     assert _snapshot(in_proj) == before
 
@@ -145,7 +184,12 @@ def test_pretrain_name_is_one_folder_name(in_proj, cli, name):
 @pytest.mark.parametrize("command", ["tile", "label", "embed", "pretrain"])
 def test_destructive_flags_never_come_from_the_environment(in_proj, cli, command, monkeypatch, tmp_path):
     """A stray URBANLN_<CMD>_OVERWRITE=1 replaces nothing: the existing output is refused as without it."""
-    existing = {"tile": "data/tiles", "label": "data/labels", "embed": "data/emb.safetensors", "pretrain": "data/runs/r1"}[command]
+    existing = {
+        "tile": "data/tiles",
+        "label": "data/labels",
+        "embed": "data/emb.safetensors",
+        "pretrain": "data/runs/r1",
+    }[command]
     monkeypatch.setenv(f"URBANLN_{command.upper()}_OVERWRITE", "1")
     before = _snapshot(in_proj)
     args = _args(command, existing)
@@ -184,9 +228,17 @@ def test_lock_dies_with_its_process_and_leftovers_are_cleaned(in_proj, cli):
     """A writer killed with -9 leaves no stale lock; its staging leftovers go on the next run."""
     out = in_proj / "proj" / "killed"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from urbanln_cli import artifacts\n"
-         f"with artifacts.output_lock({str(out)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+        [
+            sys.executable,
+            "-c",
+            "import sys; from urbanln_cli import artifacts\n"
+            f"with artifacts.output_lock({str(out)!r}):\n    print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert "another urbanln" in _one_error(cli(*_args("synth", "killed")), 1)
@@ -221,9 +273,16 @@ def _full_disk_at_commit(monkeypatch, under: Path):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_disk_full_keeps_the_previous_output(in_proj, cli, command, monkeypatch):
-    out = {"synth": "data/city", "tile": "data/tiles", "label": "data/labels", "caption": "data/captions",
-           "fuse": "data/corpus", "pretrain": "data/runs/r1", "embed": "data/emb.safetensors",
-           "probe": "data/probe-full"}[command]
+    out = {
+        "synth": "data/city",
+        "tile": "data/tiles",
+        "label": "data/labels",
+        "caption": "data/captions",
+        "fuse": "data/corpus",
+        "pretrain": "data/runs/r1",
+        "embed": "data/emb.safetensors",
+        "probe": "data/probe-full",
+    }[command]
     if command == "probe":  # make a previous output first
         assert cli(*_args("probe", out)).exit_code == 0
     before = _snapshot(in_proj)
@@ -258,11 +317,20 @@ def test_write_errors_from_native_writers_are_reported(in_proj, tmp_path):
     env = {**os.environ, "NO_COLOR": "1"}
     for args in (_args("tile", str(tmp_path / "t")), _args("embed", str(tmp_path / "e.safetensors"))):
         before = _snapshot(in_proj)
-        done = subprocess.run([sys.executable, "-m", "urbanln_cli", *args], cwd=in_proj / "proj", env=env,
-                              capture_output=True, text=True, preexec_fn=limit, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "urbanln_cli", *args],
+            cwd=in_proj / "proj",
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=limit,
+            timeout=300,
+        )
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
-        assert [line.split(":")[0] for line in lines if line.startswith(("error:", "hint:"))] == ["error", "hint"], done.stderr
+        assert [line.split(":")[0] for line in lines if line.startswith(("error:", "hint:"))] == ["error", "hint"], (
+            done.stderr
+        )
         assert "Traceback" not in done.stderr and done.stdout == ""
         assert _snapshot(in_proj) == before
 
@@ -274,6 +342,7 @@ def _manifest_edit(edit):
     def corrupt(path: Path) -> None:
         manifest = json.loads((path / artifacts.MANIFEST_NAME).read_text())
         (path / artifacts.MANIFEST_NAME).write_text(json.dumps(edit(manifest)))
+
     return corrupt
 
 
@@ -291,6 +360,7 @@ def _drop_column(column: str):
         shutil.rmtree(path)
         tmp.rename(path)
         (path / artifacts.MANIFEST_NAME).write_text(manifest)
+
     return corrupt
 
 
@@ -302,7 +372,7 @@ def _truncate_file(path: Path) -> None:
 def _safetensors_manifest_not_json(path: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
-    header = json.loads(path.read_bytes()[8: 8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    header = json.loads(path.read_bytes()[8 : 8 + int.from_bytes(path.read_bytes()[:8], "little")])
     meta = header["__metadata__"] | {"urbanln_manifest": "{not json"}
     save_file(load_file(str(path)), str(path), metadata=meta)
 
@@ -326,21 +396,73 @@ def _foreign_checkpoint(path: Path) -> None:
 
 # name -> (artifact under data/, corruption, the command that reads it with {bad} for the damaged copy)
 DAMAGE = {
-    "tiles manifest cut short": ("tiles", _truncate_manifest, ["label", "{bad}", "--raster", "population=data/city/population.tif"]),
-    "tiles manifest a JSON list": ("tiles", _manifest_edit(lambda m: [m]), ["caption", "{bad}", "--models", "sim:precise"]),
-    "tiles params a JSON list": ("tiles", _manifest_edit(lambda m: m | {"params": []}), ["label", "{bad}", "--raster", "p=data/city/population.tif"]),
-    "tiles schema version a string": ("tiles", _manifest_edit(lambda m: m | {"schema_version": "1"}), ["embed", "--tiles", "{bad}", "--model", "data/runs/r1"]),
-    "tiles without images": ("tiles", _drop_column("image"), ["embed", "--tiles", "{bad}", "--model", "data/runs/r1", "--workers", "0"]),
+    "tiles manifest cut short": (
+        "tiles",
+        _truncate_manifest,
+        ["label", "{bad}", "--raster", "population=data/city/population.tif"],
+    ),
+    "tiles manifest a JSON list": (
+        "tiles",
+        _manifest_edit(lambda m: [m]),
+        ["caption", "{bad}", "--models", "sim:precise"],
+    ),
+    "tiles params a JSON list": (
+        "tiles",
+        _manifest_edit(lambda m: m | {"params": []}),
+        ["label", "{bad}", "--raster", "p=data/city/population.tif"],
+    ),
+    "tiles schema version a string": (
+        "tiles",
+        _manifest_edit(lambda m: m | {"schema_version": "1"}),
+        ["embed", "--tiles", "{bad}", "--model", "data/runs/r1"],
+    ),
+    "tiles without images": (
+        "tiles",
+        _drop_column("image"),
+        ["embed", "--tiles", "{bad}", "--model", "data/runs/r1", "--workers", "0"],
+    ),
     "tiles without gsd": ("tiles", _drop_column("gsd"), ["label", "{bad}", "--raster", "p=data/city/population.tif"]),
     "captions without captions": ("captions", _drop_column("caption"), ["fuse", "{bad}"]),
-    "corpus manifest cut short": ("corpus", _truncate_manifest, ["pretrain", "--tiles", "data/tiles", "--corpus", "{bad}", *TINY_RUN]),
-    "labels manifest a JSON list": ("labels", _manifest_edit(lambda m: [m]), ["probe", "--embeddings", "data/emb.safetensors", "--labels", "{bad}", "--target", "population"]),
-    "embeddings cut short": ("emb.safetensors", _truncate_file, ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"]),
-    "embeddings manifest not JSON": ("emb.safetensors", _safetensors_manifest_not_json, ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"]),
-    "embeddings a foreign file": ("emb.safetensors", _foreign_file, ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"]),
-    "run weights cut short": ("runs/r1", lambda p: _truncate_file(p / "open_clip_model.safetensors"), ["embed", "--tiles", "data/tiles", "--model", "{bad}", "--workers", "0"]),
-    "run weights NaN": ("runs/r1", lambda p: _nan_weights(p / "open_clip_model.safetensors"), ["embed", "--tiles", "data/tiles", "--model", "{bad}", "--workers", "0"]),
-    "checkpoint a foreign file": ("runs/r1", _foreign_checkpoint, ["pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *LONGER_RUN]),
+    "corpus manifest cut short": (
+        "corpus",
+        _truncate_manifest,
+        ["pretrain", "--tiles", "data/tiles", "--corpus", "{bad}", *TINY_RUN],
+    ),
+    "labels manifest a JSON list": (
+        "labels",
+        _manifest_edit(lambda m: [m]),
+        ["probe", "--embeddings", "data/emb.safetensors", "--labels", "{bad}", "--target", "population"],
+    ),
+    "embeddings cut short": (
+        "emb.safetensors",
+        _truncate_file,
+        ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"],
+    ),
+    "embeddings manifest not JSON": (
+        "emb.safetensors",
+        _safetensors_manifest_not_json,
+        ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"],
+    ),
+    "embeddings a foreign file": (
+        "emb.safetensors",
+        _foreign_file,
+        ["probe", "--embeddings", "{bad}", "--labels", "data/labels", "--target", "population"],
+    ),
+    "run weights cut short": (
+        "runs/r1",
+        lambda p: _truncate_file(p / "open_clip_model.safetensors"),
+        ["embed", "--tiles", "data/tiles", "--model", "{bad}", "--workers", "0"],
+    ),
+    "run weights NaN": (
+        "runs/r1",
+        lambda p: _nan_weights(p / "open_clip_model.safetensors"),
+        ["embed", "--tiles", "data/tiles", "--model", "{bad}", "--workers", "0"],
+    ),
+    "checkpoint a foreign file": (
+        "runs/r1",
+        _foreign_checkpoint,
+        ["pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *LONGER_RUN],
+    ),
 }
 
 
@@ -422,8 +544,25 @@ def test_nan_loss_stops_training_and_exports_nothing(in_proj, cli, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     for name in ("tiles", "corpus"):
         shutil.copytree(in_proj / "proj" / "data" / name, tmp_path / name)
-    args = ["pretrain", "--arch", "urbanln-tiny", "--pretrained", "none", "--epochs", "3", "--batch-size", "8",
-            "--queue-size", "16", "--workers", "0", "--device", "cpu", "--name", "nan"]  # 2 steps an epoch
+    args = [
+        "pretrain",
+        "--arch",
+        "urbanln-tiny",
+        "--pretrained",
+        "none",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--queue-size",
+        "16",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--name",
+        "nan",
+    ]  # 2 steps an epoch
     stderr = _one_error(cli(*args), 1)
     assert "NaN or infinite" in stderr and "step-00000002" in stderr
     run = tmp_path / "runs" / "nan"
@@ -462,8 +601,10 @@ def test_links_are_never_written_through(in_proj, cli):
         (proj / "latest-tiles").unlink()
 
 
-@pytest.mark.parametrize("command,out", [("label", "data/tiles/labels"), ("embed", "data/runs/r1/emb.safetensors"),
-                                         ("fuse", "data/captions/corpus")])
+@pytest.mark.parametrize(
+    "command,out",
+    [("label", "data/tiles/labels"), ("embed", "data/runs/r1/emb.safetensors"), ("fuse", "data/captions/corpus")],
+)
 def test_an_output_inside_an_input_is_refused(in_proj, cli, command, out):
     """Else a later --overwrite of the input would delete it along."""
     before = _snapshot(in_proj)
@@ -501,7 +642,9 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_one(in_proj, cli, monkeypatch,
     monkeypatch.undo()
     assert "No space left on device" in stderr
     after = _snapshot(run)
-    assert {k: after.get(k) for k in before if k != "metrics.jsonl"} == {k: v for k, v in before.items() if k != "metrics.jsonl"}
+    assert {k: after.get(k) for k in before if k != "metrics.jsonl"} == {
+        k: v for k, v in before.items() if k != "metrics.jsonl"
+    }
     assert [k for k in after if k not in before] == []  # no staging folder, no half checkpoint
 
 
@@ -516,8 +659,30 @@ def test_normal_runs_keep_stderr_to_urbanlns_own_lines(in_proj, cli, tmp_path):
         "caption": ["caption", "data/tiles", "--models", "sim:precise", "-o", tmp_path / "captions"],
         "fuse": ["fuse", "data/captions", "--tiles", "data/tiles", "-o", tmp_path / "corpus"],
         "pretrain": ["pretrain", "--tiles", "data/tiles", "--corpus", "data/corpus", *TINY_RUN, "-o", tmp_path / "run"],
-        "embed": ["embed", "--tiles", "data/tiles", "--model", "data/runs/r1", "--workers", "0", "--device", "cpu", "-o", tmp_path / "e.safetensors"],
-        "probe": ["probe", "--embeddings", "data/emb.safetensors", "--labels", "data/labels", "--target", "population", "-o", tmp_path / "probe"],
+        "embed": [
+            "embed",
+            "--tiles",
+            "data/tiles",
+            "--model",
+            "data/runs/r1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "-o",
+            tmp_path / "e.safetensors",
+        ],
+        "probe": [
+            "probe",
+            "--embeddings",
+            "data/emb.safetensors",
+            "--labels",
+            "data/labels",
+            "--target",
+            "population",
+            "-o",
+            tmp_path / "probe",
+        ],
     }
     for name, args in runs.items():
         with warnings.catch_warnings():

@@ -31,7 +31,10 @@ def tiles(tmp_path_factory):
     make_geotiff(tmp / "city.tif", width=64, height=64, res=2.0)
     out = tile(TileConfig(inputs=(tmp / "city.tif",), out=tmp / "tiles", size=32, workers=1)).out
     ds = datasets.load_from_disk(str(out))
-    return out, {r["tile_id"]: r["image"]["bytes"] for r in ds.select_columns(["tile_id", "image"]).cast_column("image", datasets.Image(decode=False))}
+    return out, {
+        r["tile_id"]: r["image"]["bytes"]
+        for r in ds.select_columns(["tile_id", "image"]).cast_column("image", datasets.Image(decode=False))
+    }
 
 
 @pytest.fixture
@@ -42,7 +45,9 @@ def server():
 
 def _panel(tmp_path, images, models=(LLAVA, QWEN)) -> Path:
     """Each model's caption is what the fake server says about the tile, so its answers are predictable."""
-    return write_captions(tmp_path / "captions", [caption_row(t, m, caption_for(m, image)) for t, image in images.items() for m in models])
+    return write_captions(
+        tmp_path / "captions", [caption_row(t, m, caption_for(m, image)) for t, image in images.items() for m in models]
+    )
 
 
 def _config(tmp_path, captions, tiles, server, **kw) -> FuseConfig:
@@ -191,7 +196,9 @@ def test_a_failed_quadrant_caption_leaves_the_draft_and_says_why(tmp_path, tiles
     result = fuse(_config(tmp_path, captions, tiles_path, server, refine=LLAVA, concurrency=1))
     rows = datasets.load_from_disk(str(result.out)).to_list()
     failed = [c for r in rows for c in r["candidates"] if c["refine_error"]]
-    assert len(failed) == 2 and all("quadrant caption failed" in c["refine_error"] and c["refined_by"] is None for c in failed)
+    assert len(failed) == 2 and all(
+        "quadrant caption failed" in c["refine_error"] and c["refined_by"] is None for c in failed
+    )
     assert result.counts["refine_errors"] == 2 and result.counts["refined"] == 2 * len(images) - 2
     assert sum(1 for r in rows if not r["local_captions"]) == 1
 
@@ -201,9 +208,17 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     captions = _panel(tmp_path, images)
     base = ["fuse", captions, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--timeout", "2"]
     down = cli(*base, "--check", "vlm", "--host", "http://127.0.0.1:9")
-    assert down.exit_code == 4 and down.stderr.startswith("error: no Ollama server answers") and "hint: start it with `ollama serve`" in down.stderr
+    assert (
+        down.exit_code == 4
+        and down.stderr.startswith("error: no Ollama server answers")
+        and "hint: start it with `ollama serve`" in down.stderr
+    )
     missing = cli(*base, "--refine", "moondream", "--host", server.url)
-    assert missing.exit_code == 4 and "moondream:1.8b is not pulled" in missing.stderr and "ollama pull moondream:1.8b" in missing.stderr
+    assert (
+        missing.exit_code == 4
+        and "moondream:1.8b is not pulled" in missing.stderr
+        and "ollama pull moondream:1.8b" in missing.stderr
+    )
     bad = cli(*base, "--check", "owl")
     assert bad.exit_code == 2 and "--check 'owl' is not one of none, clip, vlm" in bad.stderr
     stray = cli(*base, "--check-model", "qwen-vl")
@@ -211,7 +226,9 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     two = cli(*base, "--refine", "llava,qwen-vl")
     assert two.exit_code == 2 and "--refine takes one Ollama vision model" in two.stderr
     stranger = write_captions(tmp_path / "stranger", [caption_row("elsewhere/1", LLAVA, "A river.")])
-    lost = cli("fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url)
+    lost = cli(
+        "fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url
+    )
     assert lost.exit_code == 3 and "1 of 1 captioned tiles are not in" in lost.stderr and "hint:" in lost.stderr
     assert not (tmp_path / "corpus").exists() and down.stdout == missing.stdout == lost.stdout == ""
 
@@ -219,7 +236,21 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
 def test_cli_refine_and_explain(tmp_path, tiles, server, cli):
     tiles_path, images = tiles
     captions = _panel(tmp_path, images)
-    ok = cli("fuse", captions, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--refine", "llava", "--host", server.url, "--json")
+    ok = cli(
+        "fuse",
+        captions,
+        "--tiles",
+        tiles_path,
+        "-o",
+        tmp_path / "corpus",
+        "--check",
+        "vlm",
+        "--refine",
+        "llava",
+        "--host",
+        server.url,
+        "--json",
+    )
     assert ok.exit_code == 0, ok.stderr
     summary = json.loads(ok.stdout)
     assert summary["counts"]["refined"] == 2 * len(images) and summary["counts"]["checked"] > 0
@@ -229,7 +260,23 @@ def test_cli_refine_and_explain(tmp_path, tiles, server, cli):
     assert "quadrant captions (--refine):" in shown.stdout and f"refined by {LLAVA}" in shown.stdout
     assert re.search(r"(not )?confirmed by vlm:", shown.stdout)
     # computed for one tile straight from the captions: the same answers, no journal left behind
-    computed = cli("fuse", captions, "--tiles", tiles_path, "--check", "vlm", "--refine", "llava", "--host", server.url, "--explain", tile_id, "--json")
+    computed = cli(
+        "fuse",
+        captions,
+        "--tiles",
+        tiles_path,
+        "--check",
+        "vlm",
+        "--refine",
+        "llava",
+        "--host",
+        server.url,
+        "--explain",
+        tile_id,
+        "--json",
+    )
     record = json.loads(computed.stdout)
-    stored = datasets.load_from_disk(str(tmp_path / "corpus")).filter(lambda t: t == tile_id, input_columns="tile_id")[0]
+    stored = datasets.load_from_disk(str(tmp_path / "corpus")).filter(lambda t: t == tile_id, input_columns="tile_id")[
+        0
+    ]
     assert record["caption"] == stored["caption"] and record["local_captions"] == stored["local_captions"]

@@ -1,4 +1,5 @@
-"""Per-tile fusion on real sentences: nothing rewritten, negations kept, no tile lost, short captions that say what the tile is.
+"""Per-tile fusion on real sentences: nothing rewritten, negations kept, no tile lost, short captions that say what
+the tile is.
 
 The sentences come from the UC Merced captions (human, five per image) and the
 UrbanCLIP Beijing captions (LLaMA-Adapter V2), copied here so the tests need no data.
@@ -42,14 +43,20 @@ UCM_INTERSECTION = {  # intersection00
     "h5": "An intersection with two roads vertical to each other .",
 }
 BEIJING = [
-    "The image depicts a large, open field with a train track running through it. The field is situated near a city, and there "
-    "are several cars parked nearby. The scene also includes a few trucks, a bus, and a traffic light, indicating that the area is "
+    "The image depicts a large, open field with a train track running through it. The field is situated near a "
+    "city, and there "
+    "are several cars parked nearby. The scene also includes a few trucks, a bus, and a traffic light, indicating "
+    "that the area is "
     "a busy transportation hub.",
-    "The image depicts a large, empty parking lot situated in the middle of a desert. The lot is surrounded by a vast, barren "
-    "landscape, with no visible buildings or structures nearby. The parking lot appears to be empty, with no cars or other vehicles "
+    "The image depicts a large, empty parking lot situated in the middle of a desert. The lot is surrounded by a "
+    "vast, barren "
+    "landscape, with no visible buildings or structures nearby. The parking lot appears to be empty, with no cars "
+    "or other vehicles "
     "parked in it.",
-    "The image depicts a large, open field with a mix of green and brown grass, situated in a rural area. The field is surrounded "
-    "by a few buildings, including a house and a barn. In the background, there are several cars and trucks parked or driving "
+    "The image depicts a large, open field with a mix of green and brown grass, situated in a rural area. The "
+    "field is surrounded "
+    "by a few buildings, including a house and a barn. In the background, there are several cars and trucks parked "
+    "or driving "
     "along a road, indicating that the area is not completely isolated from urban life.",
 ]
 
@@ -87,7 +94,10 @@ def test_a_sentence_is_cut_never_rebuilt_freeways_and_cars(tools):
     assert row["caption"] == "There are two straight freeways closed to each other ."
     (drop,) = [d for d in json.loads(row["dropped"]) if d["reason"] == "too_small"]
     assert drop["removed"] == "with some cars on the roads" and drop["step"] == "visibility"
-    assert {d["reason"] for d in json.loads(row["dropped"])} == {"too_small", "clause_dropped"}  # the roads went with the cars
+    assert {d["reason"] for d in json.loads(row["dropped"])} == {
+        "too_small",
+        "clause_dropped",
+    }  # the roads went with the cars
     # when the freeways are what no one else saw, the whole sentence goes: never "There are straight cars."
     row = fuse_tile("t", {"a": FREEWAY, "b": "Some cars are on the road ."}, 0.3, FusionOptions(), tools)
     assert "straight cars" not in row["caption"] and all("straight cars" not in c["caption"] for c in row["candidates"])
@@ -134,16 +144,19 @@ def test_no_cars_or_pedestrians_is_an_absence_and_never_becomes_a_presence(tools
     assert not any(c["concept"] == "car" and not c["negated"] for c in json.loads(row["claims"]))
 
 
-@pytest.mark.parametrize(("text", "absent", "present"), [
-    ("No vehicles are visible on the road.", {"car"}, {"road"}),
-    ("A quiet street without pedestrians.", {"person"}, {"road"}),
-    ("Cars and pedestrians are not visible.", {"car", "person"}, set()),
-    ("Neither trees nor buildings can be seen.", {"tree", "building"}, set()),
-    ("The parking lot appears to be empty, with no cars or other vehicles parked in it.", {"car"}, {"parking"}),
-    ("Not a single tree can be seen.", {"tree"}, set()),
-    ("There is not much traffic on the highway.", set(), {"car", "highway"}),
-    ("There are no cars and a large park.", {"car"}, {"park"}),
-])
+@pytest.mark.parametrize(
+    ("text", "absent", "present"),
+    [
+        ("No vehicles are visible on the road.", {"car"}, {"road"}),
+        ("A quiet street without pedestrians.", {"person"}, {"road"}),
+        ("Cars and pedestrians are not visible.", {"car", "person"}, set()),
+        ("Neither trees nor buildings can be seen.", {"tree", "building"}, set()),
+        ("The parking lot appears to be empty, with no cars or other vehicles parked in it.", {"car"}, {"parking"}),
+        ("Not a single tree can be seen.", {"tree"}, set()),
+        ("There is not much traffic on the highway.", set(), {"car", "highway"}),
+        ("There are no cars and a large park.", {"car"}, {"park"}),
+    ],
+)
 def test_negation_is_part_of_the_claim(text, absent, present):
     claims = parse_claims(text, LEX)
     assert {c.concept for c in claims if c.negated} == absent
@@ -151,16 +164,29 @@ def test_negation_is_part_of_the_claim(text, absent, present):
 
 
 def test_absence_is_backed_by_absence_and_contradicted_by_presence(tools):
-    caps = {"a": "An intersection with no cars .", "b": "No vehicles are visible at the intersection .", "c": "An intersection with some cars ."}
+    caps = {
+        "a": "An intersection with no cars .",
+        "b": "No vehicles are visible at the intersection .",
+        "c": "An intersection with some cars .",
+    }
     row = fuse_tile("t", caps, 0.3, FusionOptions(), tools)
     claims = json.loads(row["claims"])
     absent = [c for c in claims if c["concept"] == "car" and c["negated"]]
-    assert {c["model"] for c in absent} == {"a", "b"} and all(c["support"] == 0.5 and c["contradicted_by"] == ["c"] for c in absent)
+    assert {c["model"] for c in absent} == {"a", "b"} and all(
+        c["support"] == 0.5 and c["contradicted_by"] == ["c"] for c in absent
+    )
     dropped = [d for d in json.loads(row["dropped"]) if d.get("concept") == "car"]
-    assert [(d["model"], d["reason"], d["text"]) for d in dropped] == [("c", "unsupported", "cars")]  # no one else saw cars
+    assert [(d["model"], d["reason"], d["text"]) for d in dropped] == [
+        ("c", "unsupported", "cars")
+    ]  # no one else saw cars
     # backed by one other model, but more say the opposite: contradicted
-    five = {"a": "An intersection with some cars .", "b": "An intersection with some cars .", "c": "An intersection with no cars .",
-            "d": "An intersection with no cars .", "e": "An intersection with no cars ."}
+    five = {
+        "a": "An intersection with some cars .",
+        "b": "An intersection with some cars .",
+        "c": "An intersection with no cars .",
+        "d": "An intersection with no cars .",
+        "e": "An intersection with no cars .",
+    }
     row = fuse_tile("t", five, 0.3, FusionOptions(min_support=0.2), tools)
     reasons = {(d["model"], d["reason"]) for d in json.loads(row["dropped"]) if d.get("concept") == "car"}
     assert reasons == {("a", "contradicted"), ("b", "contradicted")}
@@ -212,12 +238,18 @@ def _write(path: Path, rows: list[dict], trusted_column: bool, manifest_trusted:
 
 
 def test_the_stage_counts_fallbacks_and_the_drops_in_them(tmp_path, cli):
-    rows = [caption_row("x/1", "a", "A river."), caption_row("x/1", "b", "A stadium."),
-            caption_row("x/2", "a", "I'm sorry, I cannot help."), caption_row("x/2", "b", "As an AI, I cannot see it.")]
+    rows = [
+        caption_row("x/1", "a", "A river."),
+        caption_row("x/1", "b", "A stadium."),
+        caption_row("x/2", "a", "I'm sorry, I cannot help."),
+        caption_row("x/2", "b", "As an AI, I cannot see it."),
+    ]
     captions = _write(tmp_path / "captions", rows, trusted_column=False)
     result = fuse(FuseConfig(captions=(captions,), tiles=None, gsd=2.0, out=tmp_path / "corpus"))
     assert result.rows == 1 and result.counts["fallback_tiles"] == 1 and result.counts["empty_tiles"] == 1
-    assert result.counts["dropped_unsupported"] == 2 and result.counts["dropped_refusal"] == 2  # the emptied tile's drops count too
+    assert (
+        result.counts["dropped_unsupported"] == 2 and result.counts["dropped_refusal"] == 2
+    )  # the emptied tile's drops count too
     assert datasets.load_from_disk(str(result.out))[0]["fallback"] is True
     shown = cli("fuse", captions, "--gsd", "2", "--tiles", tmp_path / "none", "--explain", "x/1")
     assert shown.exit_code == 0 and "fallback:" in shown.stdout and "[support]" in shown.stdout
@@ -252,8 +284,10 @@ def test_trusted_captions_are_cleaned_only_unless_asked(tmp_path, how):
 
 
 def test_caption_short_is_the_captions_own_sentences_naming_the_main_land_use_first(tools):
-    caption = ("Several cars are parked along the street next to a row of tall trees and a small shop with a red awning. "
-               "The area is a dense residential neighbourhood with many houses. A narrow road runs to the north.")
+    caption = (
+        "Several cars are parked along the street next to a row of tall trees and a small shop with a red awning. "
+        "The area is a dense residential neighbourhood with many houses. A narrow road runs to the north."
+    )
     row = fuse_tile("t", {"a": caption}, 0.3, FusionOptions(short_tokens=24), tools)
     assert row["short_tokens"] <= 24 and "residential" in row["caption_short"]
     _faithful(row, {"a": caption})
@@ -262,7 +296,11 @@ def test_caption_short_is_the_captions_own_sentences_naming_the_main_land_use_fi
 
 
 def test_the_main_land_use_decides_between_candidates(tools):
-    caps = {"a": "This is a chaparral .", "b": "Lots of plants scattered on the ground .", "c": "Some grey plants are scattered on the ground ."}
+    caps = {
+        "a": "This is a chaparral .",
+        "b": "Lots of plants scattered on the ground .",
+        "c": "Some grey plants are scattered on the ground .",
+    }
     row = fuse_tile("t", caps, 0.3, FusionOptions(), tools)
     assert "chaparral" in row["caption"] and "chaparral" in row["caption_short"]
     assert next(c for c in json.loads(row["claims"]) if c["model"] == "a")["uncontested"] is True
@@ -278,7 +316,11 @@ def test_fusion_is_pure_and_imports_point_one_way():
             tree = ast.parse(path.read_text())
             names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
             names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-            assert not [n for n in names if n.startswith(("urbanln_cli.stages", "urbanln_cli.commands", "urbanln_cli.artifacts"))], path
+            assert not [
+                n
+                for n in names
+                if n.startswith(("urbanln_cli.stages", "urbanln_cli.commands", "urbanln_cli.artifacts"))
+            ], path
             if folder == "text":
                 assert not [n for n in names if n.startswith("urbanln_cli.fusion")], path
     for path in [*(root / "fusion").glob("*.py"), root / "stages" / "fuse.py"]:
@@ -293,10 +335,14 @@ def test_a_tile_fusion_is_the_same_from_the_stage_and_the_package(tools):
     assert state.row() == stage_fuse_tile("t", caps, 0.3, FuseConfig(), tools)
 
 
-@pytest.mark.parametrize("sentence", [
-    "The image captures the essence of a lively urban environment with a prominent sports facility at its heart.",
-    "The scene is captured from an aerial perspective, providing a breathtaking view of the natural beauty of the forest.",
-])
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "The image captures the essence of a lively urban environment with a prominent sports facility at its heart.",
+        "The scene is captured from an aerial perspective, providing a breathtaking view of the natural beauty of "
+        "the forest.",
+    ],
+)
 def test_sentences_about_the_picture_are_boilerplate_not_fragments(sentence):
     """Real LLaMA-Adapter V2 sentences (Beijing): stripping "The image captures" must not leave "The essence of …"."""
     from urbanln_cli.text.clean import clean_sentence

@@ -38,7 +38,11 @@ def tiles(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiles")
     make_geotiff(folder / "city.tif", width=64, height=64, res=2.0)
     out = tile(TileConfig(inputs=(folder / "city.tif",), out=folder / "tiles", size=32, workers=1)).out
-    raw = datasets.load_from_disk(str(out)).select_columns(["tile_id", "image"]).cast_column("image", datasets.Image(decode=False))
+    raw = (
+        datasets.load_from_disk(str(out))
+        .select_columns(["tile_id", "image"])
+        .cast_column("image", datasets.Image(decode=False))
+    )
     images = {r["tile_id"]: r["image"]["bytes"] for r in raw}
     assert len(images) == N_TILES
     return out, folder / "city.tif", images
@@ -64,7 +68,9 @@ def _failed_cleanly(result, code: int) -> str:
 def _panel(path: Path, images: dict[str, bytes], ids=None) -> Path:
     """A captions artifact with two models' captions of ``ids`` (default: every tile)."""
     ids = list(images) if ids is None else ids
-    rows = [caption_row(t, m, caption_for(m, images.get(t, t.encode()))) for t in ids for m in ("llava:7b", "qwen2.5vl:7b")]
+    rows = [
+        caption_row(t, m, caption_for(m, images.get(t, t.encode()))) for t in ids for m in ("llava:7b", "qwen2.5vl:7b")
+    ]
     return write_captions(path, rows)
 
 
@@ -85,13 +91,16 @@ def _no_object_reprs(*folders: Path) -> None:
 # ---------------------------------------------------------------- 1. --host must be an http(s) URL
 
 
-@pytest.mark.parametrize("host, why", [
-    ("", "it is empty"),
-    ("ftp://gpu-box:11434", "ftp:// is not http:// or https://"),
-    ("not a url", "contains spaces"),
-    ("http://user:s3cret@:11434", "names no host"),
-    ("http://gpu-box:99999", "port is not a number"),
-])
+@pytest.mark.parametrize(
+    "host, why",
+    [
+        ("", "it is empty"),
+        ("ftp://gpu-box:11434", "ftp:// is not http:// or https://"),
+        ("not a url", "contains spaces"),
+        ("http://user:s3cret@:11434", "names no host"),
+        ("http://gpu-box:99999", "port is not a number"),
+    ],
+)
 def test_a_host_that_is_not_a_url_is_a_usage_error_before_any_work(tmp_path, cli, host, why):
     # the tiles do not exist: the host is refused first (exit 2, not 3), and nothing is made
     result = cli("caption", tmp_path / "no-tiles", "--models", MODELS, "--host", host, "-o", tmp_path / "cap")
@@ -108,21 +117,45 @@ def test_a_host_that_is_not_a_url_is_a_usage_error_before_any_work(tmp_path, cli
 
 
 def test_the_host_check_names_ollama_host_when_it_came_from_there(tmp_path, cli):
-    result = cli("caption", tmp_path / "no-tiles", "--models", MODELS, "-o", tmp_path / "cap", env={"OLLAMA_HOST": "ftp://u:pw@gpu-box"})
+    result = cli(
+        "caption",
+        tmp_path / "no-tiles",
+        "--models",
+        MODELS,
+        "-o",
+        tmp_path / "cap",
+        env={"OLLAMA_HOST": "ftp://u:pw@gpu-box"},
+    )
     err = _failed_cleanly(result, 2)
     assert "error: OLLAMA_HOST 'ftp://gpu-box' is not an Ollama server URL" in err and "pw" not in err
 
 
 def test_hosts_ollama_accepts_stay_accepted():
-    for host in ("http://127.0.0.1:11434", "https://gpu-box", "gpu-box:11434", "10.0.0.7", "http://[::1]:11434", "[::1]",
-                 "https://user:p@ss@gpu-box:443/ollama", "HTTP://Gpu-Box.lan:8080/"):
+    for host in (
+        "http://127.0.0.1:11434",
+        "https://gpu-box",
+        "gpu-box:11434",
+        "10.0.0.7",
+        "http://[::1]:11434",
+        "[::1]",
+        "https://user:p@ss@gpu-box:443/ollama",
+        "HTTP://Gpu-Box.lan:8080/",
+    ):
         assert host_problem(host) is None, host
 
 
 def test_fuse_without_ollama_steps_ignores_the_host(tiles, tmp_path, cli):
     tiles_path, _, images = tiles
     # a stray OLLAMA_HOST does not stop a fuse that asks no VLM
-    result = cli("fuse", _panel(tmp_path / "captions", images), "--tiles", tiles_path, "-o", tmp_path / "corpus", env={"OLLAMA_HOST": "not a url"})
+    result = cli(
+        "fuse",
+        _panel(tmp_path / "captions", images),
+        "--tiles",
+        tiles_path,
+        "-o",
+        tmp_path / "corpus",
+        env={"OLLAMA_HOST": "not a url"},
+    )
     assert result.exit_code == 0, result.stderr
 
 
@@ -191,14 +224,19 @@ class _NotOllama:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("status, body, said", [
-    (404, b'{"error": "no such page"}', "answered /api/tags with 404"),
-    (200, b'{"models": 5}', "did not answer /api/tags as an Ollama server does"),
-])
+@pytest.mark.parametrize(
+    "status, body, said",
+    [
+        (404, b'{"error": "no such page"}', "answered /api/tags with 404"),
+        (200, b'{"models": 5}', "did not answer /api/tags as an Ollama server does"),
+    ],
+)
 def test_a_server_that_is_not_ollama_exits_4(cli, tiles, tmp_path, status, body, said):
     with _NotOllama(status, body) as other:
         assert said in _failed_cleanly(cli("caption", "--list-models", "--host", other.url), 4)
-        assert said in _failed_cleanly(cli("caption", tiles[0], "--models", MODELS, "--host", other.url, "-o", tmp_path / "c"), 4)
+        assert said in _failed_cleanly(
+            cli("caption", tiles[0], "--models", MODELS, "--host", other.url, "-o", tmp_path / "c"), 4
+        )
 
 
 # ---------------------------------------------------------------- 3. fuse --tiles that are not the captions' tiles
@@ -216,7 +254,9 @@ def test_fuse_refuses_tiles_the_captions_were_not_made_from(tiles, tmp_path, cli
 def test_fuse_refuses_tiles_that_lack_most_captioned_tiles(tiles, tmp_path, cli):
     tiles_path, _, images = tiles
     ids = list(images)[:1] + [f"elsewhere/r{i}_c0" for i in range(3)]
-    err = _failed_cleanly(cli("fuse", _panel(tmp_path / "captions", images, ids=ids), "--tiles", tiles_path, "-o", tmp_path / "corpus"), 3)
+    err = _failed_cleanly(
+        cli("fuse", _panel(tmp_path / "captions", images, ids=ids), "--tiles", tiles_path, "-o", tmp_path / "corpus"), 3
+    )
     assert "3 of the 4 captioned tiles are not in" in err and "'elsewhere/r0_c0'" in err
 
 
@@ -238,10 +278,20 @@ def test_an_unreadable_tile_image_is_recorded_in_words(tiles, tmp_path, server):
     tiles_path, _, _ = tiles
     ds = datasets.load_from_disk(str(tiles_path)).cast_column("image", datasets.Image(decode=False))
     broken_id = ds[0]["tile_id"]
-    ds = ds.map(lambda row: {"image": {"bytes": b"not an image" if row["tile_id"] == broken_id else row["image"]["bytes"], "path": None},
-                             "image_sha256": "x" + row["image_sha256"]})
-    bad_tiles = artifacts.write_dataset(ds, tmp_path / "tiles", artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
-    result = caption(CaptionConfig(tiles=bad_tiles, out=tmp_path / "cap", models=("llava:7b",), hosts=(server.url,), timeout=5, backoff=0.01))
+    ds = ds.map(
+        lambda row: {
+            "image": {"bytes": b"not an image" if row["tile_id"] == broken_id else row["image"]["bytes"], "path": None},
+            "image_sha256": "x" + row["image_sha256"],
+        }
+    )
+    bad_tiles = artifacts.write_dataset(
+        ds, tmp_path / "tiles", artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds))
+    )
+    result = caption(
+        CaptionConfig(
+            tiles=bad_tiles, out=tmp_path / "cap", models=("llava:7b",), hosts=(server.url,), timeout=5, backoff=0.01
+        )
+    )
     assert result.counts["failed"] == 1 and result.counts["failed_bad_image"] == 1
     row = next(r for r in datasets.load_from_disk(str(tmp_path / "cap")).to_list() if r["tile_id"] == broken_id)
     assert row["error"] == "cannot read the tile's image: not an image file PIL can read (PNG, JPEG, TIFF, WebP, …)"
@@ -261,13 +311,19 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("change, said", [
-    (lambda m: m.update(params="resize"), "'params' is"),  # the top level: artifacts.read_manifest
-    (lambda m: m["params"].update(resize=[256]), "'params.resize' is an array, not an object"),
-    (lambda m: m["params"].update(resize={"value": "256"}), "'params.resize.value' is a string, not a whole number"),
-    (lambda m: m["params"].update(resize={"value": 0}), "not a positive number of pixels"),
-    (lambda m: m.update(artifact_id=5), "'artifact_id' is a number, not a string"),
-])
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (lambda m: m.update(params="resize"), "'params' is"),  # the top level: artifacts.read_manifest
+        (lambda m: m["params"].update(resize=[256]), "'params.resize' is an array, not an object"),
+        (
+            lambda m: m["params"].update(resize={"value": "256"}),
+            "'params.resize.value' is a string, not a whole number",
+        ),
+        (lambda m: m["params"].update(resize={"value": 0}), "not a positive number of pixels"),
+        (lambda m: m.update(artifact_id=5), "'artifact_id' is a number, not a string"),
+    ],
+)
 def test_label_with_a_damaged_tiles_manifest_exits_3(tiles, tmp_path, cli, change, said):
     tiles_path, raster, _ = tiles
     damaged = _copy(tiles_path, tmp_path / "tiles")
@@ -280,10 +336,14 @@ def test_label_with_a_damaged_tiles_manifest_exits_3(tiles, tmp_path, cli, chang
 def test_label_with_a_missing_tiles_column_exits_3(tiles, tmp_path, cli):
     tiles_path, raster, _ = tiles
     ds = datasets.load_from_disk(str(tiles_path)).remove_columns(["gsd"])
-    damaged = artifacts.write_dataset(ds, tmp_path / "tiles", artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
+    damaged = artifacts.write_dataset(
+        ds, tmp_path / "tiles", artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds))
+    )
     err = _failed_cleanly(cli("label", damaged, "--raster", f"value={raster}:mean", "-o", tmp_path / "labels"), 3)
     assert "lacks the column gsd" in err
-    err = _failed_cleanly(cli("fuse", _panel(tmp_path / "captions", tiles[2]), "--tiles", damaged, "-o", tmp_path / "corpus"), 3)
+    err = _failed_cleanly(
+        cli("fuse", _panel(tmp_path / "captions", tiles[2]), "--tiles", damaged, "-o", tmp_path / "corpus"), 3
+    )
     assert "lacks the column gsd" in err
 
 
@@ -296,13 +356,17 @@ def test_caption_with_damaged_manifests_exits_3(tiles, tmp_path, cli, server):
     assert "'artifact_id' is an array, not a string" in err and str(damaged) in err
     assert cli("caption", tiles_path, *args).exit_code == 0
     chats = server.chats
-    for change, said in [(lambda m: m.update(rows="8"), "'rows' is a string, not a whole number"),
-                         (lambda m: m["counts"].update(failed=[]), "'counts.failed' is an array"),
-                         (lambda m: m.update(plan_sha256={}), "'plan_sha256' is an object")]:
+    for change, said in [
+        (lambda m: m.update(rows="8"), "'rows' is a string, not a whole number"),
+        (lambda m: m["counts"].update(failed=[]), "'counts.failed' is an array"),
+        (lambda m: m.update(plan_sha256={}), "'plan_sha256' is an object"),
+    ]:
         saved = (tmp_path / "cap" / artifacts.MANIFEST_NAME).read_bytes()
         _edit_manifest(tmp_path / "cap", change)
         err = _failed_cleanly(cli("caption", tiles_path, *args, "--retry-failed"), 3)
-        assert said in err and str(tmp_path / "cap" / artifacts.MANIFEST_NAME) in err and "hint: pass --overwrite" in err
+        assert (
+            said in err and str(tmp_path / "cap" / artifacts.MANIFEST_NAME) in err and "hint: pass --overwrite" in err
+        )
         (tmp_path / "cap" / artifacts.MANIFEST_NAME).write_bytes(saved)
     _edit_manifest(tmp_path / "cap", lambda m: m.update(rows="8"))
     result = cli("caption", tiles_path, *args, "--overwrite", "--json")  # replaced, reusing every caption in it
@@ -314,15 +378,23 @@ def test_caption_with_damaged_manifests_exits_3(tiles, tmp_path, cli, server):
 def test_caption_sim_with_a_scene_that_is_not_one_exits_3(tiles, tmp_path, cli):
     tiles_path, _, _ = tiles
     (tmp_path / "scene.json").write_text('{"crs": "EPSG:32633", "transform": 5}')
-    err = _failed_cleanly(cli("caption", tiles_path, "--models", "sim:precise", "--scene", tmp_path / "scene.json", "-o", tmp_path / "cap"), 3)
+    err = _failed_cleanly(
+        cli(
+            "caption", tiles_path, "--models", "sim:precise", "--scene", tmp_path / "scene.json", "-o", tmp_path / "cap"
+        ),
+        3,
+    )
     assert "is not a scene of `urbanln synth city`" in err
 
 
-@pytest.mark.parametrize("target, change, said", [
-    ("captions", lambda m: m.update(inputs=[5]), "'inputs[0]' is a number, not an object"),
-    ("captions", lambda m: m.update(artifact_id=[1]), "'artifact_id' is an array"),
-    ("tiles", lambda m: m.update(artifact_id={"a": 1}), "'artifact_id' is an object"),
-])
+@pytest.mark.parametrize(
+    "target, change, said",
+    [
+        ("captions", lambda m: m.update(inputs=[5]), "'inputs[0]' is a number, not an object"),
+        ("captions", lambda m: m.update(artifact_id=[1]), "'artifact_id' is an array"),
+        ("tiles", lambda m: m.update(artifact_id={"a": 1}), "'artifact_id' is an object"),
+    ],
+)
 def test_fuse_with_damaged_manifests_exits_3(tiles, tmp_path, cli, target, change, said):
     tiles_path, _, images = tiles
     inputs = {"captions": _panel(tmp_path / "captions", images), "tiles": _copy(tiles_path, tmp_path / "tiles")}
@@ -335,11 +407,17 @@ def test_fuse_with_damaged_manifests_exits_3(tiles, tmp_path, cli, target, chang
 def test_caption_and_fuse_need_the_image_column(tiles, tmp_path, cli, server):
     tiles_path, _, images = tiles
     ds = datasets.load_from_disk(str(tiles_path)).remove_columns(["image"])
-    no_images = artifacts.write_dataset(ds, tmp_path / "tiles", artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
+    no_images = artifacts.write_dataset(
+        ds, tmp_path / "tiles", artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds))
+    )
     captions = _panel(tmp_path / "captions", images)
-    err = _failed_cleanly(cli("fuse", captions, "--tiles", no_images, "--refine", "llava", "--host", server.url, "-o", tmp_path / "c2"), 3)
+    err = _failed_cleanly(
+        cli("fuse", captions, "--tiles", no_images, "--refine", "llava", "--host", server.url, "-o", tmp_path / "c2"), 3
+    )
     assert "lacks the column image" in err
-    err = _failed_cleanly(cli("caption", no_images, "--models", MODELS, "--host", server.url, "-o", tmp_path / "cap"), 3)
+    err = _failed_cleanly(
+        cli("caption", no_images, "--models", MODELS, "--host", server.url, "-o", tmp_path / "cap"), 3
+    )
     assert "lacks the column image" in err and server.chats == 0
 
 
@@ -420,8 +498,18 @@ def test_an_oserror_in_finish_stops_the_requests_and_is_not_a_failed_row():
         finished.append((item, outcome.error))
 
     with pytest.raises(OSError) as caught:
-        asyncio.run(run_requests(backend, "m", list(range(10)), lambda i: Request(lambda: b"png", "prompt"), finish,
-                                 policy=RetryPolicy(1, 2, 0, 0.0), options=GenerationOptions(), content_problem=lambda t: None))
+        asyncio.run(
+            run_requests(
+                backend,
+                "m",
+                list(range(10)),
+                lambda i: Request(lambda: b"png", "prompt"),
+                finish,
+                policy=RetryPolicy(1, 2, 0, 0.0),
+                options=GenerationOptions(),
+                content_problem=lambda t: None,
+            )
+        )
     assert caught.value.errno == errno.ENOSPC
     assert backend.requests == 4  # stopped at once: not retried, nothing more asked
     assert all(error is None for _, error in finished)
@@ -437,9 +525,22 @@ def _journal_after_a_full_disk(path: Path) -> list[dict]:
 
 def test_caption_on_a_full_disk_exits_1_and_a_rerun_asks_only_the_rest(tiles, tmp_path, cli, server, monkeypatch):
     tiles_path, _, _ = tiles
-    args = ("caption", tiles_path, "--models", MODELS, "--host", server.url, "-o", tmp_path / "cap", "--concurrency", "1")
+    args = (
+        "caption",
+        tiles_path,
+        "--models",
+        MODELS,
+        "--host",
+        server.url,
+        "-o",
+        tmp_path / "cap",
+        "--concurrency",
+        "1",
+    )
     journal = artifacts.partial_dir(tmp_path / "cap") / "journal.jsonl"
-    monkeypatch.setattr(journal_module, "os", _DiskFillsUp(budget=1500, free_writes=1))  # room for a few of the 8 records
+    monkeypatch.setattr(
+        journal_module, "os", _DiskFillsUp(budget=1500, free_writes=1)
+    )  # room for a few of the 8 records
     err = _failed_cleanly(cli(*args), 1)
     assert "No space left on device" in err and "journal.jsonl" in err
     monkeypatch.undo()
@@ -459,8 +560,23 @@ def test_fuse_on_a_full_disk_exits_1_and_a_rerun_asks_only_the_rest(tiles, tmp_p
     tiles_path, _, images = tiles
     captions = _panel(tmp_path / "captions", images)
     journal = artifacts.partial_dir(tmp_path / "corpus") / "vlm.jsonl"
-    args = ("fuse", captions, "--tiles", tiles_path, "--refine", "llava", "--concurrency", "1", "--host", server.url, "-o", tmp_path / "corpus")
-    monkeypatch.setattr(journal_module, "os", _DiskFillsUp(budget=1500, free_writes=1))  # room for a few of the 24 answers
+    args = (
+        "fuse",
+        captions,
+        "--tiles",
+        tiles_path,
+        "--refine",
+        "llava",
+        "--concurrency",
+        "1",
+        "--host",
+        server.url,
+        "-o",
+        tmp_path / "corpus",
+    )
+    monkeypatch.setattr(
+        journal_module, "os", _DiskFillsUp(budget=1500, free_writes=1)
+    )  # room for a few of the 24 answers
     err = _failed_cleanly(cli(*args), 1)
     monkeypatch.undo()
     assert "No space left on device" in err and "vlm.jsonl" in err

@@ -67,12 +67,31 @@ def _alive(pid):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_tile_workers_die_when_the_parent_is_killed(tmp_path):
-    make_geotiff(tmp_path / "big.tif", width=2048, height=2048)  # 65536 tiles of 8 px: far more than the workers do before the kill
+    make_geotiff(
+        tmp_path / "big.tif", width=2048, height=2048
+    )  # 65536 tiles of 8 px: far more than the workers do before the kill
     out = tmp_path / "tiles"
     log = open(tmp_path / "stderr.txt", "wb")
     workers, others = {}, {}
-    proc = subprocess.Popen([sys.executable, "-m", "urbanln_cli", "tile", str(tmp_path / "big.tif"), "--size", "8", "--min-valid", "0",
-                             "--workers", "2", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "urbanln_cli",
+            "tile",
+            str(tmp_path / "big.tif"),
+            "--size",
+            "8",
+            "--min-valid",
+            "0",
+            "--workers",
+            "2",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -97,7 +116,11 @@ def test_tile_workers_die_when_the_parent_is_killed(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in {**workers, **others, **_children(proc.pid)}:  # whatever outlived the test (only ours: spawned by proc)
+        for pid in {
+            **workers,
+            **others,
+            **_children(proc.pid),
+        }:  # whatever outlived the test (only ours: spawned by proc)
             try:
                 if _alive(pid) and b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)
@@ -110,9 +133,11 @@ def test_tile_workers_die_when_the_parent_is_killed(tmp_path):
 def test_the_portable_fallback_also_ends_an_orphaned_worker(tmp_path):
     """Where prctl is missing, a thread notices the new parent: run a child that takes that path."""
     ready = tmp_path / "ready"
-    child = ("import os, sys, time; sys.platform = 'darwin'\n"
-             "from urbanln_cli.stages.tile import _die_with_parent\n"
-             f"_die_with_parent(os.getppid()); open({str(ready)!r}, 'w').write(str(os.getpid())); time.sleep(600)")
+    child = (
+        "import os, sys, time; sys.platform = 'darwin'\n"
+        "from urbanln_cli.stages.tile import _die_with_parent\n"
+        f"_die_with_parent(os.getppid()); open({str(ready)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    )
     parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"
     proc = subprocess.Popen([sys.executable, "-c", parent])
     pid = None
@@ -146,8 +171,12 @@ def _png_header(width, height):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _picture(path, width, height, seed=0):
@@ -178,7 +207,9 @@ def test_open_image_reads_the_size_from_the_header_only():
             with pytest.raises(imagery.ImageTooLarge, match=f"{width}×{height} px"):
                 with imagery.open_image(_png_header(width, height), what="x"):
                     pass
-        with imagery.open_image(_png_header(10000, 9500), max_pixels=100_000_000) as img:  # a raised limit: opened, not decoded
+        with imagery.open_image(
+            _png_header(10000, 9500), max_pixels=100_000_000
+        ) as img:  # a raised limit: opened, not decoded
             assert img.size == (10000, 9500)
         with pytest.raises(imagery.ImageTooLarge):  # a bomb Pillow finds while decoding (a GIF frame, a TIFF tile)
             with imagery.open_image(_png_header(64, 64)):
@@ -206,8 +237,17 @@ def test_oversize_folder_images_are_skipped_counted_and_named(tmp_path, cli):
     (folder / "big.png").write_bytes(_png_header(10000, 9500))
     with warnings.catch_warnings():  # rasterio warns that the TIFF has no georeferencing, as intended
         warnings.simplefilter("ignore")
-        with rasterio.open(folder / "huge.tif", "w", driver="GTiff", width=20000, height=20000, count=1, dtype="uint8",
-                           tiled=True, sparse_ok=True):  # 400 Mpx, a few KB on disk, never written
+        with rasterio.open(
+            folder / "huge.tif",
+            "w",
+            driver="GTiff",
+            width=20000,
+            height=20000,
+            count=1,
+            dtype="uint8",
+            tiled=True,
+            sparse_ok=True,
+        ):  # 400 Mpx, a few KB on disk, never written
             pass
     with _NoBombWarnings():
         result = cli("tile", folder, "-o", tmp_path / "tiles", "--json")
@@ -232,7 +272,9 @@ def test_max_pixels_raises_or_lowers_the_limit(tmp_path, cli):
     folder = tmp_path / "photos"
     _picture(folder / "wide.png", 200, 100)
     _picture(folder / "small.png", 50, 50)
-    result = cli("tile", folder, "-o", tmp_path / "a", "--max-pixels", "10000", "--size", "64", "--json")  # --size² must fit too
+    result = cli(
+        "tile", folder, "-o", tmp_path / "a", "--max-pixels", "10000", "--size", "64", "--json"
+    )  # --size² must fit too
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["counts"] == {"skipped_oversize": 1, "tiles": 1}
     assert "wide.png is 200×100 px" in result.stderr
@@ -241,7 +283,9 @@ def test_max_pixels_raises_or_lowers_the_limit(tmp_path, cli):
     assert json.loads(result.stdout)["counts"] == {"tiles": 2}
     assert json.loads((tmp_path / "b" / "urbanln.json").read_text())["max_pixels"] == 20000
     # nothing left: an input error that says how to keep them
-    stderr = _one_error(cli("tile", folder / "wide.png", "-o", tmp_path / "c", "--max-pixels", "10000", "--size", "64"), 3)
+    stderr = _one_error(
+        cli("tile", folder / "wide.png", "-o", tmp_path / "c", "--max-pixels", "10000", "--size", "64"), 3
+    )
     assert "1 skipped oversize" in stderr and "--max-pixels" in stderr.splitlines()[-1]
     assert not (tmp_path / "c").exists()
 
@@ -275,8 +319,9 @@ def test_windows_outside_the_projection_domain_get_nan_not_a_traceback(tmp_path,
     rows = _load(tmp_path / "tiles").values()
     assert len(rows) == 4 and all(np.isnan(r["lon"]) and np.isnan(r["lat"]) and np.isnan(r["gsd"]) for r in rows)
     # one window off the domain spoils only its own centre
-    centres, gsds = geo.window_centres_and_gsd("EPSG:32633", (2.0, 0, 500_000.0, 0, -2.0, 5_000_000.0),
-                                               [(0, 0), (0, 10**12), (0, 64)], 32)
+    centres, gsds = geo.window_centres_and_gsd(
+        "EPSG:32633", (2.0, 0, 500_000.0, 0, -2.0, 5_000_000.0), [(0, 0), (0, 10**12), (0, 64)], 32
+    )
     assert np.isnan(centres[1]).all() and np.isnan(gsds[1])
     assert all(np.isfinite(centres[i]).all() and gsds[i] == pytest.approx(2.0, rel=1e-2) for i in (0, 2))
 
@@ -286,7 +331,8 @@ def test_windows_outside_the_projection_domain_get_nan_not_a_traceback(tmp_path,
 
 @pytest.fixture(scope="module")
 def bomb_tiles(tmp_path_factory):
-    """Four 32 px tiles, two of them replaced by header-only PNGs: 20000² (Pillow's error range), 10000×9500 (its warning range)."""
+    """Four 32 px tiles, two of them replaced by header-only PNGs: 20000² (Pillow's error range), 10000×9500 (its
+    warning range)."""
     import hashlib
 
     from urbanln_cli.stages.tile import tile_features
@@ -298,16 +344,30 @@ def bomb_tiles(tmp_path_factory):
     for row, (w, h) in zip(rows[1:3], [(20000, 20000), (10000, 9500)]):
         row["image"] = {"bytes": _png_header(w, h), "path": None}
         row["image_sha256"] = hashlib.sha256(row["image"]["bytes"]).hexdigest()
-    out = artifacts.write_dataset(datasets.Dataset.from_list(rows, features=tile_features()), folder / "tiles",
-                                  artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(rows)))
+    out = artifacts.write_dataset(
+        datasets.Dataset.from_list(rows, features=tile_features()),
+        folder / "tiles",
+        artifacts.new_manifest("tiles", run=artifacts.RunInfo("t"), inputs=[], rows=len(rows)),
+    )
     return out, [r["tile_id"] for r in rows]
 
 
 def test_embed_stops_on_an_oversize_tile_naming_it(bomb_tiles, tmp_path, cli):
     tiles, ids = bomb_tiles
     with _NoBombWarnings():
-        result = cli("embed", "--tiles", tiles, "--baseline", "pixels", "--workers", "0", "--batch-size", "1",
-                     "-o", tmp_path / "e.safetensors")
+        result = cli(
+            "embed",
+            "--tiles",
+            tiles,
+            "--baseline",
+            "pixels",
+            "--workers",
+            "0",
+            "--batch-size",
+            "1",
+            "-o",
+            tmp_path / "e.safetensors",
+        )
     stderr = _one_error(result, 3)
     assert f"tile {ids[1]}: its image is 20000×20000 px" in stderr and "over the limit of 89,478,485" in stderr
     assert not (tmp_path / "e.safetensors").exists()
@@ -316,13 +376,36 @@ def test_embed_stops_on_an_oversize_tile_naming_it(bomb_tiles, tmp_path, cli):
 def test_embed_in_dataloader_workers_as_a_real_process(bomb_tiles, tmp_path):
     """The same through DataLoader worker processes, on a real stderr (pytest would swallow warnings in-process)."""
     tiles, ids = bomb_tiles
-    proc = subprocess.run([sys.executable, "-m", "urbanln_cli", "embed", "--tiles", str(tiles), "--baseline", "pixels",
-                           "--workers", "2", "--batch-size", "1", "-o", str(tmp_path / "e.safetensors")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "urbanln_cli",
+            "embed",
+            "--tiles",
+            str(tiles),
+            "--baseline",
+            "pixels",
+            "--workers",
+            "2",
+            "--batch-size",
+            "1",
+            "-o",
+            str(tmp_path / "e.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["error", "hint"], proc.stderr  # nothing else: no warning, no traceback
-    assert f"tile {ids[1]}: its image is 20000×20000 px" in lines[0] or f"tile {ids[2]}: its image is 10000×9500 px" in lines[0]
+    assert [line.split(":")[0] for line in lines] == ["error", "hint"], (
+        proc.stderr
+    )  # nothing else: no warning, no traceback
+    assert (
+        f"tile {ids[1]}: its image is 20000×20000 px" in lines[0]
+        or f"tile {ids[2]}: its image is 10000×9500 px" in lines[0]
+    )
     assert proc.stdout == "" and not (tmp_path / "e.safetensors").exists()
 
 
@@ -351,10 +434,21 @@ def test_fuse_checks_and_refine_treat_oversize_tiles_as_bad_images(bomb_tiles, t
 
     tiles, ids = bomb_tiles
     models = ("llava:7b", "qwen2.5vl:7b")
-    captions = write_captions(tmp_path / "captions", [caption_row(t, m, caption_for(m, t.encode())) for t in ids for m in models])
+    captions = write_captions(
+        tmp_path / "captions", [caption_row(t, m, caption_for(m, t.encode())) for t in ids for m in models]
+    )
     with FakeOllama() as server, _NoBombWarnings():
-        result = fuse(FuseConfig(captions=(captions,), tiles=tiles, out=tmp_path / "corpus", hosts=(server.url,), timeout=5,
-                                 image_check="vlm", refine="llava:7b"))
+        result = fuse(
+            FuseConfig(
+                captions=(captions,),
+                tiles=tiles,
+                out=tmp_path / "corpus",
+                hosts=(server.url,),
+                timeout=5,
+                image_check="vlm",
+                refine="llava:7b",
+            )
+        )
     rows = {r["tile_id"]: r for r in datasets.load_from_disk(str(result.out)).to_list()}
     assert set(rows) == set(ids)
     for tile_id in ids[1:3]:  # every check and rewrite of these failed, saying why; the others went ahead
@@ -383,7 +477,7 @@ def test_nan_pixels_are_invalid_without_a_nodata_tag(tmp_path, cli):
     make_geotiff(tmp_path / "empty.tif", data=np.full((1, 64, 64), np.nan, np.float32))
     stderr = _one_error(cli("tile", tmp_path / "empty.tif", "--size", "32", "-o", tmp_path / "t0"), 3)
     assert "4 skipped below min valid" in stderr
-    data = (np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64) + 1000)
+    data = np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64) + 1000
     data[:, :, :40] = np.nan  # no nodata tag: NaN alone marks the left 40 columns
     make_geotiff(tmp_path / "half.tif", data=data)
     result = tile(TileConfig(inputs=(tmp_path / "half.tif",), out=tmp_path / "t1", size=64, min_valid=0.3))
@@ -444,4 +538,6 @@ def test_edge_windows_of_a_world_raster_stay_on_the_globe(tmp_path):
     assert (rows["world/r0_c256"]["lon"], rows["world/r0_c256"]["lat"]) == pytest.approx((128.0, 0.0))
     assert (rows["world/r0_c0"]["lon"], rows["world/r0_c0"]["lat"]) == pytest.approx((-52.0, 0.0))
     # the window's pixel geometry is unchanged: bounds cover the whole (padded) window
-    assert rows["world/r0_c256"]["maxx"] == pytest.approx(332.0) and rows["world/r0_c256"]["miny"] == pytest.approx(-166.0)
+    assert rows["world/r0_c256"]["maxx"] == pytest.approx(332.0) and rows["world/r0_c256"]["miny"] == pytest.approx(
+        -166.0
+    )

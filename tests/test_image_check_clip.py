@@ -11,8 +11,8 @@ from urbanln_cli.errors import InputError, UsageProblem
 from urbanln_cli.image_check import ClaimQuery, quadrant_crops
 from urbanln_cli.image_check.clip import (
     VIEWS,
-    ClipChecker,
     ClipCheckConfig,
+    ClipChecker,
     _contrast_stats,
     prompt,
     reference_sample,
@@ -42,7 +42,12 @@ def images():
 
 
 def claims(tiles):
-    phrases = [("a river", "river"), ("dense mid-rise residential blocks", "residential"), ("about 12 cars", "car"), ("a quiet corner", None)]
+    phrases = [
+        ("a river", "river"),
+        ("dense mid-rise residential blocks", "residential"),
+        ("about 12 cars", "car"),
+        ("a quiet corner", None),
+    ]
     return [ClaimQuery(t, p, c, f"m{i % 2}") for i, (t, (p, c)) in enumerate((t, pc) for pc in phrases for t in tiles)]
 
 
@@ -68,7 +73,9 @@ def test_one_verdict_per_query_in_order(checker, images):
     queries = claims(list(images))[::-1]  # tiles interleaved
     verdicts = checker.check(queries, images.__getitem__)
     assert len(verdicts) == len(queries)
-    assert all(v.by == "clip" and v.error is None and v.answer in VIEWS and isinstance(v.score, float) for v in verdicts)
+    assert all(
+        v.by == "clip" and v.error is None and v.answer in VIEWS and isinstance(v.score, float) for v in verdicts
+    )
     assert all(v.confirmed == (v.score >= TINY.margin) for v in verdicts)
     # order: the verdict of a query alone equals its verdict among the others (same reference)
     ref = list(images)
@@ -92,7 +99,9 @@ def test_each_tile_and_phrase_encoded_once(checker, images, monkeypatch):
     assert reports[0] == (0, len(images)) and reports[-1] == (len(images), len(images))
     assert calls == Counter({t: 1 for t in images})
     assert seen["views"] == 5 * len(images)
-    assert seen["texts"] == Counter({prompt(p): 1 for p in {q.phrase for q in queries}})  # the contrast set: once, at init
+    assert seen["texts"] == Counter(
+        {prompt(p): 1 for p in {q.phrase for q in queries}}
+    )  # the contrast set: once, at init
 
 
 def test_a_fixed_reference_is_encoded_once_and_makes_verdicts_independent_of_batching(images, monkeypatch):
@@ -102,7 +111,11 @@ def test_a_fixed_reference_is_encoded_once_and_makes_verdicts_independent_of_bat
     seen = counting(checker, monkeypatch)
     whole = checker.check(queries, images.__getitem__, reference=ref)
     assert seen["views"] == 5 * len(images)
-    by_tile = [v for t in images for v in checker.check([q for q in queries if q.tile_id == t], images.__getitem__, reference=ref)]
+    by_tile = [
+        v
+        for t in images
+        for v in checker.check([q for q in queries if q.tile_id == t], images.__getitem__, reference=ref)
+    ]
     assert seen["views"] == 5 * len(images)  # the reference views were kept
     order = [q for t in images for q in queries if q.tile_id == t]
     assert [v.confirmed for v in by_tile] == [whole[queries.index(q)].confirmed for q in order]
@@ -136,7 +149,9 @@ def test_an_undecodable_image_fails_its_tile_only(checker, images):
     # the good tiles score as if the bad ones were not there
     good = [q for q in queries if q.tile_id in ("t0", "t1")]
     alone = checker.check(good, images.__getitem__)
-    assert [v.score for v in alone] == pytest.approx([v.score for q, v in zip(queries, verdicts) if q.tile_id in ("t0", "t1")], abs=1e-4)
+    assert [v.score for v in alone] == pytest.approx(
+        [v.score for q, v in zip(queries, verdicts) if q.tile_id in ("t0", "t1")], abs=1e-4
+    )
 
 
 def test_views_are_the_tile_and_its_quadrant_crops(checker):
@@ -150,7 +165,9 @@ def test_views_are_the_tile_and_its_quadrant_crops(checker):
 def test_short_prompts_encode_like_padded_ones(checker):
     import torch
 
-    tokens = checker.tokenizer([prompt("a river"), prompt("dense mid-rise residential blocks with a few parks and wide roads")])
+    tokens = checker.tokenizer(
+        [prompt("a river"), prompt("dense mid-rise residential blocks with a few parks and wide roads")]
+    )
     with torch.inference_mode():
         full = checker.model.encode_text(tokens, normalize=True)
         trimmed = checker._encode_tokens(tokens)
@@ -229,7 +246,12 @@ def test_the_decision_rule_on_chosen_embeddings():
 
     # the score is the documented formula, computed here from scratch
     contrast = checker.encode_texts(checker.contrast_texts)
-    view = {"red": [RED_VIEW] * 5, "green": [GREEN_VIEW] * 5, "green2": [GREEN_VIEW] * 5, "corner": [GREEN_VIEW, GREEN_VIEW, RED_VIEW, GREEN_VIEW, GREEN_VIEW]}
+    view = {
+        "red": [RED_VIEW] * 5,
+        "green": [GREEN_VIEW] * 5,
+        "green2": [GREEN_VIEW] * 5,
+        "corner": [GREEN_VIEW, GREEN_VIEW, RED_VIEW, GREEN_VIEW, GREEN_VIEW],
+    }
 
     def z(tile, text):
         vs = np.array(view[tile])
@@ -273,7 +295,11 @@ def test_no_model_is_an_input_error_with_a_hint(tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:
         ClipChecker(ClipCheckConfig(device="cpu"))  # runs/latest
     assert "runs/latest" in err.value.message and err.value.exit_code == 3
-    assert "urbanln pretrain" in err.value.hint and "--clip-model" in err.value.hint and "--clip-pretrained" in err.value.hint
+    assert (
+        "urbanln pretrain" in err.value.hint
+        and "--clip-model" in err.value.hint
+        and "--clip-pretrained" in err.value.hint
+    )
     with pytest.raises(InputError, match="nowhere"):
         ClipChecker(ClipCheckConfig(model=tmp_path / "nowhere", device="cpu"))
     with pytest.raises(UsageProblem):

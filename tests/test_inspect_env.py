@@ -27,7 +27,9 @@ def test_inspect_tiles_text_and_json(tmp_path, cli):
 
 def test_inspect_safetensors(tmp_path, cli):
     manifest = artifacts.new_manifest("embeddings", run=artifacts.RunInfo("x"), inputs=[], rows=2)
-    path = artifacts.write_tensors(tmp_path / "e.safetensors", {"embeddings": np.zeros((2, 8), np.float32)}, manifest, {"tile_ids": ["a", "b"]})
+    path = artifacts.write_tensors(
+        tmp_path / "e.safetensors", {"embeddings": np.zeros((2, 8), np.float32)}, manifest, {"tile_ids": ["a", "b"]}
+    )
     info = json.loads(cli("inspect", path, "--json").stdout)
     assert info["kind"] == "safetensors"
     assert info["tensors"] == {"embeddings": {"dtype": "F32", "shape": [2, 8]}}

@@ -32,7 +32,9 @@ def _labels(path):
 
 
 def test_raster_target_parsing():
-    assert RasterTarget.parse("population=pop.tif:sum") == RasterTarget("population", __import__("pathlib").Path("pop.tif"), "sum")
+    assert RasterTarget.parse("population=pop.tif:sum") == RasterTarget(
+        "population", __import__("pathlib").Path("pop.tif"), "sum"
+    )
     assert RasterTarget.parse("light=/data/viirs.tif").agg == "mean"
     from urbanln_cli.errors import UsageProblem
 
@@ -46,12 +48,20 @@ def test_zonal_sum_reproduces_raster_total(tmp_path):
     pop = _population(tmp_path)
     # 2 m imagery over the same 400 m × 300 m extent, 50 m tiles: 8 × 6 tiles, 5 × 5 cells each
     tiles = _tiles(tmp_path)
-    result = label(LabelConfig(tiles=tiles, out=tmp_path / "labels", rasters=(RasterTarget.parse(f"population={tmp_path / 'pop.tif'}:sum"),)))
+    result = label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "labels",
+            rasters=(RasterTarget.parse(f"population={tmp_path / 'pop.tif'}:sum"),),
+        )
+    )
     labels = _labels(tmp_path / "labels")
     assert result.rows == 48
     assert labels["population"].sum() == pytest.approx(float(pop.sum(dtype=np.float64)), rel=1e-9)
     # one tile by hand: rows 5..9, cols 10..14 of the population grid
-    assert labels.loc["city/r25_c50", "population"] == pytest.approx(float(pop[5:10, 10:15].sum(dtype=np.float64)), rel=1e-9)
+    assert labels.loc["city/r25_c50", "population"] == pytest.approx(
+        float(pop[5:10, 10:15].sum(dtype=np.float64)), rel=1e-9
+    )
     assert math.isnan(labels.loc["city/r0_c0", "population"])  # all nodata
     manifest = json.loads((tmp_path / "labels" / "urbanln.json").read_text())
     assert manifest["counts"]["nodata_population"] == 1 and manifest["counts"]["nan_population"] == 1
@@ -62,7 +72,11 @@ def test_partial_cells_are_weighted_by_cover(tmp_path):
     pop = _population(tmp_path)
     # 15 m tiles do not line up with 10 m cells; the sums must still add up
     tiles = _tiles(tmp_path, size=15, res=1.0, width=400, height=300, name="odd")
-    label(LabelConfig(tiles=tiles, out=tmp_path / "labels", rasters=(RasterTarget("population", tmp_path / "pop.tif", "sum"),)))
+    label(
+        LabelConfig(
+            tiles=tiles, out=tmp_path / "labels", rasters=(RasterTarget("population", tmp_path / "pop.tif", "sum"),)
+        )
+    )
     labels = _labels(tmp_path / "labels")
     assert labels["population"].sum() == pytest.approx(float(pop.sum(dtype=np.float64)), rel=1e-9)
 
@@ -76,7 +90,16 @@ def test_reprojected_footprints(tmp_path):
     res = 0.0005
     ones = np.ones((1, int((north - south) / res) + 20, int((east - west) / res) + 20), np.float32)
     make_geotiff(tmp_path / "dens.tif", data=ones, crs="EPSG:4326", origin=(west - 10 * res, north + 10 * res), res=res)
-    label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget("cells", tmp_path / "dens.tif", "sum"), RasterTarget("one", tmp_path / "dens.tif", "mean"))))
+    label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "l",
+            rasters=(
+                RasterTarget("cells", tmp_path / "dens.tif", "sum"),
+                RasterTarget("one", tmp_path / "dens.tif", "mean"),
+            ),
+        )
+    )
     labels = _labels(tmp_path / "l")
     lat = math.radians(labels["lat"].mean())
     cell_area = (res * math.pi / 180 * 6_371_008.8) ** 2 * math.cos(lat)
@@ -91,14 +114,24 @@ def test_fractions_max_median_and_outside(tmp_path):
     classes[0, 8:, :] = 7
     make_geotiff(tmp_path / "lc.tif", data=classes, res=10.0)
     tiles = _tiles(tmp_path, size=50, res=2.0, width=150, height=50)  # the 2nd and 3rd tiles lie east of the raster
-    label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(
-        RasterTarget("lc", tmp_path / "lc.tif", "fractions"),
-        RasterTarget("top", tmp_path / "lc.tif", "max"),
-        RasterTarget("mid", tmp_path / "lc.tif", "median"),
-    )))
+    label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "l",
+            rasters=(
+                RasterTarget("lc", tmp_path / "lc.tif", "fractions"),
+                RasterTarget("top", tmp_path / "lc.tif", "max"),
+                RasterTarget("mid", tmp_path / "lc.tif", "median"),
+            ),
+        )
+    )
     labels = _labels(tmp_path / "l")
     first = labels.loc["city/r0_c0"]  # cells rows 0..9, cols 0..9
-    assert first["lc_0"] == pytest.approx(0.4) and first["lc_3"] == pytest.approx(0.4) and first["lc_7"] == pytest.approx(0.2)
+    assert (
+        first["lc_0"] == pytest.approx(0.4)
+        and first["lc_3"] == pytest.approx(0.4)
+        and first["lc_7"] == pytest.approx(0.2)
+    )
     assert first["top"] == 7 and first["mid"] == 3
     outside = labels.loc["city/r0_c50"]
     assert math.isnan(outside["lc_0"]) and math.isnan(outside["top"])
@@ -116,7 +149,11 @@ def test_table_join_by_id_with_duplicates(tmp_path):
     assert labels.loc["city/r0_c0", "carbon"] == 2.0 and labels.loc["city/r0_c0", "gdp"] == 6.0
     assert math.isnan(labels.loc["city/r0_c100", "carbon"])
     assert result.counts["table_duplicate_rows"] == 1 and result.counts["table_unmatched_tiles"] == 1
-    label(LabelConfig(tiles=tiles, out=tmp_path / "first", table=table, id_column="tile", dup="first", columns=("carbon",)))
+    label(
+        LabelConfig(
+            tiles=tiles, out=tmp_path / "first", table=table, id_column="tile", dup="first", columns=("carbon",)
+        )
+    )
     assert _labels(tmp_path / "first").loc["city/r0_c0", "carbon"] == 1.0
 
 
@@ -126,7 +163,8 @@ def test_table_join_nearest_within_distance(tmp_path):
     table = tmp_path / "t.csv"
     a = centres.iloc[0]
     b = centres.iloc[1]
-    # point A ~1 m from tile 0's centre; point B ~150 m north of tile 1's (farther than half a 200 m tile, nearer than A)
+    # point A ~1 m from tile 0's centre; point B ~150 m north of tile 1's (farther than half a 200 m tile, nearer than
+    # A)
     table.write_text(f"lon,lat,carbon\n{a.lon + 1e-5},{a.lat},4.5\n{b.lon},{b.lat + 0.00135},8\n")
     result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", table=table))
     labels = _labels(tmp_path / "l")
@@ -178,14 +216,17 @@ def _mask(labels, tile_id, column="lc_mask"):
 
 
 def test_mask_is_the_class_cell_under_each_pixel(tmp_path):
-    # 10 m classes under 2 m imagery; the raster stops at x = 330 m, so tiles at 300-350 m are partly outside and 350-400 m outside
+    # 10 m classes under 2 m imagery; the raster stops at x = 330 m, so tiles at 300-350 m are partly outside and
+    # 350-400 m outside
     rng = np.random.default_rng(4)
     classes = rng.integers(0, 6, size=(1, 30, 33), dtype=np.uint8)
     classes[0, 0, :3] = 255  # nodata
     make_geotiff(tmp_path / "lc.tif", data=classes, res=10.0, nodata=255)
     tiles = _tiles(tmp_path)  # 25 px (50 m) tiles over 400 m × 300 m
     assert RasterTarget.parse(f"lc={tmp_path / 'lc.tif'}:mask").agg == "mask"
-    result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget.parse(f"lc={tmp_path / 'lc.tif'}:mask"),)))
+    result = label(
+        LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget.parse(f"lc={tmp_path / 'lc.tif'}:mask"),))
+    )
     assert result.targets == ["lc_mask"]
     labels = _labels(tmp_path / "l")
     for tile_id in ("city/r0_c0", "city/r50_c100", "city/r125_c125", "city/r25_c150"):
@@ -218,8 +259,21 @@ def test_mask_size_and_reprojection(tmp_path):
     west, south, east, north = transform_bounds("EPSG:32633", "EPSG:4326", 500_000, 4_999_900, 500_200, 5_000_000)
     res = 0.0001
     shape = (1, int((north - south) / res) + 10, int((east - west) / res) + 10)
-    make_geotiff(tmp_path / "geo.tif", data=np.full(shape, 3, np.uint8), crs="EPSG:4326", origin=(west - 5 * res, north + 5 * res), res=res)
-    label(LabelConfig(tiles=tiles, out=tmp_path / "l", rasters=(RasterTarget.parse(f"lc={tmp_path / 'geo.tif'}:mask"),), mask_size=40))
+    make_geotiff(
+        tmp_path / "geo.tif",
+        data=np.full(shape, 3, np.uint8),
+        crs="EPSG:4326",
+        origin=(west - 5 * res, north + 5 * res),
+        res=res,
+    )
+    label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "l",
+            rasters=(RasterTarget.parse(f"lc={tmp_path / 'geo.tif'}:mask"),),
+            mask_size=40,
+        )
+    )
     labels = _labels(tmp_path / "l")
     for tile_id in labels.index:
         mask = _mask(labels, tile_id)

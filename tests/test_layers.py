@@ -100,8 +100,10 @@ def _normal(name: str) -> str:
 
 def test_every_imported_package_is_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    declared = {_normal(spec.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip())
-                for spec in project["dependencies"]}
+    declared = {
+        _normal(spec.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip())
+        for spec in project["dependencies"]
+    }
     providers = metadata.packages_distributions()
     undeclared = set()
     for path in _modules().values():

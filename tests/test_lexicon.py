@@ -12,40 +12,115 @@ LEX = builtin()
 
 # the land-use classes of the public scene benchmarks, as a caption names them -> the concept it means
 UC_MERCED = {  # Yang & Newsam 2010: 21 classes
-    "agricultural land": "farmland", "airplane": "airplane", "baseball diamond": "baseball_diamond", "beach": "beach",
-    "buildings": "building", "chaparral": "shrubland", "dense residential area": "residential", "forest": "forest",
-    "freeway": "highway", "golf course": "golf_course", "harbor": "harbor", "intersection": "road",
-    "medium residential area": "residential", "mobile home park": "mobile_home_park", "overpass": "bridge",
-    "parking lot": "parking", "river": "river", "runway": "runway", "sparse residential area": "residential",
-    "storage tanks": "storage_tank", "tennis court": "tennis_court",
+    "agricultural land": "farmland",
+    "airplane": "airplane",
+    "baseball diamond": "baseball_diamond",
+    "beach": "beach",
+    "buildings": "building",
+    "chaparral": "shrubland",
+    "dense residential area": "residential",
+    "forest": "forest",
+    "freeway": "highway",
+    "golf course": "golf_course",
+    "harbor": "harbor",
+    "intersection": "road",
+    "medium residential area": "residential",
+    "mobile home park": "mobile_home_park",
+    "overpass": "bridge",
+    "parking lot": "parking",
+    "river": "river",
+    "runway": "runway",
+    "sparse residential area": "residential",
+    "storage tanks": "storage_tank",
+    "tennis court": "tennis_court",
 }
 AID = {  # Xia et al. 2017: 30 classes ("center" is named by what it is: a commercial or city centre)
-    "airport": "airport", "bare land": "open_land", "baseball field": "baseball_diamond", "beach": "beach", "bridge": "bridge",
-    "commercial center": "commercial", "church": "church", "commercial area": "commercial", "dense residential": "residential",
-    "desert": "desert", "farmland": "farmland", "forest": "forest", "industrial area": "industrial", "meadow": "grassland",
-    "medium residential": "residential", "mountain": "mountain", "park": "park", "parking": "parking",
-    "playground": "sports_field", "pond": "lake", "port": "harbor", "railway station": "railway_station", "resort": "resort",
-    "river": "river", "school": "school", "sparse residential": "residential", "square": "plaza", "stadium": "stadium",
-    "storage tanks": "storage_tank", "viaduct": "bridge",
+    "airport": "airport",
+    "bare land": "open_land",
+    "baseball field": "baseball_diamond",
+    "beach": "beach",
+    "bridge": "bridge",
+    "commercial center": "commercial",
+    "church": "church",
+    "commercial area": "commercial",
+    "dense residential": "residential",
+    "desert": "desert",
+    "farmland": "farmland",
+    "forest": "forest",
+    "industrial area": "industrial",
+    "meadow": "grassland",
+    "medium residential": "residential",
+    "mountain": "mountain",
+    "park": "park",
+    "parking": "parking",
+    "playground": "sports_field",
+    "pond": "lake",
+    "port": "harbor",
+    "railway station": "railway_station",
+    "resort": "resort",
+    "river": "river",
+    "school": "school",
+    "sparse residential": "residential",
+    "square": "plaza",
+    "stadium": "stadium",
+    "storage tanks": "storage_tank",
+    "viaduct": "bridge",
 }
 NWPU_RESISC45 = {  # Cheng et al. 2017: 45 classes
-    "airplane": "airplane", "airport": "airport", "baseball diamond": "baseball_diamond", "basketball court": "basketball_court",
-    "beach": "beach", "bridge": "bridge", "chaparral": "shrubland", "church": "church", "circular farmland": "farmland",
-    "cloud": "cloud", "commercial area": "commercial", "dense residential": "residential", "desert": "desert",
-    "forest": "forest", "freeway": "highway", "golf course": "golf_course", "ground track field": "sports_field",
-    "harbor": "harbor", "industrial area": "industrial", "intersection": "road", "island": "island", "lake": "lake",
-    "meadow": "grassland", "medium residential": "residential", "mobile home park": "mobile_home_park",
-    "mountain": "mountain", "overpass": "bridge", "palace": "palace", "parking lot": "parking", "railway": "railway",
-    "railway station": "railway_station", "rectangular farmland": "farmland", "river": "river", "roundabout": "road",
-    "runway": "runway", "sea ice": "snow_ice", "ship": "boat", "snowberg": "snow_ice", "sparse residential": "residential",
-    "stadium": "stadium", "storage tank": "storage_tank", "tennis court": "tennis_court", "terrace": "farmland",
-    "thermal power station": "power_station", "wetland": "wetland",
+    "airplane": "airplane",
+    "airport": "airport",
+    "baseball diamond": "baseball_diamond",
+    "basketball court": "basketball_court",
+    "beach": "beach",
+    "bridge": "bridge",
+    "chaparral": "shrubland",
+    "church": "church",
+    "circular farmland": "farmland",
+    "cloud": "cloud",
+    "commercial area": "commercial",
+    "dense residential": "residential",
+    "desert": "desert",
+    "forest": "forest",
+    "freeway": "highway",
+    "golf course": "golf_course",
+    "ground track field": "sports_field",
+    "harbor": "harbor",
+    "industrial area": "industrial",
+    "intersection": "road",
+    "island": "island",
+    "lake": "lake",
+    "meadow": "grassland",
+    "medium residential": "residential",
+    "mobile home park": "mobile_home_park",
+    "mountain": "mountain",
+    "overpass": "bridge",
+    "palace": "palace",
+    "parking lot": "parking",
+    "railway": "railway",
+    "railway station": "railway_station",
+    "rectangular farmland": "farmland",
+    "river": "river",
+    "roundabout": "road",
+    "runway": "runway",
+    "sea ice": "snow_ice",
+    "ship": "boat",
+    "snowberg": "snow_ice",
+    "sparse residential": "residential",
+    "stadium": "stadium",
+    "storage tank": "storage_tank",
+    "tennis court": "tennis_court",
+    "terrace": "farmland",
+    "thermal power station": "power_station",
+    "wetland": "wetland",
 }
 
 # surface forms that must mean one concept
 PARAPHRASES = [
     ("highway", ["freeway", "freeways", "highway", "expressway", "motorway", "motorways", "interchange"]),
-    ("farmland", ["farmland", "cropland", "croplands", "agricultural land", "fields", "paddy fields", "terraced fields"]),
+    (
+        "farmland",
+        ["farmland", "cropland", "croplands", "agricultural land", "fields", "paddy fields", "terraced fields"],
+    ),
     ("harbor", ["harbor", "harbour", "port", "marina", "docks", "pier", "wharf"]),
     ("bridge", ["bridge", "overpass", "overpasses", "viaduct", "flyover", "footbridge"]),
     ("grassland", ["meadow", "grassland", "grass", "lawn", "lawns", "turfs", "pasture"]),
@@ -77,7 +152,11 @@ def concept_of(phrase: str, lexicon: Lexicon = LEX) -> str | None:
 @pytest.mark.parametrize("benchmark", [UC_MERCED, AID, NWPU_RESISC45], ids=["ucmerced-21", "aid-30", "nwpu-resisc45"])
 def test_every_scene_benchmark_class_is_recognised(benchmark):
     assert len(benchmark) in (21, 30, 45)
-    wrong = {name: concept_of(f"There is a {name} here.") for name, want in benchmark.items() if concept_of(f"There is a {name} here.") != want}
+    wrong = {
+        name: concept_of(f"There is a {name} here.")
+        for name, want in benchmark.items()
+        if concept_of(f"There is a {name} here.") != want
+    }
     assert not wrong
 
 
@@ -134,15 +213,21 @@ def test_no_term_has_two_concepts_and_terms_are_normalised():
 def test_sizes_give_plausible_visibility_limits():
     # an object is seen when it spans PIXELS_TO_SEE pixels: limit = size / PIXELS_TO_SEE m/px
     assert PIXELS_TO_SEE == 3.0
-    assert 10 <= SIZES_M["storage_tank"] <= 30 and 22 <= SIZES_M["tennis_court"] <= 26 and 26 <= SIZES_M["basketball_court"] <= 30
+    assert (
+        10 <= SIZES_M["storage_tank"] <= 30
+        and 22 <= SIZES_M["tennis_court"] <= 26
+        and 26 <= SIZES_M["basketball_court"] <= 30
+    )
     for name, size in SIZES_M.items():
         assert name in LEX.concepts and LEX.concepts[name].kind == "object"
         assert LEX.max_gsd(name, counted=False) == pytest.approx(size / PIXELS_TO_SEE, abs=0.05)
     assert LEX.max_gsd("tennis_court", counted=False) == 8.0
     assert 3.0 <= LEX.max_gsd("storage_tank", counted=False) <= 10.0
     # at UC Merced's 0.3 m/px every benchmark object is visible; at Sentinel-2's 10 m/px a tennis court is not
-    assert all(LEX.max_gsd(c, counted=False) is None or LEX.max_gsd(c, counted=False) >= 0.3
-               for c in {*UC_MERCED.values(), *AID.values(), *NWPU_RESISC45.values()})
+    assert all(
+        LEX.max_gsd(c, counted=False) is None or LEX.max_gsd(c, counted=False) >= 0.3
+        for c in {*UC_MERCED.values(), *AID.values(), *NWPU_RESISC45.values()}
+    )
     assert LEX.max_gsd("tennis_court", counted=False) < 10 and LEX.max_gsd("baseball_diamond", counted=False) > 10
     # land uses are never too small
     assert all(LEX.max_gsd(c.name, counted=True) is None for c in LEX.concepts.values() if c.kind == "land_use")
@@ -150,9 +235,24 @@ def test_sizes_give_plausible_visibility_limits():
 
 
 def test_earlier_limits_are_kept():
-    old = {"person": 0.0, "cyclist": 0.0, "traffic_light": 0.0, "road_sign": 0.0, "street_light": 0.0, "bicycle": 0.6,
-           "road_marking": 0.6, "bike_lane": 0.6, "car": 1.5, "sidewalk": 1.5, "tree+count": 1.5, "boat": 5.0,
-           "solar_panel": 5.0, "building+count": 5.0, "train": 5.0, "airplane": 10.0}
+    old = {
+        "person": 0.0,
+        "cyclist": 0.0,
+        "traffic_light": 0.0,
+        "road_sign": 0.0,
+        "street_light": 0.0,
+        "bicycle": 0.6,
+        "road_marking": 0.6,
+        "bike_lane": 0.6,
+        "car": 1.5,
+        "sidewalk": 1.5,
+        "tree+count": 1.5,
+        "boat": 5.0,
+        "solar_panel": 5.0,
+        "building+count": 5.0,
+        "train": 5.0,
+        "airplane": 10.0,
+    }
     assert {k: LEX.visibility[k] for k in old} == old
     assert LEX.max_gsd("tree", counted=True) == 1.5 and LEX.max_gsd("tree", counted=False) is None
 

@@ -57,7 +57,7 @@ def stretched(model):
     return stretch_text_positions(model, context_length=248, keep=20)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer(context_length: int):
     return long_tokenizer(ARCH, context_length)  # building one reads the BPE vocabulary: cache it
 

@@ -25,18 +25,41 @@ def data(tmp_path_factory):
     tiles = tile(TileConfig(inputs=(folder / "city.tif",), out=folder / "tiles", size=32, workers=1)).out
     ids = datasets.load_from_disk(str(tiles))["tile_id"]
     uses = ["dense residential blocks", "a busy commercial centre", "industrial warehouses", "a green park"]
-    rows = [{"tile_id": t, "caption": f"The tile shows {uses[i % 4]} with {i} buildings along a road. " * 3,
-             "caption_short": f"{uses[i % 4]}", "candidates": json.dumps([{"model": "m2", "caption": f"{uses[i % 4]} seen from above", "score": 0.4}])}
-            for i, t in enumerate(ids)]
-    artifacts.write_dataset(datasets.Dataset.from_list(rows), folder / "corpus",
-                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("test"), inputs=[], rows=len(rows)))
+    rows = [
+        {
+            "tile_id": t,
+            "caption": f"The tile shows {uses[i % 4]} with {i} buildings along a road. " * 3,
+            "caption_short": f"{uses[i % 4]}",
+            "candidates": json.dumps([{"model": "m2", "caption": f"{uses[i % 4]} seen from above", "score": 0.4}]),
+        }
+        for i, t in enumerate(ids)
+    ]
+    artifacts.write_dataset(
+        datasets.Dataset.from_list(rows),
+        folder / "corpus",
+        artifacts.new_manifest("corpus", run=artifacts.RunInfo("test"), inputs=[], rows=len(rows)),
+    )
     return folder, tiles, folder / "corpus"
 
 
 def _config(data, out, **kw):
     _, tiles, corpus = data
-    base = dict(tiles=tiles, corpus=corpus, out=out, arch="urbanln-tiny", pretrained="none", epochs=4, batch_size=8,
-                queue_size=32, workers=0, save_every=3, log_every=1, lr=1e-3, warmup_steps=2, device="cpu")
+    base = dict(
+        tiles=tiles,
+        corpus=corpus,
+        out=out,
+        arch="urbanln-tiny",
+        pretrained="none",
+        epochs=4,
+        batch_size=8,
+        queue_size=32,
+        workers=0,
+        save_every=3,
+        log_every=1,
+        lr=1e-3,
+        warmup_steps=2,
+        device="cpu",
+    )
     return PretrainConfig(**(base | kw))
 
 
@@ -84,30 +107,81 @@ def test_workers_do_not_change_the_data(data, tmp_path):
 
 def test_two_process_ddp_matches_one_process(data, tmp_path):
     _, tiles, corpus = data
-    args = ["pretrain", "--tiles", str(tiles), "--corpus", str(corpus), "--arch", "urbanln-tiny", "--pretrained", "none",
-            "--epochs", "2", "--batch-size", "8", "--queue-size", "32", "--workers", "0", "--lr", "1e-3", "--warmup-steps", "2",
-            "--device", "cpu", "--max-steps", "3"]
+    args = [
+        "pretrain",
+        "--tiles",
+        str(tiles),
+        "--corpus",
+        str(corpus),
+        "--arch",
+        "urbanln-tiny",
+        "--pretrained",
+        "none",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--queue-size",
+        "32",
+        "--workers",
+        "0",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--max-steps",
+        "3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "urbanln_cli"]
-    ddp = subprocess.run([*cmd, *args, "-o", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240)
+    ddp = subprocess.run(
+        [*cmd, *args, "-o", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "urbanln_cli", *args, "-o", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    single = subprocess.run(
+        [sys.executable, "-m", "urbanln_cli", *args, "-o", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4, abs=1e-5)
 
 
 def test_bad_input(data, tmp_path, cli):
     folder, tiles, corpus = data
-    base = ["pretrain", "--tiles", tiles, "--arch", "urbanln-tiny", "--pretrained", "none", "--batch-size", "8",
-            "--queue-size", "32", "--workers", "0", "--device", "cpu", "--max-steps", "1"]
+    base = [
+        "pretrain",
+        "--tiles",
+        tiles,
+        "--arch",
+        "urbanln-tiny",
+        "--pretrained",
+        "none",
+        "--batch-size",
+        "8",
+        "--queue-size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--max-steps",
+        "1",
+    ]
     # corpus tiles that are not in --tiles
     make_geotiff(tmp_path / "other.tif", width=32, height=32)
     other = tile(TileConfig(inputs=(tmp_path / "other.tif",), out=tmp_path / "other_tiles", size=32)).out
     result = cli(*base[:1], "--tiles", other, *base[3:], "--corpus", corpus, "-o", tmp_path / "r1")
     assert result.exit_code == 3 and "not in" in result.stderr and result.stdout == ""
     # an empty corpus
-    artifacts.write_dataset(datasets.Dataset.from_dict({"tile_id": [], "caption": []}), tmp_path / "empty",
-                            artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=0))
+    artifacts.write_dataset(
+        datasets.Dataset.from_dict({"tile_id": [], "caption": []}),
+        tmp_path / "empty",
+        artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=0),
+    )
     result = cli(*base, "--corpus", tmp_path / "empty", "-o", tmp_path / "r2")
     assert result.exit_code == 3 and "is empty" in result.stderr
     # tiles where the corpus should be
@@ -177,13 +251,21 @@ def test_malformed_candidates_are_reported(tmp_path, data):
     from urbanln_cli.training.data import candidates_of
 
     assert candidates_of({"model": "a", "caption": "x"}) == ["x"]
-    assert candidates_of('{"caption": "y"}') == ["y"] and candidates_of("null") == [] and candidates_of("plain") == ["plain"]
+    assert (
+        candidates_of('{"caption": "y"}') == ["y"]
+        and candidates_of("null") == []
+        and candidates_of("plain") == ["plain"]
+    )
     with pytest.raises(ValueError):
         candidates_of("[not json")
     _, tiles, corpus = data
     ds = datasets.load_from_disk(str(corpus)).to_list()
     ds[0]["candidates"] = "[not json"
-    artifacts.write_dataset(datasets.Dataset.from_list(ds), tmp_path / "bad", artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)))
+    artifacts.write_dataset(
+        datasets.Dataset.from_list(ds),
+        tmp_path / "bad",
+        artifacts.new_manifest("corpus", run=artifacts.RunInfo("t"), inputs=[], rows=len(ds)),
+    )
     with pytest.raises(InputError, match="cannot read its candidates"):
         pretrain(_config(data, tmp_path / "run", corpus=tmp_path / "bad", max_steps=1))
 

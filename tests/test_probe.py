@@ -23,12 +23,22 @@ DIM = 24
 
 def write_embeddings(path: Path, vectors: np.ndarray, ids: list[str]) -> Path:
     manifest = artifacts.new_manifest("embeddings", run=artifacts.RunInfo("test"), inputs=[], rows=len(ids))
-    return artifacts.write_tensors(path, {"embeddings": np.asarray(vectors, np.float32)}, manifest, metadata={"tile_ids": ids, "model": {"kind": "test"}})
+    return artifacts.write_tensors(
+        path,
+        {"embeddings": np.asarray(vectors, np.float32)},
+        manifest,
+        metadata={"tile_ids": ids, "model": {"kind": "test"}},
+    )
 
 
 def write_labels(path: Path, frame: pd.DataFrame) -> Path:
     features = datasets.Features(
-        {"tile_id": datasets.Value("string"), "lon": datasets.Value("float64"), "lat": datasets.Value("float64"), "group": datasets.Value("string")}
+        {
+            "tile_id": datasets.Value("string"),
+            "lon": datasets.Value("float64"),
+            "lat": datasets.Value("float64"),
+            "group": datasets.Value("string"),
+        }
         | {c: datasets.Value("float64") for c in frame.columns if c not in ("tile_id", "lon", "lat", "group")}
     )
     ds = datasets.Dataset.from_pandas(frame.reset_index(drop=True), features=features, preserve_index=False)
@@ -117,7 +127,9 @@ def test_ridge_equals_sklearn_grid_search():
         k = record["fold"]
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         cv = [(np.flatnonzero(inner[train] != j), np.flatnonzero(inner[train] == j)) for j in range(5)]
-        search = GridSearchCV(make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": alphas}, scoring="neg_mean_squared_error", cv=cv)
+        search = GridSearchCV(
+            make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": alphas}, scoring="neg_mean_squared_error", cv=cv
+        )
         search.fit(X[train].astype(np.float64), y[train])
         assert record["alpha"] == search.best_params_["ridge__alpha"]
         np.testing.assert_allclose(pred[test], search.predict(X[test].astype(np.float64)), rtol=1e-9, atol=1e-9)
@@ -191,7 +203,11 @@ def test_spatial_blocks_are_the_right_size():
 
 def test_too_few_blocks_is_a_usage_error(data):
     with pytest.raises(UsageProblem, match="spatial block"):
-        evaluate(ProbeConfig(target="population", embeddings=(data["good"],), labels=data["labels"], split="spatial", block_km=50))
+        evaluate(
+            ProbeConfig(
+                target="population", embeddings=(data["good"],), labels=data["labels"], split="spatial", block_km=50
+            )
+        )
 
 
 def test_group_split_leaves_one_group_out(data):
@@ -220,7 +236,9 @@ def test_transfer_trains_only_on_a(data):
     assert report["targets_info"]["population"]["dropped"]["outside_transfer"] == int(east.sum())
     assert report["results"][0]["metrics"]["r2"]["mean"] > 0.9
     with pytest.raises(UsageProblem, match="no tile is in group 'mars'"):
-        evaluate(ProbeConfig(target="population", embeddings=(data["good"],), labels=labels, split="transfer:west->mars"))
+        evaluate(
+            ProbeConfig(target="population", embeddings=(data["good"],), labels=labels, split="transfer:west->mars")
+        )
 
 
 def test_split_spec_parsing():
@@ -246,9 +264,13 @@ def test_log_target_round_trips_units(data):
     fold0 = predictions[predictions["fold"] == 0]
     assert report["results"][0]["folds"][0]["r2"] == pytest.approx(r2_score(fold0["y_true"], fold0["y_pred"]))
     # the symmetric target stays as it is; 'no' is respected
-    sym = evaluate(ProbeConfig(target="population,carbon", embeddings=(data["good"],), labels=data["labels"], log_target="no"))
+    sym = evaluate(
+        ProbeConfig(target="population,carbon", embeddings=(data["good"],), labels=data["labels"], log_target="no")
+    )
     assert sym.log_targets == {"population": False, "carbon": False}
-    assert evaluate(ProbeConfig(target="population", embeddings=(data["good"],), labels=data["labels"])).log_targets == {"population": False}
+    assert evaluate(
+        ProbeConfig(target="population", embeddings=(data["good"],), labels=data["labels"])
+    ).log_targets == {"population": False}
 
 
 def test_log_target_yes_refuses_negative_values(data):
@@ -271,7 +293,11 @@ def test_ids_that_do_not_match(data):
         evaluate(ProbeConfig(target="population", embeddings=(few,), labels=data["labels"]))
     # a partial match is probed and counted
     half = len(X) // 2
-    partial = write_embeddings(data["tmp"] / "partial.safetensors", X, frame["tile_id"].tolist()[:half] + [f"elsewhere/{i}" for i in range(len(X) - half)])
+    partial = write_embeddings(
+        data["tmp"] / "partial.safetensors",
+        X,
+        frame["tile_id"].tolist()[:half] + [f"elsewhere/{i}" for i in range(len(X) - half)],
+    )
     result = evaluate(ProbeConfig(target="population", embeddings=(partial,), labels=data["labels"]))
     assert result.counts["matched_partial"] == half and result.counts["unmatched_partial"] == len(X) - half
     assert result.table[0]["n"] == half
@@ -308,7 +334,12 @@ def test_target_all_and_empty_targets(data):
 def test_several_embeddings_side_by_side(data):
     result, report, predictions = run_probe(data, target="all", embeddings=(data["good"], data["bad"]))
     assert result.out == data["tmp"] / "probe"
-    assert [(r["target"], r["embeddings"]) for r in result.table] == [("carbon", "good"), ("carbon", "bad"), ("population", "good"), ("population", "bad")]
+    assert [(r["target"], r["embeddings"]) for r in result.table] == [
+        ("carbon", "good"),
+        ("carbon", "bad"),
+        ("population", "good"),
+        ("population", "bad"),
+    ]
     by = {(r["target"], r["embeddings"]): r["r2_mean"] for r in result.table}
     assert by[("population", "good")] > 0.9 > 0.2 > by[("population", "bad")]
     # the same folds for every embeddings file, so the comparison is fair
@@ -319,7 +350,9 @@ def test_several_embeddings_side_by_side(data):
 
 def test_library_table_writes_nothing(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = probe_metrics([data["good"], data["bad"]], data["labels"], target=["population"], split="spatial", block_km=0.8)
+    rows = probe_metrics(
+        [data["good"], data["bad"]], data["labels"], target=["population"], split="spatial", block_km=0.8
+    )
     assert [r["embeddings"] for r in rows] == ["good", "bad"]
     assert {"r2_mean", "r2_std", "rmse_mean", "rmse_std", "mae_mean", "mae_std", "n", "split"} <= set(rows[0])
     assert rows[0]["split"] == "spatial"
@@ -336,7 +369,11 @@ def test_same_stem_names_are_disambiguated(data):
 
 
 def test_mlp_through_the_stage(data):
-    result = evaluate(ProbeConfig(target="population", embeddings=(data["good"],), labels=data["labels"], model="mlp", max_epochs=30, folds=3))
+    result = evaluate(
+        ProbeConfig(
+            target="population", embeddings=(data["good"],), labels=data["labels"], model="mlp", max_epochs=30, folds=3
+        )
+    )
     assert result.report["model"]["kind"] == "mlp"
     assert result.table[0]["r2_mean"] > 0.5
     assert all("epochs" in f for f in result.report["results"][0]["folds"])
@@ -381,7 +418,21 @@ def test_wrong_artifacts(data):
 
 def test_cli_table_on_stdout(cli, data, monkeypatch):
     monkeypatch.chdir(data["tmp"])
-    result = cli("probe", "--target", "population", "-e", "good.safetensors", "-e", "bad.safetensors", "--labels", "labels", "--split", "spatial", "--block-km", "0.8")
+    result = cli(
+        "probe",
+        "--target",
+        "population",
+        "-e",
+        "good.safetensors",
+        "-e",
+        "bad.safetensors",
+        "--labels",
+        "labels",
+        "--split",
+        "spatial",
+        "--block-km",
+        "0.8",
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "R²" in lines[0] and "RMSE" in lines[0]
@@ -394,11 +445,34 @@ def test_cli_table_on_stdout(cli, data, monkeypatch):
 
 def test_cli_mlp_settings_reach_the_head(cli, data, monkeypatch):
     monkeypatch.chdir(data["tmp"])
-    result = cli("probe", "-t", "population", "-e", "good.safetensors", "--model", "mlp", "--hidden", "8", "--max-epochs", "3",
-                 "--patience", "2", "--lr", "0.01", "--weight-decay", "0", "--no-plots", "--json")
+    result = cli(
+        "probe",
+        "-t",
+        "population",
+        "-e",
+        "good.safetensors",
+        "--model",
+        "mlp",
+        "--hidden",
+        "8",
+        "--max-epochs",
+        "3",
+        "--patience",
+        "2",
+        "--lr",
+        "0.01",
+        "--weight-decay",
+        "0",
+        "--no-plots",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads((data["tmp"] / "probe" / "population" / "report.json").read_text())
-    assert report["model"]["layers"] == "D->8->1" and report["model"]["max_epochs"] == 3 and report["model"]["patience"] == 2
+    assert (
+        report["model"]["layers"] == "D->8->1"
+        and report["model"]["max_epochs"] == 3
+        and report["model"]["patience"] == 2
+    )
     assert report["model"]["optimizer"] == "adam lr 0.01 weight_decay 0"
     assert all(f["epochs"] <= 3 for f in report["results"][0]["folds"])
     ridge = cli("probe", "-t", "population", "-e", "good.safetensors", "--hidden", "8", "-o", "other")
@@ -459,14 +533,50 @@ def test_manifest_records_resolved_values_of_the_head_that_ran(cli, data, monkey
     assert params["alphas"] == {"value": list(DEFAULT_ALPHAS), "source": "default"}
     assert params["embeddings"] == {"value": ["good.safetensors"], "source": "flag"}
     # only the options of the task and head that ran
-    for name in ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device", "hidden", "max_epochs", "patience", "lr", "weight_decay", "as_json"):
+    for name in (
+        "mask",
+        "tiles",
+        "arch",
+        "pretrained",
+        "baseline",
+        "epochs",
+        "batch_size",
+        "device",
+        "hidden",
+        "max_epochs",
+        "patience",
+        "lr",
+        "weight_decay",
+        "as_json",
+    ):
         assert name not in params, name
-    assert cli("probe", "-t", "population", "-e", "good.safetensors", "--model", "mlp", "--max-epochs", "3", "--lr", "0.01", "--no-plots", "-o", "mlp").exit_code == 0
+    assert (
+        cli(
+            "probe",
+            "-t",
+            "population",
+            "-e",
+            "good.safetensors",
+            "--model",
+            "mlp",
+            "--max-epochs",
+            "3",
+            "--lr",
+            "0.01",
+            "--no-plots",
+            "-o",
+            "mlp",
+        ).exit_code
+        == 0
+    )
     params = json.loads((data["tmp"] / "mlp" / "urbanln.json").read_text())["params"]
     assert params["model"] == {"value": "mlp", "source": "flag"}
     assert params["lr"] == {"value": 0.01, "source": "flag"}
     assert params["weight_decay"] == {"value": 1e-4, "source": "default"}  # the MLP's default
-    assert params["max_epochs"] == {"value": 3, "source": "flag"} and params["hidden"] == {"value": 256, "source": "default"}
+    assert params["max_epochs"] == {"value": 3, "source": "flag"} and params["hidden"] == {
+        "value": 256,
+        "source": "default",
+    }
     assert "alphas" not in params and "epochs" not in params
 
 
@@ -474,7 +584,11 @@ def test_manifest_records_resolved_values_of_the_head_that_ran(cli, data, monkey
     "args, env, words",
     [
         ([], {"URBANLN_PROBE_EPOCHS": "3"}, "URBANLN_PROBE_EPOCHS (--epochs) is for --task segmentation"),
-        (["--mask", "landcover"], {"URBANLN_PROBE_DEVICE": "cpu"}, "--mask, URBANLN_PROBE_DEVICE (--device) are for --task segmentation"),
+        (
+            ["--mask", "landcover"],
+            {"URBANLN_PROBE_DEVICE": "cpu"},
+            "--mask, URBANLN_PROBE_DEVICE (--device) are for --task segmentation",
+        ),
         ([], {"URBANLN_PROBE_HIDDEN": "8"}, "URBANLN_PROBE_HIDDEN (--hidden) is for --model mlp"),
         (["--lr", "0.1"], {}, "--lr is for --model mlp"),
         (["--model", "mlp"], {"URBANLN_PROBE_ALPHAS": "1,2"}, "URBANLN_PROBE_ALPHAS (--alphas) is for --model ridge"),
@@ -493,7 +607,9 @@ def test_options_of_another_task_from_the_environment_are_refused(cli, data, mon
 def test_options_of_another_task_in_the_config_file_are_left_out(cli, data, monkeypatch):
     # one [probe] table may hold settings for both tasks and both heads: the run uses its own, and records only those
     monkeypatch.chdir(data["tmp"])
-    (data["tmp"] / "urbanln.toml").write_text('[probe]\nepochs = 3\nmask = "roads"\nhidden = 8\nlr = 0.05\nsplit = "spatial"\nblock-km = 0.8\n')
+    (data["tmp"] / "urbanln.toml").write_text(
+        '[probe]\nepochs = 3\nmask = "roads"\nhidden = 8\nlr = 0.05\nsplit = "spatial"\nblock-km = 0.8\n'
+    )
     result = cli("--config", "urbanln.toml", "probe", "-t", "population", "-e", "good.safetensors", "--no-plots")
     assert result.exit_code == 0, result.stderr
     params = json.loads((data["tmp"] / "probe" / "population" / "urbanln.json").read_text())["params"]
@@ -502,11 +618,29 @@ def test_options_of_another_task_in_the_config_file_are_left_out(cli, data, monk
     report = json.loads((data["tmp"] / "probe" / "population" / "report.json").read_text())
     assert report["model"]["kind"] == "ridge"
     # with --model mlp the config's hidden and lr take part
-    result = cli("--config", "urbanln.toml", "probe", "-t", "population", "-e", "good.safetensors", "--no-plots", "--model", "mlp", "--max-epochs", "2", "-o", "mlp")
+    result = cli(
+        "--config",
+        "urbanln.toml",
+        "probe",
+        "-t",
+        "population",
+        "-e",
+        "good.safetensors",
+        "--no-plots",
+        "--model",
+        "mlp",
+        "--max-epochs",
+        "2",
+        "-o",
+        "mlp",
+    )
     assert result.exit_code == 0, result.stderr
     params = json.loads((data["tmp"] / "mlp" / "urbanln.json").read_text())["params"]
     assert params["hidden"] == {"value": 8, "source": "config"} and params["lr"] == {"value": 0.05, "source": "config"}
-    assert json.loads((data["tmp"] / "mlp" / "report.json").read_text())["model"]["optimizer"] == "adam lr 0.05 weight_decay 0.0001"
+    assert (
+        json.loads((data["tmp"] / "mlp" / "report.json").read_text())["model"]["optimizer"]
+        == "adam lr 0.05 weight_decay 0.0001"
+    )
 
 
 def test_lr_help_states_each_tasks_default():

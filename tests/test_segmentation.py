@@ -13,7 +13,20 @@ from urbanln_cli.stages.label import LabelConfig, RasterTarget, label
 from urbanln_cli.stages.tile import TileConfig, tile
 from urbanln_cli.synth import SynthConfig, synth_city
 
-FAST = ["--baseline", "random", "--arch", "urbanln-tiny", "--block-km", "0.1", "--folds", "3", "--epochs", "2", "--device", "cpu"]
+FAST = [
+    "--baseline",
+    "random",
+    "--arch",
+    "urbanln-tiny",
+    "--block-km",
+    "0.1",
+    "--folds",
+    "3",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +34,19 @@ def city(tmp_path_factory):
     """A 512 px synthetic city at 1 m, cut into 64 tiles of 64 px, with land-cover masks and a population target."""
     folder = tmp_path_factory.mktemp("seg")
     synth_city(SynthConfig(out=folder / "city", size=512, seed=1, workers=1))
-    tiles = tile(TileConfig(inputs=(folder / "city" / "imagery.tif",), out=folder / "tiles", size=64, min_valid=0, workers=1)).out
-    labels = label(LabelConfig(tiles=tiles, out=folder / "labels", rasters=(
-        RasterTarget.parse(f"landcover={folder / 'city' / 'landcover.tif'}:mask"),
-        RasterTarget.parse(f"population={folder / 'city' / 'population.tif'}:sum"),
-    ))).out
+    tiles = tile(
+        TileConfig(inputs=(folder / "city" / "imagery.tif",), out=folder / "tiles", size=64, min_valid=0, workers=1)
+    ).out
+    labels = label(
+        LabelConfig(
+            tiles=tiles,
+            out=folder / "labels",
+            rasters=(
+                RasterTarget.parse(f"landcover={folder / 'city' / 'landcover.tif'}:mask"),
+                RasterTarget.parse(f"population={folder / 'city' / 'population.tif'}:sum"),
+            ),
+        )
+    ).out
     return folder, tiles, labels
 
 
@@ -40,12 +61,8 @@ def _png(data: bytes) -> np.ndarray:
 
 def test_iou_against_a_hand_computed_case():
     # classes 0, 1, 2, 3; 255 = not scored; class 3 is in neither truth nor prediction
-    truth = np.array([[0, 0, 1, 1],
-                      [0, 2, 2, 255],
-                      [1, 1, 2, 255]])
-    pred = np.array([[0, 1, 1, 1],
-                     [0, 2, 1, 0],
-                     [1, 0, 2, 2]])
+    truth = np.array([[0, 0, 1, 1], [0, 2, 2, 255], [1, 1, 2, 255]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 1, 0], [1, 0, 2, 2]])
     conf = seg.confusion(truth, pred, 4)
     # scored pixels (truth != 255): 10.  rows = truth, columns = prediction
     #   truth 0: (0,0)->0 (0,1)->1 (1,0)->0        => [2, 1, 0, 0]
@@ -67,7 +84,9 @@ def test_iou_against_a_hand_computed_case():
     # a class predicted but never true has IoU 0 and does count
     assert seg.mean_iou(seg.confusion([0, 0], [0, 1], 2)) == pytest.approx((0.5 + 0.0) / 2)
     assert math.isnan(seg.mean_iou(seg.confusion([255, 255], [0, 1], 2)))
-    summary = seg.summarise([seg.scores(conf, [0, 1, 2, 3]), seg.scores(seg.confusion([0, 1], [0, 1], 4), [0, 1, 2, 3])], [0, 1, 2, 3])
+    summary = seg.summarise(
+        [seg.scores(conf, [0, 1, 2, 3]), seg.scores(seg.confusion([0, 1], [0, 1], 4), [0, 1, 2, 3])], [0, 1, 2, 3]
+    )
     assert summary["miou"]["mean"] == pytest.approx(((0.5 + 0.5 + 2 / 3) / 3 + 1.0) / 2)
     assert summary["iou"]["2"] == {"mean": pytest.approx(2 / 3), "std": 0.0, "folds": 1}
     assert summary["iou"]["3"]["folds"] == 0 and math.isnan(summary["iou"]["3"]["mean"])
@@ -124,7 +143,8 @@ def test_pixel_head_learns_informative_tokens_and_a_misaligned_grid_fails():
     train, test = range(20), range(20, n)
     assert _head_miou(feats, masks, k, train, test) > 0.85  # 0.92: only bilinear upsampling blurs the block edges
     # the same tokens on the wrong grid: rows and columns swapped (a 12 × 8 grid, still upsampled to 32 × 48),
-    # the flat tokens read column by column, or off by one token (as when the class token is kept and the last patch lost)
+    # the flat tokens read column by column, or off by one token (as when the class token is kept and the last patch
+    # lost)
     flat = feats.reshape(n, k, -1)
     swapped = np.ascontiguousarray(feats.transpose(0, 1, 3, 2))
     column_major = np.ascontiguousarray(flat.reshape(n, k, 12, 8).transpose(0, 1, 3, 2))
@@ -139,7 +159,9 @@ def test_token_grid_undoes_the_vit_flattening():
     from urbanln_cli.stages.segment import token_grid
 
     grid = torch.randn(2, 5, 3, 4)  # [tiles, dim, gh, gw], as the ViT's patch embedding (conv1) gives them
-    tokens = grid.reshape(2, 5, -1).permute(0, 2, 1)  # open_clip VisionTransformer._embeds: token i*gw + j is patch (i, j)
+    tokens = grid.reshape(2, 5, -1).permute(
+        0, 2, 1
+    )  # open_clip VisionTransformer._embeds: token i*gw + j is patch (i, j)
     back, dropped = token_grid(tokens, (3, 4))
     assert back.shape == (2, 5, 3, 4) and not dropped
     torch.testing.assert_close(back, grid)
@@ -188,7 +210,9 @@ def test_stage_tokens_line_up_with_the_pixels(monkeypatch):
     model = _identity_vit()
 
     def tokens():
-        feats, info = stage._tokens(model, images, np.arange(40), stage.SegmentConfig(batch_size=16), torch.device("cpu"), lambda n: None)
+        feats, info = stage._tokens(
+            model, images, np.arange(40), stage.SegmentConfig(batch_size=16), torch.device("cpu"), lambda n: None
+        )
         assert feats.shape == (40, 64, 4, 4) and info["grid"] == [4, 4]
         return feats
 
@@ -209,7 +233,10 @@ def test_tile_masks_equal_the_landcover_window(city):
     with rasterio.open(folder / "city" / "landcover.tif") as src:
         landcover = src.read(1)
     rows = datasets.load_from_disk(str(labels)).to_list()
-    windows = {t["tile_id"]: (t["row_off"], t["col_off"]) for t in datasets.load_from_disk(str(tiles)).remove_columns("image").to_list()}
+    windows = {
+        t["tile_id"]: (t["row_off"], t["col_off"])
+        for t in datasets.load_from_disk(str(tiles)).remove_columns("image").to_list()
+    }
     assert len(rows) == 64
     for row in rows:
         r, c = windows[row["tile_id"]]
@@ -221,8 +248,14 @@ def test_tile_masks_equal_the_landcover_window(city):
     assert info["nodata_pixels"] == 0 and info["tiles_with_nodata"] == 0
     assert info["names"]["0"] == "water" and len(info["palette"]["2"]) == 3
     # a coarser grid: the class at the centre of each 4 × 4 block of pixels
-    small = label(LabelConfig(tiles=tiles, out=folder / "small", mask_size=16,
-                              rasters=(RasterTarget.parse(f"landcover={folder / 'city' / 'landcover.tif'}:mask"),))).out
+    small = label(
+        LabelConfig(
+            tiles=tiles,
+            out=folder / "small",
+            mask_size=16,
+            rasters=(RasterTarget.parse(f"landcover={folder / 'city' / 'landcover.tif'}:mask"),),
+        )
+    ).out
     row = datasets.load_from_disk(str(small))[5]
     r, c = windows[row["tile_id"]]
     np.testing.assert_array_equal(_png(row["landcover_mask"]), landcover[r + 2 : r + 64 : 4, c + 2 : c + 64 : 4])
@@ -232,8 +265,16 @@ def test_edge_tiles_mark_outside_pixels_as_ignored(city, tmp_path):
     import rasterio
 
     folder, _, _ = city
-    tiles = tile(TileConfig(inputs=(folder / "city" / "imagery.tif",), out=tmp_path / "tiles", size=96, min_valid=0, workers=1)).out
-    result = label(LabelConfig(tiles=tiles, out=tmp_path / "labels", rasters=(RasterTarget.parse(f"lc={folder / 'city' / 'landcover.tif'}:mask"),)))
+    tiles = tile(
+        TileConfig(inputs=(folder / "city" / "imagery.tif",), out=tmp_path / "tiles", size=96, min_valid=0, workers=1)
+    ).out
+    result = label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "labels",
+            rasters=(RasterTarget.parse(f"lc={folder / 'city' / 'landcover.tif'}:mask"),),
+        )
+    )
     with rasterio.open(folder / "city" / "landcover.tif") as src:
         landcover = src.read(1)
     corner = {r["tile_id"]: r for r in datasets.load_from_disk(str(tmp_path / "labels")).to_list()}["imagery/r480_c480"]
@@ -248,7 +289,21 @@ def test_edge_tiles_mark_outside_pixels_as_ignored(city, tmp_path):
 
 def test_segmentation_probe_end_to_end(city, tmp_path, cli):
     folder, tiles, labels = city
-    result = cli("probe", "--task", "segmentation", "--mask", "landcover", "--tiles", tiles, "--labels", labels, *FAST, "-o", tmp_path / "a", "--json")
+    result = cli(
+        "probe",
+        "--task",
+        "segmentation",
+        "--mask",
+        "landcover",
+        "--tiles",
+        tiles,
+        "--labels",
+        labels,
+        *FAST,
+        "-o",
+        tmp_path / "a",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["out"] == str(tmp_path / "a")
@@ -277,9 +332,25 @@ def test_segmentation_probe_end_to_end(city, tmp_path, cli):
     # resolved defaults, and only the options of segmentation
     params = manifest["params"]
     assert params["split"] == {"value": "spatial", "source": "default"}
-    assert params["lr"] == {"value": 1e-2, "source": "default"} and params["weight_decay"] == {"value": 1e-4, "source": "default"}
-    assert params["epochs"] == {"value": 2, "source": "flag"} and params["mask"] == {"value": "landcover", "source": "flag"}
-    for name in ("target", "embeddings", "log_target", "drop_zero", "alphas", "hidden", "max_epochs", "patience", "as_json"):
+    assert params["lr"] == {"value": 1e-2, "source": "default"} and params["weight_decay"] == {
+        "value": 1e-4,
+        "source": "default",
+    }
+    assert params["epochs"] == {"value": 2, "source": "flag"} and params["mask"] == {
+        "value": "landcover",
+        "source": "flag",
+    }
+    for name in (
+        "target",
+        "embeddings",
+        "log_target",
+        "drop_zero",
+        "alphas",
+        "hidden",
+        "max_epochs",
+        "patience",
+        "as_json",
+    ):
         assert name not in params, name
     assert report["head"]["optimizer"] == "AdamW lr 0.01 weight_decay 0.0001"
     # the alias gives the same numbers (and the same run twice is deterministic)
@@ -301,9 +372,14 @@ def test_segmentation_lr_and_weight_decay(city, tmp_path, cli):
         report = json.loads((tmp_path / folder / "report.json").read_text())
         assert report["head"]["optimizer"] == "AdamW lr 0.05 weight_decay 0"
         params = json.loads((tmp_path / folder / "urbanln.json").read_text())["params"]
-        assert params["lr"] == {"value": 0.05, "source": "flag"} and params["weight_decay"] == {"value": 0.0, "source": "flag"}
+        assert params["lr"] == {"value": 0.05, "source": "flag"} and params["weight_decay"] == {
+            "value": 0.0,
+            "source": "flag",
+        }
     assert json.loads(probed.stdout)["metrics"] == json.loads(evaluated.stdout)["metrics"]
-    bad = cli("evaluate", "segmentation", "--tiles", tiles, "--labels", labels, *FAST, "--lr", "0", "-o", tmp_path / "x")
+    bad = cli(
+        "evaluate", "segmentation", "--tiles", tiles, "--labels", labels, *FAST, "--lr", "0", "-o", tmp_path / "x"
+    )
     assert bad.exit_code == 2 and "--lr 0 must be positive" in bad.stderr
 
 
@@ -311,14 +387,37 @@ def test_segmentation_options_from_config_and_environment(city, tmp_path, cli):
     # a [probe] table may hold the regression settings too: a segmentation run leaves them out (model = "mlp" included)
     _, tiles, labels = city
     config = tmp_path / "urbanln.toml"
-    config.write_text('[probe]\nmodel = "mlp"\nhidden = 8\nalphas = "1,2"\ntarget = "population"\nepochs = 1\nlr = 0.03\n')
-    args = ["probe", "--task", "segmentation", "--tiles", tiles, "--labels", labels, "--baseline", "random", "--arch", "urbanln-tiny",
-            "--block-km", "0.1", "--folds", "3", "--device", "cpu", "--no-plots"]
+    config.write_text(
+        '[probe]\nmodel = "mlp"\nhidden = 8\nalphas = "1,2"\ntarget = "population"\nepochs = 1\nlr = 0.03\n'
+    )
+    args = [
+        "probe",
+        "--task",
+        "segmentation",
+        "--tiles",
+        tiles,
+        "--labels",
+        labels,
+        "--baseline",
+        "random",
+        "--arch",
+        "urbanln-tiny",
+        "--block-km",
+        "0.1",
+        "--folds",
+        "3",
+        "--device",
+        "cpu",
+        "--no-plots",
+    ]
     result = cli("--config", config, *args, "-o", tmp_path / "c")
     assert result.exit_code == 0, result.stderr
     params = json.loads((tmp_path / "c" / "urbanln.json").read_text())["params"]
     assert params["epochs"] == {"value": 1, "source": "config"} and params["lr"] == {"value": 0.03, "source": "config"}
-    assert params["model"] == {"value": None, "source": "default"}  # left out: a regression head; the model is the --baseline
+    assert params["model"] == {
+        "value": None,
+        "source": "default",
+    }  # left out: a regression head; the model is the --baseline
     assert not {"hidden", "alphas", "target"} & set(params)
     # the same from the environment is refused
     result = cli(*args, "-o", tmp_path / "v", env={"URBANLN_PROBE_HIDDEN": "8"})
@@ -353,8 +452,20 @@ def test_segmentation_probe_random_split_and_no_plots(city, tmp_path):
     from urbanln_cli.stages.segment import SegmentConfig, segment
 
     folder, tiles, labels = city
-    result = segment(SegmentConfig(tiles=tiles, labels=labels, baseline="random", arch="urbanln-tiny", split="random", folds=2, epochs=1,
-                                   device="cpu", plots=False, out=tmp_path / "r"))
+    result = segment(
+        SegmentConfig(
+            tiles=tiles,
+            labels=labels,
+            baseline="random",
+            arch="urbanln-tiny",
+            split="random",
+            folds=2,
+            epochs=1,
+            device="cpu",
+            plots=False,
+            out=tmp_path / "r",
+        )
+    )
     assert result.report["split"]["kind"] == "random" and len(result.report["folds"]) == 2
     assert result.report["files"] == {} and not (tmp_path / "r" / "examples.png").exists()
 
@@ -362,7 +473,11 @@ def test_segmentation_probe_random_split_and_no_plots(city, tmp_path):
 @pytest.mark.parametrize(
     "args, code, words",
     [
-        (["--labels", "{folder}/nomask"], 3, "has no mask column 'landcover_mask'; its columns are tile_id, lon, lat, group, population"),
+        (
+            ["--labels", "{folder}/nomask"],
+            3,
+            "has no mask column 'landcover_mask'; its columns are tile_id, lon, lat, group, population",
+        ),
         (["--mask", "roads"], 3, "has no mask column 'roads_mask'"),
         (["--tiles", "{folder}/other_tiles"], 3, "no tile id in"),
         (["--baseline", "pixels"], 2, "no patch tokens"),
@@ -375,12 +490,34 @@ def test_segmentation_probe_random_split_and_no_plots(city, tmp_path):
 def test_segmentation_errors(city, tmp_path, cli, args, code, words):
     folder, tiles, labels = city
     if not (folder / "nomask").exists():
-        label(LabelConfig(tiles=tiles, out=folder / "nomask", rasters=(RasterTarget.parse(f"population={folder / 'city' / 'population.tif'}:sum"),)))
+        label(
+            LabelConfig(
+                tiles=tiles,
+                out=folder / "nomask",
+                rasters=(RasterTarget.parse(f"population={folder / 'city' / 'population.tif'}:sum"),),
+            )
+        )
         import shutil
 
-        shutil.copyfile(folder / "city" / "imagery.tif", folder / "elsewhere.tif")  # the same pixels under other tile ids
+        shutil.copyfile(
+            folder / "city" / "imagery.tif", folder / "elsewhere.tif"
+        )  # the same pixels under other tile ids
         tile(TileConfig(inputs=(folder / "elsewhere.tif",), out=folder / "other_tiles", size=64, workers=1))
-    base = ["probe", "--task", "segmentation", "--tiles", tiles, "--labels", labels, "--device", "cpu", "--block-km", "0.1", "-o", tmp_path / "x"]
+    base = [
+        "probe",
+        "--task",
+        "segmentation",
+        "--tiles",
+        tiles,
+        "--labels",
+        labels,
+        "--device",
+        "cpu",
+        "--block-km",
+        "0.1",
+        "-o",
+        tmp_path / "x",
+    ]
     extra = [a.format(folder=folder) for a in args]
     if "--baseline" not in extra and "--model" not in extra:
         extra += ["--baseline", "random", "--arch", "urbanln-tiny"]

@@ -34,18 +34,49 @@ def _scene(folder):
     for i in range(6):
         bx, by = x0 + 2 + i * 10, ytop - 20
         box = _box(bx, by, bx + 9, by + 9)
-        houses.append({"id": i, "use": "residential", "zone": "suburb", "footprint": box["polygon"], "bbox": box["bbox"],
-                       "height_m": 6, "storeys": 2, "roof_colour": "red", "roof_material": "tile", "floor_area_m2": 162,
-                       "population": 3, "carbon": 0, "gdp": 0})
+        houses.append(
+            {
+                "id": i,
+                "use": "residential",
+                "zone": "suburb",
+                "footprint": box["polygon"],
+                "bbox": box["bbox"],
+                "height_m": 6,
+                "storeys": 2,
+                "roof_colour": "red",
+                "roof_material": "tile",
+                "floor_area_m2": 162,
+                "population": 3,
+                "carbon": 0,
+                "gdp": 0,
+            }
+        )
     scene = {
-        "version": 1, "seed": 0, "style": "test", "size": 128, "gsd": 1.0, "crs": "EPSG:32650",
+        "version": 1,
+        "seed": 0,
+        "style": "test",
+        "size": 128,
+        "gsd": 1.0,
+        "crs": "EPSG:32650",
         "transform": [1.0, 0.0, x0, 0.0, -1.0, ytop],
         "buildings": houses,
-        "roads": [{"id": 0, "class": "arterial", "lanes": 4, "width_m": 14, "line": [[x0, ytop - 40], [x0 + 64, ytop - 40]],
-                   "bbox": [x0, ytop - 40, x0 + 64, ytop - 40]}],
+        "roads": [
+            {
+                "id": 0,
+                "class": "arterial",
+                "lanes": 4,
+                "width_m": 14,
+                "line": [[x0, ytop - 40], [x0 + 64, ytop - 40]],
+                "bbox": [x0, ytop - 40, x0 + 64, ytop - 40],
+            }
+        ],
         "water": [{"id": 0, "kind": "lake", **_box(x0 + 70, ytop - 60, x0 + 126, ytop - 4)}],
         "vehicles": [{"id": i, "x": x0 + 66 + i, "y": ytop - 2, "kind": "car", "heading_deg": 90} for i in range(3)],
-        "parks": [], "rail": [], "sports_fields": [], "trees": [], "zones": [],
+        "parks": [],
+        "rail": [],
+        "sports_fields": [],
+        "trees": [],
+        "zones": [],
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "scene.json").write_text(json.dumps(scene))
@@ -76,8 +107,13 @@ def _west_facts(city):
 
 
 def _flawless(**changes):
-    base = PERSONAS["precise"].__dict__ | {"omission": 0, "wrong_count": 0, "wrong_land_use": 0, "hallucinated_object": 0,
-                                           "false_absence": 0}
+    base = PERSONAS["precise"].__dict__ | {
+        "omission": 0,
+        "wrong_count": 0,
+        "wrong_land_use": 0,
+        "hallucinated_object": 0,
+        "false_absence": 0,
+    }
     return PERSONAS["precise"].__class__(**(base | changes))
 
 
@@ -97,7 +133,9 @@ def test_precise_persona_without_errors_says_only_true_things(city_tiles):
         assert by_fact["building_count"]["value"] == 6 and ("6" in text or "six" in text)
         assert by_fact["roads"]["value"] == {"class": "arterial", "lanes": 4} and ("4" in text or "four" in text)
         # two absences, each of something the tile really lacks, said as a sentence or as a clause
-        denied = [s for s in sentences if s["polarity"] == "absent"] + [a for s in sentences for a in s["also"] if a["polarity"] == "absent"]
+        denied = [s for s in sentences if s["polarity"] == "absent"] + [
+            a for s in sentences for a in s["also"] if a["polarity"] == "absent"
+        ]
         assert len(denied) == 2 and all(_lacks(d["fact"], facts) and d["absent"] for d in denied)
         assert {c for s in sentences for c in s["absent"]} == {c for d in denied for c in d["absent"]}
 
@@ -112,7 +150,9 @@ def test_the_same_facts_in_varied_words(city_tiles):
     assert "most of which" in every and ", which " in every  # relative clauses
     assert " with " in every and "roofs" in every  # attribute phrases
     assert any(w in every for w in ("No ", " no ", "without"))  # absence statements
-    assert any(w in every for w in ("thoroughfare", "townhouses", "dwellings", "neighbourhood", "bungalows"))  # words outside the lexicon
+    assert any(
+        w in every for w in ("thoroughfare", "townhouses", "dwellings", "neighbourhood", "bungalows")
+    )  # words outside the lexicon
 
 
 def test_false_absences_deny_what_is_there(city_tiles):
@@ -122,7 +162,12 @@ def test_false_absences_deny_what_is_there(city_tiles):
     for seed in range(30):
         _, labels = write_caption(_flawless(false_absence=1.0, absence=0.0), facts, random.Random(seed))
         wrong = [s for s in labels["sentences"] if s["label"] == "false_absence"]
-        assert len(wrong) == 1 and wrong[0]["polarity"] == "absent" and _has(wrong[0]["fact"], facts) and wrong[0]["absent"]
+        assert (
+            len(wrong) == 1
+            and wrong[0]["polarity"] == "absent"
+            and _has(wrong[0]["fact"], facts)
+            and wrong[0]["absent"]
+        )
         seen += 1
     assert seen == 30
 
@@ -166,7 +211,9 @@ def synth_captions(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("synth")
     synth_city(SynthConfig(out=folder / "city", size=1024, seed=1, workers=1))
-    tiles = tile(TileConfig(inputs=(folder / "city" / "imagery.tif",), out=folder / "tiles", size=64, min_valid=0, workers=1)).out
+    tiles = tile(
+        TileConfig(inputs=(folder / "city" / "imagery.tif",), out=folder / "tiles", size=64, min_valid=0, workers=1)
+    ).out
     models = tuple(f"sim:{p}" for p in PERSONAS)
     caption(CaptionConfig(tiles=tiles, out=folder / "cap", models=models, concurrency=8))
     return folder, datasets.load_from_disk(str(folder / "cap")).to_list()
@@ -182,7 +229,9 @@ def test_true_sentences_agree_with_the_scene(synth_captions):
     checked = absent = 0
     for row in rows:
         t = tiles[row["tile_id"]]
-        facts = tile_facts(scene, TileInfo(t["tile_id"], t["crs"], (t["minx"], t["miny"], t["maxx"], t["maxy"]), t["gsd"]))
+        facts = tile_facts(
+            scene, TileInfo(t["tile_id"], t["crs"], (t["minx"], t["miny"], t["maxx"], t["maxy"]), t["gsd"])
+        )
         sentences = json.loads(row["sentence_labels"])["sentences"]
         assert [s["text"] for s in sentences] == split_sentences(row["caption"])  # one label per sentence fuse sees
         order = [s["fact"] for s in sentences if s["label"] != "boilerplate"]

@@ -10,8 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from urbanln_cli.synth import SynthConfig, synth_city
-from urbanln_cli.synth import indicators
+from urbanln_cli.synth import SynthConfig, indicators, synth_city
 
 SIZE = 1000  # a whole number of 100/500/1000 m cells at 1 m, so tiles cover every indicator cell exactly
 
@@ -53,10 +52,41 @@ def test_files_and_georeferencing(city, scene):
         assert grid.dtype == np.float32 and c == crs
         assert (t.a, t.c, t.f) == (cell, transform.c, transform.f)  # same origin, coarser cells
         assert grid.shape[1:] == (math.ceil(SIZE / cell),) * 2
-    assert {"version", "seed", "style", "size", "gsd", "classes", "formulas", "buildings", "roads", "rail", "parks", "water", "sports_fields", "trees", "vehicles", "zones"} <= set(scene)
+    assert {
+        "version",
+        "seed",
+        "style",
+        "size",
+        "gsd",
+        "classes",
+        "formulas",
+        "buildings",
+        "roads",
+        "rail",
+        "parks",
+        "water",
+        "sports_fields",
+        "trees",
+        "vehicles",
+        "zones",
+    } <= set(scene)
     assert {z["name"] for z in scene["zones"]} >= {"centre", "residential_high"}
     b = scene["buildings"][0]
-    assert {"id", "use", "zone", "footprint", "bbox", "height_m", "storeys", "roof_colour", "roof_material", "floor_area_m2", "population", "carbon", "gdp"} <= set(b)
+    assert {
+        "id",
+        "use",
+        "zone",
+        "footprint",
+        "bbox",
+        "height_m",
+        "storeys",
+        "roof_colour",
+        "roof_material",
+        "floor_area_m2",
+        "population",
+        "carbon",
+        "gdp",
+    } <= set(b)
 
 
 def test_same_seed_same_bytes_different_seed_different_city(city, tmp_path):
@@ -174,8 +204,12 @@ def test_indicator_totals_equal_their_formulas(city, scene):
     for r in scene["roads"]:
         length = float(np.hypot(*np.diff(np.asarray(r["line"]), axis=0).T).sum())
         assert length == pytest.approx(r["length_m"], abs=0.05)
-        expected["carbon"] += r["length_m"] * r["lanes"] * f["carbon"]["traffic_per_lane_m"][r["class"]] * r["noise"]["carbon"]
-        expected["nightlight"] += r["length_m"] * r["width_m"] * f["nightlight"]["road_light_per_m2"][r["class"]] * r["noise"]["nightlight"]
+        expected["carbon"] += (
+            r["length_m"] * r["lanes"] * f["carbon"]["traffic_per_lane_m"][r["class"]] * r["noise"]["carbon"]
+        )
+        expected["nightlight"] += (
+            r["length_m"] * r["width_m"] * f["nightlight"]["road_light_per_m2"][r["class"]] * r["noise"]["nightlight"]
+        )
     for name, total in expected.items():
         raster = _read(city / f"{name}.tif")[0].astype(np.float64).sum()
         assert total > 0, name
@@ -187,7 +221,8 @@ def test_indicator_totals_equal_their_formulas(city, scene):
 
 
 def test_a_coarse_gsd_draws_crowns_under_a_pixel(tmp_path):
-    """At 4 m a pixel the smallest crowns (3.5 m) are under a pixel wide: a dot each, not a PIL error (the demo draws at 4 m)."""
+    """At 4 m a pixel the smallest crowns (3.5 m) are under a pixel wide: a dot each, not a PIL error (the demo draws
+    at 4 m)."""
     res = synth_city(SynthConfig(out=tmp_path / "coarse", size=256, gsd=4.0, seed=0, workers=1))
     assert res.counts["trees"] > 0 and (tmp_path / "coarse" / "imagery.tif").is_file()
 
@@ -197,7 +232,9 @@ def test_roof_colour_is_independent_of_use(tmp_path):
     buildings = json.loads((res.out / "scene.json").read_text())["buildings"]
     uses = sorted({b["use"] for b in buildings})
     colours = sorted({b["roof_colour"] for b in buildings})
-    table = np.array([[sum(1 for b in buildings if b["use"] == u and b["roof_colour"] == c) for c in colours] for u in uses], float)
+    table = np.array(
+        [[sum(1 for b in buildings if b["use"] == u and b["roof_colour"] == c) for c in colours] for u in uses], float
+    )
     from scipy.stats import chi2_contingency
 
     assert chi2_contingency(table[table.sum(1) > 0][:, table.sum(0) > 0]).pvalue > 0.001
@@ -228,7 +265,16 @@ def test_tile_and_label_on_the_city(city, tmp_path):
     result = tile(TileConfig(inputs=(city / "imagery.tif",), out=tiles, size=250, workers=1))
     assert result.rows == 16
     labels = tmp_path / "labels"
-    label(LabelConfig(tiles=tiles, out=labels, rasters=(RasterTarget("population", city / "population.tif", "sum"), RasterTarget("lc", city / "landcover.tif", "fractions"))))
+    label(
+        LabelConfig(
+            tiles=tiles,
+            out=labels,
+            rasters=(
+                RasterTarget("population", city / "population.tif", "sum"),
+                RasterTarget("lc", city / "landcover.tif", "fractions"),
+            ),
+        )
+    )
     ds = datasets.load_from_disk(str(labels))
     total = _read(city / "population.tif")[0].astype(np.float64).sum()
     assert sum(ds["population"]) == pytest.approx(total, rel=1e-6)

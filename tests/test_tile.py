@@ -68,7 +68,7 @@ def test_edge_windows_are_padded_and_filtered(tmp_path):
 
 
 def test_non_uint8_gets_stretched_and_nodata_respected(tmp_path):
-    data = (np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64) * 10 + 1000)
+    data = np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64) * 10 + 1000
     data[:, :, :40] = 0  # nodata on the left 40 columns
     make_geotiff(tmp_path / "pan.tif", data=data, nodata=0)
     result = tile(TileConfig(inputs=(tmp_path / "pan.tif",), out=tmp_path / "t", size=64, min_valid=0.3))
@@ -186,11 +186,11 @@ def test_interrupt_keeps_shards_and_rerun_resumes(tmp_path, cli, monkeypatch):
     assert "error: tiling interrupted: 2 of 4 shards are kept" in result.stderr
     assert "hint: run the same command again to resume" in result.stderr
     assert not (tmp_path / "t").exists()
-    calls["n"] = -10**9  # no more interrupts
+    calls["n"] = -(10**9)  # no more interrupts
     result = cli(*args)
     assert result.exit_code == 0, result.stderr
     assert "resumed 2 of 4 shards" in result.stderr
-    assert calls["n"] == -10**9 + (247 - 128)  # only the unfinished shards were rendered
+    assert calls["n"] == -(10**9) + (247 - 128)  # only the unfinished shards were rendered
     assert not (tmp_path / "t.partial").exists()
     tile(TileConfig(inputs=(tmp_path / "city.tif",), out=tmp_path / "clean", size=16, workers=1))
     resumed, clean = _load(tmp_path / "t"), _load(tmp_path / "clean")

@@ -13,19 +13,32 @@ from urbanln_cli.text.tokens import ClipBPE, bpe_tokenizer, clip_counter, fit_to
 
 # UC Merced captions (Yang & Newsam 2010; UCM-Captions, Qu et al. 2016; USGS imagery, public domain), one pair per class
 _UCM = [
-    "There is a piece of farmland .", "It is a piece of cropland .",
-    "Four airplanes are parked at the airport .", "Four different sizes of airplanes are in the airport .",
-    "This is an old baseball diamond .", "It is a very old baseball diamond compose of sand and weeds .",
-    "This is a beach with blue sea and white sands .", "Waves beat the beach and throw up white foam while some birds flying .",
-    "There is one road between two buildings .", "There are buildings and a T-junction .",
-    "This is a chaparral .", "There are some grey plants scattered on the ground .",
-    "This is a dense residential area .", "Lots of houses arranged neatly and a road goes through them .",
-    "There are two straight freeways closed to each other .", "Some cars are on the freeways .",
-    "This is a part of a golf course with turfs and some trees .", "Lots of boats docked at the harbor .",
-    "An intersection with no cars or pedestrians on the road .", "Many mobile homes arranged in lines in the mobile home park .",
-    "An overpass with a road go across another two roads vertically .", "It is a parking lot with many cars parked scatteredly and some parking spots are free .",
-    "It is a straight runway with some white mark lines on it .", "Three storage tanks are in the lawn .",
-    "A villa with orange roofs is surrounded by trees and lawn in the sparse residential area .", "There is a tennis court surrounded by lots of plants .",
+    "There is a piece of farmland .",
+    "It is a piece of cropland .",
+    "Four airplanes are parked at the airport .",
+    "Four different sizes of airplanes are in the airport .",
+    "This is an old baseball diamond .",
+    "It is a very old baseball diamond compose of sand and weeds .",
+    "This is a beach with blue sea and white sands .",
+    "Waves beat the beach and throw up white foam while some birds flying .",
+    "There is one road between two buildings .",
+    "There are buildings and a T-junction .",
+    "This is a chaparral .",
+    "There are some grey plants scattered on the ground .",
+    "This is a dense residential area .",
+    "Lots of houses arranged neatly and a road goes through them .",
+    "There are two straight freeways closed to each other .",
+    "Some cars are on the freeways .",
+    "This is a part of a golf course with turfs and some trees .",
+    "Lots of boats docked at the harbor .",
+    "An intersection with no cars or pedestrians on the road .",
+    "Many mobile homes arranged in lines in the mobile home park .",
+    "An overpass with a road go across another two roads vertically .",
+    "It is a parking lot with many cars parked scatteredly and some parking spots are free .",
+    "It is a straight runway with some white mark lines on it .",
+    "Three storage tanks are in the lawn .",
+    "A villa with orange roofs is surrounded by trees and lawn in the sparse residential area .",
+    "There is a tennis court surrounded by lots of plants .",
 ]
 # VLM-style sentences (written for this test)
 _VLM = [
@@ -41,10 +54,19 @@ _VLM = [
     "   Extra   spaces,\ttabs\nand newlines   should not matter   ",
 ]
 _NON_ASCII = [
-    "Café près de la gare — 5 km² de résidences", "北京市朝阳区的住宅小区和一条河流", "Straße und Brücke über den Fluß",
-    "Москва: жилой район у реки", "منطقة سكنية بالقرب من النهر", "Ελληνικά: παραλία και λιμάνι", "emoji 🚗🚌🏠 on the road",
-    "naïve “quoted” ‘façade’ and an en–dash", "Ã©tÃ© mojibake that ftfy repairs", "ｆｕｌｌｗｉｄｔｈ letters and ① circled",
-    "Tōkyō, São Paulo, Kraków, Zürich", "R&amp;D park &lt;b&gt;bold&lt;/b&gt; &#39;quoted&#39;", "<start_of_text> special <end_of_text>",
+    "Café près de la gare — 5 km² de résidences",
+    "北京市朝阳区的住宅小区和一条河流",
+    "Straße und Brücke über den Fluß",
+    "Москва: жилой район у реки",
+    "منطقة سكنية بالقرب من النهر",
+    "Ελληνικά: παραλία και λιμάνι",
+    "emoji 🚗🚌🏠 on the road",
+    "naïve “quoted” ‘façade’ and an en–dash",
+    "Ã©tÃ© mojibake that ftfy repairs",
+    "ｆｕｌｌｗｉｄｔｈ letters and ① circled",
+    "Tōkyō, São Paulo, Kraków, Zürich",
+    "R&amp;D park &lt;b&gt;bold&lt;/b&gt; &#39;quoted&#39;",
+    "<start_of_text> special <end_of_text>",
 ]
 
 
@@ -54,7 +76,14 @@ def _texts() -> list[str]:
     texts += [t.upper() for t in base[::3]]
     texts += [f"{a} {b}" for a, b in zip(base, base[7:])]  # two-sentence captions
     texts += [" ".join(base[i : i + 12]) for i in range(0, len(base), 6)]  # long ones (> 77 tokens)
-    texts += ["", " ", "!!!???...", "x_y_z under_scores", "O'Neil's can't, won't; I'm, we'll, you'd, they've", "1234567 3.5km 2,000 1e6"]
+    texts += [
+        "",
+        " ",
+        "!!!???...",
+        "x_y_z under_scores",
+        "O'Neil's can't, won't; I'm, we'll, you'd, they've",
+        "1234567 3.5km 2,000 1e6",
+    ]
     texts += [a + " " + b for a, b in itertools.product(_NON_ASCII[:6], _UCM[:10])]
     texts += [a + " " + b for a, b in itertools.product(_VLM[:5], _NON_ASCII[6:])]
     return texts
@@ -108,7 +137,13 @@ def test_which_tokenizers_run_without_torch():
 
 
 def test_local_dir_config_is_read(tmp_path):
-    cfg = {"model_cfg": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": {"context_length": 248, "tokenizer_kwargs": {"clean": "canonicalize"}}}}
+    cfg = {
+        "model_cfg": {
+            "embed_dim": 8,
+            "vision_cfg": {},
+            "text_cfg": {"context_length": 248, "tokenizer_kwargs": {"clean": "canonicalize"}},
+        }
+    }
     (tmp_path / "open_clip_config.json").write_text(json.dumps(cfg))
     assert simple_clean_mode(f"local-dir:{tmp_path}") == "canonicalize"
     cfg["model_cfg"]["text_cfg"] = {"hf_tokenizer_name": "org/tok"}

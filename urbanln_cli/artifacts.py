@@ -19,10 +19,11 @@ import re
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from urbanln_cli import __version__
 from urbanln_cli.errors import InputError, OutputExistsError, OutputLocked, WrongArtifactError
@@ -62,9 +63,11 @@ class RunInfo:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: Any) -> "RunInfo":
+    def from_config(cls, config: Any) -> RunInfo:
         """For library calls: every field of a stage config, marked as coming from the API."""
-        params = {f.name: {"value": _jsonable(getattr(config, f.name)), "source": "api"} for f in dataclasses.fields(config)}
+        params = {
+            f.name: {"value": _jsonable(getattr(config, f.name)), "source": "api"} for f in dataclasses.fields(config)
+        }
         return cls(command=f"python: {type(config).__name__}", params=params)
 
 
@@ -135,7 +138,12 @@ def fingerprint(path: Path | str) -> dict[str, Any]:
         return {"path": str(path), "stage": manifest.get("stage"), "artifact_id": manifest.get("artifact_id")}
     if path.is_file():
         stat = path.stat()
-        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": _head_tail_sha256(path)}
+        return {
+            "path": str(path),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256_head_tail": _head_tail_sha256(path),
+        }
     if path.is_dir():
         h, n, total = hashlib.sha256(), 0, 0
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
@@ -163,7 +171,9 @@ def _head_tail_sha256(path: Path, span: int = 1 << 20) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def check_output(out: Path | str, overwrite: bool, inputs: tuple[Path | str, ...] = (), stage: str | None = None) -> Path:
+def check_output(
+    out: Path | str, overwrite: bool, inputs: tuple[Path | str, ...] = (), stage: str | None = None
+) -> Path:
     """Fail early, before any work, when ``out`` exists and may not be replaced.
 
     ``--overwrite`` replaces only an urbanln artifact of ``stage`` (any stage when
@@ -191,7 +201,9 @@ def guard_path(out: Path | str, inputs: tuple[Path | str, ...] = ()) -> Path:
         if resolved == source or resolved in source.parents:
             raise OutputExistsError(f"output {out} would replace the input {item}", hint="choose another -o/--out")
         if source in resolved.parents and source.is_dir():  # a later --overwrite of the input would take it along
-            raise OutputExistsError(f"output {out} is inside the input {item}", hint="write it beside the input, not inside it")
+            raise OutputExistsError(
+                f"output {out} is inside the input {item}", hint="write it beside the input, not inside it"
+            )
     return out
 
 
@@ -200,10 +212,14 @@ def _refuse_protected(path: Path, verb: str) -> None:
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
     if path.name in ("", ".", "..") or resolved == cwd or resolved in cwd.parents:
-        raise OutputExistsError(f"refusing to {verb} {path}: it is the current folder or holds it",
-                                hint="name an output folder inside this one, e.g. -o tiles")
+        raise OutputExistsError(
+            f"refusing to {verb} {path}: it is the current folder or holds it",
+            hint="name an output folder inside this one, e.g. -o tiles",
+        )
     if resolved in {Path("/"), Path.home().resolve()}:
-        raise OutputExistsError(f"refusing to {verb} {path}: it is {resolved}", hint="name an output folder, e.g. -o tiles")
+        raise OutputExistsError(
+            f"refusing to {verb} {path}: it is {resolved}", hint="name an output folder, e.g. -o tiles"
+        )
 
 
 def _check_ours(path: Path, stage: str | None) -> dict[str, Any]:
@@ -247,8 +263,9 @@ def remove(path: Path | str, stage: str) -> None:
     elif stage == "partial":
         ours = path.is_dir() and (not any(path.iterdir()) or any((path / name).exists() for name in _PARTIAL_MARKS))
         if not path.name.endswith(".partial") or not ours:
-            raise OutputExistsError(f"refusing to delete {path}: not an urbanln .partial folder",
-                                    hint="remove it yourself if it is yours")
+            raise OutputExistsError(
+                f"refusing to delete {path}: not an urbanln .partial folder", hint="remove it yourself if it is yours"
+            )
     else:
         _check_ours(path, stage)
     if path.is_dir() and not path.is_symlink():
@@ -305,8 +322,10 @@ def output_lock(out: Path | str) -> Iterator[None]:
         try:  # never through a link: the pid is written into the file
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
-            raise OutputExistsError(f"{lock_path} is not a lock file urbanln can use ({exc.strerror})",
-                                    hint="remove it yourself if it is yours, or write to another -o/--out") from None
+            raise OutputExistsError(
+                f"{lock_path} is not a lock file urbanln can use ({exc.strerror})",
+                hint="remove it yourself if it is yours, or write to another -o/--out",
+            ) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise OutputExistsError(f"{lock_path} is not a lock file urbanln can use", hint="write to another -o/--out")
@@ -315,8 +334,10 @@ def output_lock(out: Path | str) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise OutputLocked(f"another urbanln (pid {holder}) is writing {out}",
-                               hint="wait for it to finish, or write to another -o/--out") from None
+            raise OutputLocked(
+                f"another urbanln (pid {holder}) is writing {out}",
+                hint="wait for it to finish, or write to another -o/--out",
+            ) from None
         try:  # the previous holder may have removed the file between our open and flock
             same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
         except FileNotFoundError:
@@ -503,12 +524,17 @@ def read_manifest(path: Path | str) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise InputError(f"corrupt manifest in {where}: {exc}", hint="re-create the artifact") from None
     if not isinstance(manifest, dict):
-        raise InputError(f"corrupt manifest in {where}: a JSON {type(manifest).__name__}, not an object",
-                         hint="re-create the artifact")
+        raise InputError(
+            f"corrupt manifest in {where}: a JSON {type(manifest).__name__}, not an object",
+            hint="re-create the artifact",
+        )
     for key, kind in (("params", dict), ("inputs", list), ("counts", dict), ("models", dict)):
         if key in manifest and not isinstance(manifest[key], kind):
-            raise InputError(f"corrupt manifest in {where}: '{key}' is a JSON {type(manifest[key]).__name__}, "
-                             f"not {'an object' if kind is dict else 'a list'}", hint="re-create the artifact")
+            raise InputError(
+                f"corrupt manifest in {where}: '{key}' is a JSON {type(manifest[key]).__name__}, "
+                f"not {'an object' if kind is dict else 'a list'}",
+                hint="re-create the artifact",
+            )
     return manifest
 
 
@@ -531,8 +557,10 @@ def check_artifact(path: Path | str, expect: str) -> dict[str, Any]:
         )
     version = manifest.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise WrongArtifactError(f"{path}: the manifest's schema_version is {version!r}, not a whole number",
-                                 hint=f"re-create it with `{make}`")
+        raise WrongArtifactError(
+            f"{path}: the manifest's schema_version is {version!r}, not a whole number",
+            hint=f"re-create it with `{make}`",
+        )
     if version > SCHEMA_VERSION:
         raise WrongArtifactError(
             f"{path} has schema version {version}; this urbanln reads up to {SCHEMA_VERSION}",
@@ -557,8 +585,10 @@ def read_dataset(path: Path | str, expect: str, columns: tuple[str, ...] = ()):
         raise WrongArtifactError(f"{path} is a DatasetDict, not a {expect} dataset")
     missing = [c for c in (*REQUIRED_COLUMNS.get(expect, ()), *columns) if c not in ds.column_names]
     if missing:
-        raise InputError(f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                         f"that {expect} have", hint=f"re-create it with `{PRODUCERS.get(expect, 'its stage')}`")
+        raise InputError(
+            f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} that {expect} have",
+            hint=f"re-create it with `{PRODUCERS.get(expect, 'its stage')}`",
+        )
     return ds, manifest
 
 
@@ -629,7 +659,9 @@ def read_tensors(path: Path | str, expect: str) -> tuple[dict[str, Any], dict[st
     try:
         arrays = load_file(str(path))
     except Exception as exc:  # a truncated or damaged file: SafetensorError, OSError
-        raise InputError(f"{path} is damaged: {exc}", hint=f"re-create it with `{PRODUCERS.get(expect, 'its stage')}`") from None
+        raise InputError(
+            f"{path} is damaged: {exc}", hint=f"re-create it with `{PRODUCERS.get(expect, 'its stage')}`"
+        ) from None
     id_counts = meta.pop(IDS_IN_TENSORS, {})
     if not isinstance(id_counts, dict):
         raise InputError(f"{path}: corrupt {IDS_IN_TENSORS} metadata", hint="re-create it")
@@ -637,8 +669,9 @@ def read_tensors(path: Path | str, expect: str) -> tuple[dict[str, Any], dict[st
         data = arrays.pop(name, None)
         values = data.tobytes().decode("utf-8", errors="replace").split("\0") if data is not None and count else []
         if data is None or len(values) != count:
-            raise InputError(f"{path}: the {name} tensor holds {len(values)} ids, the metadata says {count}",
-                             hint="re-create it")
+            raise InputError(
+                f"{path}: the {name} tensor holds {len(values)} ids, the metadata says {count}", hint="re-create it"
+            )
         meta[name] = values
     return arrays, meta, manifest
 
@@ -663,8 +696,14 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
             header = json.loads(raw)
         if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
             raise ValueError("the header is not a JSON object")
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
-                and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+        ends = [
+            v["data_offsets"][1]
+            for k, v in header.items()
+            if k != "__metadata__"
+            and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list)
+            and len(v["data_offsets"]) == 2
+        ]
         size, expected = path.stat().st_size, 8 + n + max(ends, default=0)
         if size < expected:
             raise ValueError(f"the file is cut short ({size} of {expected} bytes)")
@@ -680,7 +719,9 @@ def safetensors_summary(path: Path) -> dict[str, Any]:
     try:
         return {k: {"dtype": v["dtype"], "shape": v["shape"]} for k, v in header.items() if k != "__metadata__"}
     except (TypeError, KeyError) as exc:
-        raise InputError(f"{path} is not a readable safetensors file: bad tensor entry ({exc})", hint="re-create it") from None
+        raise InputError(
+            f"{path} is not a readable safetensors file: bad tensor entry ({exc})", hint="re-create it"
+        ) from None
 
 
 # ---------------------------------------------------------------- resumable shards
@@ -767,7 +808,9 @@ def describe(path: Path | str, sample: bool = True) -> dict[str, Any]:
         try:
             info["config"] = json.loads((path / "open_clip_config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"corrupt {path / 'open_clip_config.json'}: {exc}", hint="re-create the model folder") from None
+            raise InputError(
+                f"corrupt {path / 'open_clip_config.json'}: {exc}", hint="re-create the model folder"
+            ) from None
         return info
     if path.is_dir() and (path / "state.json").is_file():
         import datasets
@@ -793,7 +836,9 @@ def describe(path: Path | str, sample: bool = True) -> dict[str, Any]:
 
 def _feature_name(feature: Any) -> str:
     dtype = getattr(feature, "dtype", None)
-    return f"{type(feature).__name__}({dtype})" if dtype and type(feature).__name__ == "Value" else type(feature).__name__
+    return (
+        f"{type(feature).__name__}({dtype})" if dtype and type(feature).__name__ == "Value" else type(feature).__name__
+    )
 
 
 def _summarise(value: Any) -> Any:

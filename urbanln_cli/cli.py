@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -28,7 +28,20 @@ def _say_error(message: str, hint: str | None) -> None:
         typer.echo(f"{err_style('hint:', 'yellow')} {hint}", err=True)
 
 
-PIPELINE = ["tile", "label", "caption", "fuse", "pretrain", "embed", "probe", "evaluate", "inspect", "env", "synth", "demo"]
+PIPELINE = [
+    "tile",
+    "label",
+    "caption",
+    "fuse",
+    "pretrain",
+    "embed",
+    "probe",
+    "evaluate",
+    "inspect",
+    "env",
+    "synth",
+    "demo",
+]
 
 
 class UrbanlnGroup(TyperGroup):
@@ -125,12 +138,20 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs on stderr.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr: no progress or summary.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only errors on stderr: no progress or summary.")
+    ] = False,
     config: Annotated[
-        Optional[Path],
-        typer.Option("--config", help="TOML file with one table of option defaults per command, e.g. \\[tile].", envvar="URBANLN_CONFIG"),
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file with one table of option defaults per command, e.g. \\[tile].",
+            envvar="URBANLN_CONFIG",
+        ),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.", show_envvar=False)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.", show_envvar=False)
+    ] = False,
 ) -> None:
     """urbanln: tile → label → caption → fuse → pretrain → embed → probe.
 
@@ -149,7 +170,20 @@ def root(
 
 
 def _register() -> None:
-    from urbanln_cli.commands import caption, demo, embed, env, evaluate, fuse, inspect, label, pretrain, probe, synth, tile
+    from urbanln_cli.commands import (
+        caption,
+        demo,
+        embed,
+        env,
+        evaluate,
+        fuse,
+        inspect,
+        label,
+        pretrain,
+        probe,
+        synth,
+        tile,
+    )
 
     for module in (tile, label, caption, fuse, pretrain, embed, probe, evaluate, inspect, env, synth, demo):
         module.register(app)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from urbanln_cli.errors import ConfigError
 
@@ -76,8 +77,10 @@ def _table(table: str, values: Any, commands: Mapping[str, Any], path: Path | st
                 hint=f"valid keys for [{table}]: {', '.join(sorted(keys))}",
             )
         if name in DESTRUCTIVE:
-            raise ConfigError(f"{path}: '{key}' in [{table}] cannot come from a config file",
-                              hint=f"pass --{key.replace('_', '-')} on the command line when you mean it")
+            raise ConfigError(
+                f"{path}: '{key}' in [{table}] cannot come from a config file",
+                hint=f"pass --{key.replace('_', '-')} on the command line when you mean it",
+            )
         table_map[name] = value
     return table_map
 

@@ -10,7 +10,6 @@ from typing import Any
 from urbanln_cli import __version__
 
 
-
 def report(host: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
     info: dict[str, Any] = {"urbanln": __version__, "python": platform.python_version()}
     for name in ("torch", "open_clip_torch", "transformers", "datasets", "rasterio", "ollama"):
@@ -29,7 +28,11 @@ def _gpu() -> dict[str, Any]:
     except ImportError:
         return {"cuda": "torch not installed"}
     if not torch.cuda.is_available():
-        return {"cuda": f"not available (torch built for CUDA {torch.version.cuda})" if torch.version.cuda else "not available (CPU build)"}
+        return {
+            "cuda": f"not available (torch built for CUDA {torch.version.cuda})"
+            if torch.version.cuda
+            else "not available (CPU build)"
+        }
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"cuda": torch.version.cuda, "gpus": names}
 

@@ -70,16 +70,23 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
     """The error and hint lines for an OSError that reached the CLI (exit code 1)."""
     where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
     reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno is None and exc.__cause__ is not None:  # GDAL: "Write failed. See previous exception", the cause says what
+    if (
+        exc.errno is None and exc.__cause__ is not None
+    ):  # GDAL: "Write failed. See previous exception", the cause says what
         reason = f"{reason} ({exc.__cause__})"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = "free some disk space (or write elsewhere with -o), then run the same command again; finished work is kept"
+        hint = (
+            "free some disk space (or write elsewhere with -o), then run the same command again; finished work is kept"
+        )
     elif exc.errno in (errno.EACCES, errno.EPERM):
         hint = "check the permissions of that path, or write elsewhere with -o"
     elif exc.errno == errno.EROFS:
         hint = "that disk is read-only: write elsewhere with -o"
     else:
-        hint = "check that the path is writable and the disk has free space, then run the same command again; finished work is kept"
+        hint = (
+            "check that the path is writable and the disk has free space, then run the same command again; "
+            "finished work is kept"
+        )
     return f"{reason}{where}", hint
 
 

@@ -7,7 +7,7 @@ processes; rasterio is imported where a reprojection is needed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius; good to ~0.3% for pixel sizes
 WEB_MERCATOR_HALF = 20_037_508.342789244  # metres from the origin to the edge of EPSG:3857
@@ -73,7 +73,10 @@ def _measure(crs: str, points, pixels: Sequence[tuple[int, int]]):
     lons, lats = _to_wgs84_or_nan(crs, [p[0] for p in flat], [p[1] for p in flat])
     centres, gsds = [], []
     for i, (width_px, height_px) in zip(range(0, len(flat), 5), pixels):
-        box_lons, box_lats = lons[i : i + 5], [min(90.0, max(-90.0, lat)) for lat in lats[i : i + 5]]  # edges may touch a pole
+        box_lons, box_lats = (
+            lons[i : i + 5],
+            [min(90.0, max(-90.0, lat)) for lat in lats[i : i + 5]],
+        )  # edges may touch a pole
         if not all(map(math.isfinite, box_lons + lats[i : i + 5])) or not -90.0 <= lats[i] <= 90.0:
             centres.append((math.nan, math.nan))
             gsds.append(math.nan)
@@ -115,7 +118,9 @@ def mercator_to_lonlat(mx: float, my: float) -> tuple[float, float]:
     return lon, lat
 
 
-def window_bounds(transform: Sequence[float], row: int, col: int, height: int, width: int) -> tuple[float, float, float, float]:
+def window_bounds(
+    transform: Sequence[float], row: int, col: int, height: int, width: int
+) -> tuple[float, float, float, float]:
     """Bounds of a pixel window under an affine (a, b, c, d, e, f) transform."""
     a, b, c, d, e, f = transform[:6]
     xs, ys = [], []

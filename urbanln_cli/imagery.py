@@ -24,9 +24,10 @@ import io
 import re
 import threading
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -57,10 +58,15 @@ class ImageTooLarge(ValueError):
 
     def __init__(self, width: int, height: int, limit: int, what: str = "the image", message: str | None = None):
         self.width, self.height, self.limit = width, height, limit
-        super().__init__(message or f"{what} is {width}×{height} px ({width * height:,} pixels), over the limit of {limit:,} pixels")
+        super().__init__(
+            message or f"{what} is {width}×{height} px ({width * height:,} pixels), over the limit of {limit:,} pixels"
+        )
 
 
-OVERSIZE_HINT = "re-create the tiles with `urbanln tile` (it skips images over --max-pixels), or with a higher --max-pixels to keep them"
+OVERSIZE_HINT = (
+    "re-create the tiles with `urbanln tile` (it skips images over --max-pixels), or with a higher "
+    "--max-pixels to keep them"
+)
 
 
 def decode_tile(data: bytes, max_pixels: int | None, name: str):
@@ -73,8 +79,9 @@ def decode_tile(data: bytes, max_pixels: int | None, name: str):
     except ImageTooLarge as exc:
         raise InputError(str(exc), hint=OVERSIZE_HINT) from None
     except (OSError, ValueError) as exc:  # PIL raises UnidentifiedImageError (an OSError) for garbage
-        raise InputError(f"{name}: cannot decode its image ({plain_error(exc)})",
-                         hint="re-create the tiles with `urbanln tile`") from None
+        raise InputError(
+            f"{name}: cannot decode its image ({plain_error(exc)})", hint="re-create the tiles with `urbanln tile`"
+        ) from None
 
 
 def check_max_pixels(value: int, option: str = "--max-pixels") -> int:
@@ -131,7 +138,9 @@ def open_image(data: bytes, max_pixels: int | None = None, what: str = "the imag
             try:
                 yield img
             except Image.DecompressionBombError:
-                raise ImageTooLarge(*img.size, limit, what, f"{what} holds a frame or tile larger than the limit of {limit:,} pixels") from None
+                raise ImageTooLarge(
+                    *img.size, limit, what, f"{what} holds a frame or tile larger than the limit of {limit:,} pixels"
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,9 @@ def discover(
         path = Path(path)
         plan.inputs.append(path)
         if not path.exists():
-            raise InputError(f"input not found: {path}", hint="check the path; tile takes GeoTIFFs, image folders and XYZ folders")
+            raise InputError(
+                f"input not found: {path}", hint="check the path; tile takes GeoTIFFs, image folders and XYZ folders"
+            )
         name = path.resolve().name if path.is_dir() else path.stem
         if path.is_file():
             if path.suffix.lower() in RASTER_SUFFIXES:
@@ -287,7 +298,9 @@ def _add_folder(plan, folder: Path, name, group, bands, percentiles, located, si
             )
     # a.png and a.jpg side by side: each keeps its extension in its tile id (photos/a.png, photos/a.jpg)
     tiled = collections.Counter(
-        p.relative_to(folder).with_suffix("").as_posix() for p in files if p.suffix.lower() in RASTER_SUFFIXES | PICTURE_SUFFIXES
+        p.relative_to(folder).with_suffix("").as_posix()
+        for p in files
+        if p.suffix.lower() in RASTER_SUFFIXES | PICTURE_SUFFIXES
     )
     for path in files:
         rel = path.relative_to(folder).with_suffix("").as_posix()
@@ -326,9 +339,14 @@ def _is_xyz(folder: Path) -> bool:
 
 def _add_xyz(plan: Plan, folder: Path, name: str, group: str) -> None:
     same = collections.Counter(p.with_suffix("") for p in folder.glob("*/*/*") if p.suffix.lower() in XYZ_SUFFIXES)
-    for path in sorted(folder.glob("*/*/*"), key=lambda p: (tuple(int(s) if s.isdigit() else 0 for s in p.with_suffix("").parts[-3:]), p.name)):
+    for path in sorted(
+        folder.glob("*/*/*"),
+        key=lambda p: (tuple(int(s) if s.isdigit() else 0 for s in p.with_suffix("").parts[-3:]), p.name),
+    ):
         z, x, y = path.with_suffix("").parts[-3:]
-        if not (path.is_file() and _INT.match(z) and _INT.match(x) and _INT.match(y) and path.suffix.lower() in XYZ_SUFFIXES):
+        if not (
+            path.is_file() and _INT.match(z) and _INT.match(x) and _INT.match(y) and path.suffix.lower() in XYZ_SUFFIXES
+        ):
             plan.count("ignored_files")
             continue
         z, x, y = int(z), int(x), int(y)
@@ -338,7 +356,9 @@ def _add_xyz(plan: Plan, folder: Path, name: str, group: str) -> None:
             continue
         bounds = geo.xyz_bounds(z, x, y)
         lon, lat = geo.mercator_to_lonlat((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
-        tile_id = f"{name}/{z}/{x}/{y}" + (path.suffix if same[path.with_suffix("")] > 1 else "")  # 0.png and 0.jpg: both kept
+        tile_id = f"{name}/{z}/{x}/{y}" + (
+            path.suffix if same[path.with_suffix("")] > 1 else ""
+        )  # 0.png and 0.jpg: both kept
         plan.pictures.append(Picture(str(path), tile_id, group, "EPSG:3857", bounds, lon, lat))
         plan.jobs.append((-1, len(plan.pictures) - 1, 0))
 
@@ -363,7 +383,9 @@ def _read_locations(path: Path) -> dict[str, dict[str, Any]]:
                     if row.get("gsd"):
                         entry["gsd"] = float(row["gsd"])
                 except (TypeError, ValueError):
-                    raise InputError(f"{path}:{line}: lon, lat and gsd must be numbers", hint="fix or remove that row") from None
+                    raise InputError(
+                        f"{path}:{line}: lon, lat and gsd must be numbers", hint="fix or remove that row"
+                    ) from None
                 if not (-180 <= entry["lon"] <= 180 and -90 <= entry["lat"] <= 90):
                     raise InputError(
                         f"{path}:{line}: lon {entry['lon']}, lat {entry['lat']} is not a WGS84 position",
@@ -389,7 +411,9 @@ def _open_raster(path: Path, prefix: str, group: str, bands, percentiles, strict
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"cannot read raster {path}: {exc}", hint="check that the file is a complete, valid GeoTIFF") from None
+        raise InputError(
+            f"cannot read raster {path}: {exc}", hint="check that the file is a complete, valid GeoTIFF"
+        ) from None
     with ds:
         chosen = _choose_bands(ds, bands, path)
         georeferenced = ds.crs is not None and not ds.transform.is_identity
@@ -450,7 +474,9 @@ def _percentile_stretch(ds, bands, percentiles, path) -> tuple[tuple[float, floa
     try:
         data = ds.read(list(bands), out_shape=shape, masked=True)
     except Exception as exc:  # damaged blocks: rasterio raises RasterioIOError and CPLE_* errors
-        raise InputError(f"cannot read raster {path}: {exc}", hint="check that the file is a complete, valid GeoTIFF") from None
+        raise InputError(
+            f"cannot read raster {path}: {exc}", hint="check that the file is a complete, valid GeoTIFF"
+        ) from None
     out = []
     for band in data:
         values = band.compressed().astype("float64")
@@ -503,7 +529,11 @@ class Renderer:
             except Unreadable as exc:
                 yield Skip("unreadable", str(exc))
             except ImageTooLarge as exc:
-                yield Skip("oversize", f"{exc}; skipped (raise --max-pixels to keep it, or tile a large TIFF as its own input to cut it into windows)")
+                yield Skip(
+                    "oversize",
+                    f"{exc}; skipped (raise --max-pixels to keep it, or tile a large TIFF as its own input to cut "
+                    "it into windows)",
+                )
 
     def _window_geometry(self, jobs) -> dict[tuple[int, int, int], tuple]:
         """Bounds, lon/lat and GSD of every raster window, reprojected in one call per raster."""
@@ -588,7 +618,10 @@ class Renderer:
             return Skip("smaller_than_crop", f"{pic.path}: smaller than --crop")
         cropped = any(self.opt.crop)
         if cropped:
-            rgb, valid = rgb[top : height - bottom, left : width - right], valid[top : height - bottom, left : width - right]
+            rgb, valid = (
+                rgb[top : height - bottom, left : width - right],
+                valid[top : height - bottom, left : width - right],
+            )
         fraction = float((valid & ~_blank(rgb.transpose(2, 0, 1))).mean())
         if fraction < self.opt.min_valid:
             return Skip("below_min_valid")
@@ -702,7 +735,9 @@ def _blank(data: np.ndarray) -> np.ndarray:
     return blank
 
 
-def _read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, tuple[str, bytes] | None]:
+def _read_picture(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, np.ndarray, tuple[str, bytes] | None]:
     """(H×W×3 uint8, H×W valid mask, (format, bytes) when the file is plain RGB PNG/JPEG).
 
     ``ImageTooLarge`` when the header says the image has more than ``max_pixels`` pixels.
@@ -763,7 +798,9 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int]:
     if len(values) == 1:
         values *= 4
     if len(values) != 4 or min(values) < 0:
-        raise UsageProblem(f"--crop {text!r} is not N or TOP,RIGHT,BOTTOM,LEFT pixels", hint="e.g. --crop 16 or --crop 0,0,24,0")
+        raise UsageProblem(
+            f"--crop {text!r} is not N or TOP,RIGHT,BOTTOM,LEFT pixels", hint="e.g. --crop 16 or --crop 0,0,24,0"
+        )
     return tuple(values)  # type: ignore[return-value]
 
 
@@ -775,7 +812,9 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         values = ()
     if len(values) not in (1, 3):
-        raise UsageProblem(f"--bands {text!r} must name one or three bands", hint="e.g. --bands 4,3,2 (numbered from 1)")
+        raise UsageProblem(
+            f"--bands {text!r} must name one or three bands", hint="e.g. --bands 4,3,2 (numbered from 1)"
+        )
     return values
 
 

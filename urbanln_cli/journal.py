@@ -17,8 +17,9 @@ import errno
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson  # 3-5x faster than json here: resuming reads every record of a long run
 

@@ -8,11 +8,19 @@ the ``inputs`` entries) asks for each value with the type it needs here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 _MISSING = object()
-_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+_JSON_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+}
 
 
 def json_type(value: Any) -> str:
@@ -55,12 +63,21 @@ def damaged(artifact: Path | str, manifest: Mapping[str, Any] | None, what: str)
 
     stage = manifest.get("stage") if isinstance(manifest, Mapping) else None
     make = PRODUCERS.get(stage) if isinstance(stage, str) else None
-    return InputError(f"corrupt manifest in {manifest_file(artifact)}: {what}",
-                      hint=f"re-create the artifact with `{make}`" if make else "re-create the artifact")
+    return InputError(
+        f"corrupt manifest in {manifest_file(artifact)}: {what}",
+        hint=f"re-create the artifact with `{make}`" if make else "re-create the artifact",
+    )
 
 
-def field(manifest: Mapping[str, Any], artifact: Path | str, path: str, kind: type | tuple[type, ...], default: Any = None,
-          *, required: bool = False) -> Any:
+def field(
+    manifest: Mapping[str, Any],
+    artifact: Path | str,
+    path: str,
+    kind: type | tuple[type, ...],
+    default: Any = None,
+    *,
+    required: bool = False,
+) -> Any:
     """``manifest[a][b]…`` for ``path`` 'a.b…', checked to be ``kind`` (an int is a float; a bool is neither).
 
     A missing key or a JSON null gives ``default`` (an InputError when ``required``); a
@@ -83,4 +100,3 @@ def field(manifest: Mapping[str, Any], artifact: Path | str, path: str, kind: ty
     if isinstance(value, float) and not math.isfinite(value):
         raise damaged(artifact, manifest, f"'{path}' is {value}, not a finite number")
     return value
-

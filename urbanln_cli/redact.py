@@ -44,7 +44,8 @@ _OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>")
 
 
 def plain_error(exc: BaseException) -> str:
-    """An exception's message fit to record: no ``<_io.BytesIO object at 0x…>`` (PIL names the buffer it could not read).
+    """An exception's message fit to record: no ``<_io.BytesIO object at 0x…>`` (PIL names the buffer it could not
+    read).
 
     PIL's "cannot identify image file <_io.BytesIO …>" becomes "not an image file PIL can read";
     other object reprs become the object's type in angle brackets. Credentials are redacted.

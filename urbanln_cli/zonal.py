@@ -44,9 +44,14 @@ class ZonalRaster:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported below as a clear error
                 self.ds = rasterio.open(self.path)
         except RasterioIOError as exc:
-            raise InputError(f"cannot read raster {self.path}: {exc}", hint="check that it is a complete GeoTIFF") from None
+            raise InputError(
+                f"cannot read raster {self.path}: {exc}", hint="check that it is a complete GeoTIFF"
+            ) from None
         if self.ds.crs is None:
-            raise InputError(f"{self.path} has no CRS, so tiles cannot be placed on it", hint="georeference it (e.g. gdal_edit.py -a_srs)")
+            raise InputError(
+                f"{self.path} has no CRS, so tiles cannot be placed on it",
+                hint="georeference it (e.g. gdal_edit.py -a_srs)",
+            )
         self.band = band
         self.crs = self.ds.crs
         self.crs_key = _crs_key(self.crs.to_wkt())
@@ -65,7 +70,9 @@ class ZonalRaster:
         try:
             data = self.ds.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
         except Exception as exc:  # damaged blocks: rasterio raises RasterioIOError and CPLE_* errors
-            raise InputError(f"cannot read raster {self.path}: {exc}", hint="check that it is a complete, valid GeoTIFF") from None
+            raise InputError(
+                f"cannot read raster {self.path}: {exc}", hint="check that it is a complete, valid GeoTIFF"
+            ) from None
         if np.issubdtype(data.dtype, np.floating):
             data = np.ma.masked_invalid(data)
         return data
@@ -96,7 +103,9 @@ class ZonalRaster:
         status = "nodata" if values.size == 0 else "partial" if partial else "some_nodata" if some_nodata else "ok"
         return Zone(values, weights, status)
 
-    def grid(self, crs: str, bounds: tuple[float, float, float, float], height: int, width: int) -> tuple[np.ma.MaskedArray, str]:
+    def grid(
+        self, crs: str, bounds: tuple[float, float, float, float], height: int, width: int
+    ) -> tuple[np.ma.MaskedArray, str]:
         """Nearest-neighbour values at the centres of a ``height`` × ``width`` grid over ``bounds``.
 
         Cell (r, c) of the grid is the raster cell under the point at fraction
@@ -108,17 +117,24 @@ class ZonalRaster:
         xs = minx + (np.arange(width) + 0.5) / width * (maxx - minx)
         ys = maxy - (np.arange(height) + 0.5) / height * (maxy - miny)
         a, b, _, d, _, _ = tuple(self.inverse)[:6]
-        if (not crs or _crs_key(crs) == self.crs_key) and b == 0 and d == 0:  # north-up, same CRS: rows and columns apart
+        if (
+            (not crs or _crs_key(crs) == self.crs_key) and b == 0 and d == 0
+        ):  # north-up, same CRS: rows and columns apart
             cols, _ = self._to_pixels("", (xs.tolist(), [0.0] * width))
             _, rows = self._to_pixels("", ([0.0] * height, ys.tolist()))
-            cols, rows = np.broadcast_to(cols[None, :], (height, width)), np.broadcast_to(rows[:, None], (height, width))
+            cols, rows = (
+                np.broadcast_to(cols[None, :], (height, width)),
+                np.broadcast_to(rows[:, None], (height, width)),
+            )
         else:
             gx, gy = np.meshgrid(xs, ys)
             cols, rows = self._to_pixels(crs, (gx.ravel().tolist(), gy.ravel().tolist()))
             cols, rows = cols.reshape(height, width), rows.reshape(height, width)
         n_rows, n_cols = self.shape
         with np.errstate(invalid="ignore"):
-            inside = np.isfinite(cols) & np.isfinite(rows) & (cols >= 0) & (rows >= 0) & (cols < n_cols) & (rows < n_rows)
+            inside = (
+                np.isfinite(cols) & np.isfinite(rows) & (cols >= 0) & (rows >= 0) & (cols < n_cols) & (rows < n_rows)
+            )
         out = np.ma.masked_all((height, width), dtype=self.ds.dtypes[self.band - 1])
         if not inside.any():
             return out, "outside"
@@ -127,7 +143,15 @@ class ZonalRaster:
         cells = self._cells(r0, c0, int(ri.max()) + 1, int(ci.max()) + 1)
         out[inside] = cells[ri - r0, ci - c0]
         nodata = bool(np.ma.getmaskarray(out)[inside].any())
-        status = "nodata" if np.ma.getmaskarray(out).all() else "partial" if not inside.all() else "some_nodata" if nodata else "ok"
+        status = (
+            "nodata"
+            if np.ma.getmaskarray(out).all()
+            else "partial"
+            if not inside.all()
+            else "some_nodata"
+            if nodata
+            else "ok"
+        )
         return out, status
 
     def colormap(self) -> dict[int, tuple[int, int, int]] | None:
@@ -211,8 +235,18 @@ def _ring(bounds) -> tuple[list[float], list[float]]:
     """The footprint's outline, with EDGE_POINTS points per edge."""
     minx, miny, maxx, maxy = bounds
     t = [i / EDGE_POINTS for i in range(EDGE_POINTS)]
-    xs = [minx + (maxx - minx) * s for s in t] + [maxx] * EDGE_POINTS + [maxx - (maxx - minx) * s for s in t] + [minx] * EDGE_POINTS
-    ys = [miny] * EDGE_POINTS + [miny + (maxy - miny) * s for s in t] + [maxy] * EDGE_POINTS + [maxy - (maxy - miny) * s for s in t]
+    xs = (
+        [minx + (maxx - minx) * s for s in t]
+        + [maxx] * EDGE_POINTS
+        + [maxx - (maxx - minx) * s for s in t]
+        + [minx] * EDGE_POINTS
+    )
+    ys = (
+        [miny] * EDGE_POINTS
+        + [miny + (maxy - miny) * s for s in t]
+        + [maxy] * EDGE_POINTS
+        + [maxy - (maxy - miny) * s for s in t]
+    )
     return xs, ys
 
 

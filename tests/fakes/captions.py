@@ -8,9 +8,22 @@ from pathlib import Path
 def caption_row(tile_id: str, model: str, caption: str | None, error: str | None = None) -> dict:
     """One row of a captions dataset with placeholder provenance."""
     return {
-        "tile_id": tile_id, "model": model, "model_digest": "sha256:x", "prompt_id": "urban-v1", "prompt_sha256": "p",
-        "options_sha256": "o", "image_sha256": "i", "caption": caption, "error": error, "error_class": None, "attempts": 1,
-        "latency_s": 0.1, "prompt_tokens": 10, "output_tokens": 10, "host": "sim", "sentence_labels": None,
+        "tile_id": tile_id,
+        "model": model,
+        "model_digest": "sha256:x",
+        "prompt_id": "urban-v1",
+        "prompt_sha256": "p",
+        "options_sha256": "o",
+        "image_sha256": "i",
+        "caption": caption,
+        "error": error,
+        "error_class": None,
+        "attempts": 1,
+        "latency_s": 0.1,
+        "prompt_tokens": 10,
+        "output_tokens": 10,
+        "host": "sim",
+        "sentence_labels": None,
     }
 
 

@@ -34,15 +34,28 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable
 
 VISION = ["completion", "vision"]
 DEFAULT_MODELS = {"llava:7b": VISION, "qwen2.5vl:7b": VISION, "llama3.2:3b": ["completion", "tools"]}
 
 _WORDS = {
-    "use": ["dense residential blocks", "low-rise housing", "a commercial district", "industrial sheds", "farmland", "a mixed-use neighbourhood"],
-    "road": ["a wide arterial road", "narrow local streets", "a highway interchange", "a grid of avenues", "a rail corridor"],
+    "use": [
+        "dense residential blocks",
+        "low-rise housing",
+        "a commercial district",
+        "industrial sheds",
+        "farmland",
+        "a mixed-use neighbourhood",
+    ],
+    "road": [
+        "a wide arterial road",
+        "narrow local streets",
+        "a highway interchange",
+        "a grid of avenues",
+        "a rail corridor",
+    ],
     "green": ["a small park", "tree-lined streets", "a sports field", "scattered trees", "no visible green space"],
     "water": ["a river bend", "a pond", "a canal", "no water"],
     "height": ["mid-rise buildings", "high-rise towers", "one- and two-storey houses", "large flat roofs"],
@@ -56,7 +69,8 @@ def caption_for(model: str, image: bytes) -> str:
     return (
         f"This aerial image shows {pick['use']} with {pick['height']}. "
         f"The area is crossed by {pick['road']}, and there is {pick['green']}. "
-        f"Water: {pick['water']}. Overall the tile has a {['compact', 'sprawling', 'orderly', 'mixed'][h[9] % 4]} urban character "
+        f"Water: {pick['water']}. Overall the tile has a {['compact', 'sprawling', 'orderly', 'mixed'][h[9] % 4]} "
+        "urban character "
         f"(signature {h[10:14].hex()})."
     )
 
@@ -76,8 +90,16 @@ def structured_reply(schema: dict, prompt: str, own_caption: str) -> str:
 class FakeOllama:
     """Start with ``with FakeOllama(...) as server:``; ``server.url`` is the base URL."""
 
-    def __init__(self, models: dict[str, list[str]] | None = None, *, slots: int = 4, latency: float = 0.0,
-                 version: str = "0.12.6", host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        models: dict[str, list[str]] | None = None,
+        *,
+        slots: int = 4,
+        latency: float = 0.0,
+        version: str = "0.12.6",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self.models = dict(DEFAULT_MODELS if models is None else models)
         self.latency = latency
         self.version = version
@@ -119,7 +141,7 @@ class FakeOllama:
                     return self.faults[key].popleft()
         return None
 
-    def start(self) -> "FakeOllama":
+    def start(self) -> FakeOllama:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -131,7 +153,7 @@ class FakeOllama:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeOllama":
+    def __enter__(self) -> FakeOllama:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -179,11 +201,22 @@ class FakeOllama:
                 if self._dead():
                     return
                 if self.path == "/api/tags":
-                    self._json(200, {"models": [
-                        {"name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z", "size": 4_000_000_000,
-                         "digest": fake.digest(m).removeprefix("sha256:"), "details": {"family": m.split(":")[0]}}
-                        for m in fake.models
-                    ]})
+                    self._json(
+                        200,
+                        {
+                            "models": [
+                                {
+                                    "name": m,
+                                    "model": m,
+                                    "modified_at": "2026-01-01T00:00:00Z",
+                                    "size": 4_000_000_000,
+                                    "digest": fake.digest(m).removeprefix("sha256:"),
+                                    "details": {"family": m.split(":")[0]},
+                                }
+                                for m in fake.models
+                            ]
+                        },
+                    )
                 elif self.path == "/api/version":
                     self._json(200, {"version": fake.version})
                 elif self.path == "/_stats":  # not Ollama's: for benchmarks
@@ -204,8 +237,15 @@ class FakeOllama:
                     name = body.get("model") or body.get("name")
                     if name not in fake.models:
                         return self._json(404, {"error": f"model '{name}' not found"})
-                    return self._json(200, {"capabilities": fake.models[name], "details": {"family": name.split(":")[0]},
-                                            "model_info": {}, "modified_at": "2026-01-01T00:00:00Z"})
+                    return self._json(
+                        200,
+                        {
+                            "capabilities": fake.models[name],
+                            "details": {"family": name.split(":")[0]},
+                            "model_info": {},
+                            "modified_at": "2026-01-01T00:00:00Z",
+                        },
+                    )
                 if self.path == "/api/chat":
                     return self._chat(body)
                 self._json(404, {"error": "not found"})
@@ -217,15 +257,24 @@ class FakeOllama:
                     if fake._stop_after is not None and fake.chats >= fake._stop_after:
                         fake._stop_after = None
                         threading.Thread(target=fake.stop, daemon=True).start()
-                    fake.requests.append({k: v for k, v in body.items() if k != "messages"} | {
-                        "prompt": body["messages"][-1].get("content", ""), "n_images": len(body["messages"][-1].get("images") or [])})
+                    fake.requests.append(
+                        {k: v for k, v in body.items() if k != "messages"}
+                        | {
+                            "prompt": body["messages"][-1].get("content", ""),
+                            "n_images": len(body["messages"][-1].get("images") or []),
+                        }
+                    )
                     fake.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
                 if model not in fake.models:
                     return self._json(404, {"error": f"model '{model}' not found, try pulling it first"})
                 fault = fake._next_fault(model)
                 if fault in ("404", "429", "500", "503"):
-                    messages = {"404": f"model '{model}' not found, try pulling it first", "429": "too many requests",
-                                "500": "llama runner process has terminated", "503": "server busy, please try again"}
+                    messages = {
+                        "404": f"model '{model}' not found, try pulling it first",
+                        "429": "too many requests",
+                        "500": "llama runner process has terminated",
+                        "503": "server busy, please try again",
+                    }
                     return self._json(int(fault), {"error": messages[fault]})
                 images = body["messages"][-1].get("images") or []
                 image = base64.b64decode(images[0]) if images else b""
@@ -257,10 +306,19 @@ class FakeOllama:
                             fake.in_flight -= 1
 
             def _final(self, model: str, text: str) -> dict:
-                return {"model": model, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": text},
-                        "done": True, "done_reason": "stop", "total_duration": int(fake.latency * 1e9), "load_duration": 0,
-                        "prompt_eval_count": 600, "prompt_eval_duration": 1, "eval_count": max(1, len(text.split())),
-                        "eval_duration": 1}
+                return {
+                    "model": model,
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "message": {"role": "assistant", "content": text},
+                    "done": True,
+                    "done_reason": "stop",
+                    "total_duration": int(fake.latency * 1e9),
+                    "load_duration": 0,
+                    "prompt_eval_count": 600,
+                    "prompt_eval_duration": 1,
+                    "eval_count": max(1, len(text.split())),
+                    "eval_duration": 1,
+                }
 
             def _whole(self, model: str, text: str, fault: str | None) -> None:
                 if fault == "error_line":
@@ -285,16 +343,27 @@ class FakeOllama:
                 self.end_headers()
                 self.close_connection = True
                 words = text.split(" ")
-                chunks = [" ".join(words[i : i + 8]) + (" " if i + 8 < len(words) else "") for i in range(0, len(words), 8)] if text else []
+                chunks = (
+                    [" ".join(words[i : i + 8]) + (" " if i + 8 < len(words) else "") for i in range(0, len(words), 8)]
+                    if text
+                    else []
+                )
                 for i, chunk in enumerate(chunks):
                     if fault == "drop" and i == len(chunks) // 2:
                         self.wfile.flush()
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
                     if fault == "error_line" and i == len(chunks) // 2:
-                        self.wfile.write(json.dumps({"error": "an error was encountered while running the model"}).encode() + b"\n")
+                        self.wfile.write(
+                            json.dumps({"error": "an error was encountered while running the model"}).encode() + b"\n"
+                        )
                         return
-                    line = {"model": model, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant", "content": chunk}, "done": False}
+                    line = {
+                        "model": model,
+                        "created_at": "2026-01-01T00:00:00Z",
+                        "message": {"role": "assistant", "content": chunk},
+                        "done": False,
+                    }
                     self.wfile.write(json.dumps(line).encode() + b"\n")
                 final = self._final(model, "")
                 final["eval_count"] = max(1, len(text.split()))
@@ -310,7 +379,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--models", default=",".join(m for m, caps in DEFAULT_MODELS.items() if "vision" in caps))
     args = parser.parse_args(list(argv) if argv is not None else None)
-    server = FakeOllama({m: VISION for m in args.models.split(",")}, slots=args.slots, latency=args.latency, port=args.port)
+    server = FakeOllama(
+        {m: VISION for m in args.models.split(",")}, slots=args.slots, latency=args.latency, port=args.port
+    )
     server.start()
     print(server.url, flush=True)
     try:

@@ -37,8 +37,16 @@ def make_geotiff(
     count, height, width = data.shape
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
-        crs=crs, transform=from_origin(origin[0], origin[1], res, res), nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=data.dtype,
+        crs=crs,
+        transform=from_origin(origin[0], origin[1], res, res),
+        nodata=nodata,
     ) as dst:
         dst.write(data)
     return data

@@ -13,8 +13,9 @@ import io
 import json
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class GenerationOptions:
     num_ctx: int = 4096
     keep_alive: str = "30m"
 
-    def for_attempt(self, attempt: int) -> "GenerationOptions":
+    def for_attempt(self, attempt: int) -> GenerationOptions:
         """Content retries change the seed, or a deterministic model would say the same again.
 
         Greedy decoding (temperature 0) ignores the seed, so a retry of it samples a little.
@@ -88,8 +89,16 @@ class Backend(Protocol):
 
     async def preflight(self, models: Sequence[str]) -> dict[str, ModelInfo]: ...
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo | None,
-                      format: dict | None = None) -> Reply: ...  # format: a JSON schema for structured output
+    async def caption(
+        self,
+        host: str,
+        model: str,
+        image: bytes,
+        prompt: str,
+        options: GenerationOptions,
+        tile: TileInfo | None,
+        format: dict | None = None,
+    ) -> Reply: ...  # format: a JSON schema for structured output
 
     async def aclose(self) -> None: ...
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo
 from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
@@ -46,8 +47,14 @@ class CachedVlm:
     ``make_backend`` builds the backend inside the event loop (its HTTP clients belong to that loop).
     """
 
-    def __init__(self, make_backend: Callable[[], Backend], journal: Path | None, *, policy: RetryPolicy,
-                 options: GenerationOptions):
+    def __init__(
+        self,
+        make_backend: Callable[[], Backend],
+        journal: Path | None,
+        *,
+        policy: RetryPolicy,
+        options: GenerationOptions,
+    ):
         self.make_backend = make_backend
         self.journal_path = journal
         self.policy, self.options = policy, options
@@ -61,18 +68,31 @@ class CachedVlm:
         self.digests: dict[str, str] = {}  # model tag -> digest, of every model asked
 
     def key(self, ask: Ask, info: ModelInfo) -> str:
-        spec = {"model": info.tag, "digest": info.digest, "prompt": ask.prompt, "image": ask.image_id,
-                "format": ask.format, "options": {k: v for k, v in asdict(self.options).items() if k != "keep_alive"}}
+        spec = {
+            "model": info.tag,
+            "digest": info.digest,
+            "prompt": ask.prompt,
+            "image": ask.image_id,
+            "format": ask.format,
+            "options": {k: v for k, v in asdict(self.options).items() if k != "keep_alive"},
+        }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
-    def run(self, asks: Sequence[Ask], problem: Callable[[str], str | None], progress: Callable[[int, int], None] | None = None) -> list[Answer]:
+    def run(
+        self,
+        asks: Sequence[Ask],
+        problem: Callable[[str], str | None],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Answer]:
         """Answers in the order of ``asks``; ``problem(text)`` says why a reply is unusable (it is then asked again).
 
         Raises ServiceUnavailable (journal kept) when the servers fail.
         """
         return asyncio.run(self._run(list(asks), problem, progress or (lambda done, total: None)))
 
-    async def _run(self, asks: list[Ask], problem: Callable[[str], str | None], progress: Callable[[int, int], None]) -> list[Answer]:
+    async def _run(
+        self, asks: list[Ask], problem: Callable[[str], str | None], progress: Callable[[int, int], None]
+    ) -> list[Answer]:
         backend = self.make_backend()
         try:
             models = sorted({a.model for a in asks})
@@ -88,9 +108,14 @@ class CachedVlm:
             journal = Journal(self.journal_path) if self.journal_path is not None and todo else None
 
             def finish(i: int, outcome: Outcome) -> None:
-                record = {"key": keys[i], "model": asks[i].model, "text": outcome.text,
-                          "error": outcome.error[1] if outcome.error else None,
-                          "error_class": outcome.error[0] if outcome.error else None, "host": outcome.host}
+                record = {
+                    "key": keys[i],
+                    "model": asks[i].model,
+                    "text": outcome.text,
+                    "error": outcome.error[1] if outcome.error else None,
+                    "error_class": outcome.error[0] if outcome.error else None,
+                    "host": outcome.host,
+                }
                 if journal is not None:
                     journal.append(record)
                 fresh[keys[i]] = record
@@ -101,9 +126,17 @@ class CachedVlm:
             try:
                 for model in models:  # one model at a time, so each GPU keeps one model loaded
                     mine = [i for i in todo if asks[i].model == model]
-                    await run_requests(backend, model, mine, lambda i: Request(asks[i].image, asks[i].prompt, None, asks[i].format),
-                                       finish, policy=self.policy, options=self.options,
-                                       content_problem=problem, what="answers")
+                    await run_requests(
+                        backend,
+                        model,
+                        mine,
+                        lambda i: Request(asks[i].image, asks[i].prompt, None, asks[i].format),
+                        finish,
+                        policy=self.policy,
+                        options=self.options,
+                        content_problem=problem,
+                        what="answers",
+                    )
             finally:
                 if journal is not None:
                     journal.close()

@@ -24,14 +24,24 @@ from typing import Any
 from urbanln_cli.config import suggest
 from urbanln_cli.errors import InputError
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 # extensions stripped from ``image`` values and tile sources when matching (a tile id never has one unless
 # two files differ only by it, and then the id keeps it and matches as given)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2", ".vrt"})
 COLUMNS = ("caption", "tile_id", "image", "model")
 EXAMPLES = 5  # unmatched rows named per file
-FORMAT_HINT = ("one row per caption with a caption column and a tile_id or image column (optional model), "
-               'e.g. {"image": "a.png", "caption": "..."} per line of a .jsonl file')
+FORMAT_HINT = (
+    "one row per caption with a caption column and a tile_id or image column (optional model), "
+    'e.g. {"image": "a.png", "caption": "..."} per line of a .jsonl file'
+)
 
 
 @dataclass
@@ -77,8 +87,15 @@ class ImportFile:
 
     def summary(self) -> dict[str, Any]:
         """What the manifest records of the file."""
-        return {"path": str(self.path), "stage": "import", "format": self.format, "sha256": self.sha256,
-                "rows": len(self.rows), **self.counts, "unmatched_examples": self.unmatched_examples}
+        return {
+            "path": str(self.path),
+            "stage": "import",
+            "format": self.format,
+            "sha256": self.sha256,
+            "rows": len(self.rows),
+            **self.counts,
+            "unmatched_examples": self.unmatched_examples,
+        }
 
 
 def sha256_file(path: Path) -> str:
@@ -94,23 +111,30 @@ def read_file(path: Path | str) -> ImportFile:
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"cannot import {path}: not a .jsonl, .csv, .tsv or .parquet file",
-                         hint="name the file after its format: .jsonl (one JSON object per line), .csv, .tsv or .parquet")
+        raise InputError(
+            f"cannot import {path}: not a .jsonl, .csv, .tsv or .parquet file",
+            hint="name the file after its format: .jsonl (one JSON object per line), .csv, .tsv or .parquet",
+        )
     if not path.is_file():
         raise InputError(f"import file not found: {path}", hint="check the path given to --import")
     sha = sha256_file(path)
     try:
         records, columns = _READERS[fmt](path)
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", hint="save it as UTF-8") from None
+        raise InputError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", hint="save it as UTF-8"
+        ) from None
     if not records:
         raise InputError(f"{path} holds no captions", hint=FORMAT_HINT)
     if "caption" not in columns:
-        raise InputError(f"{path} has no caption column{suggest('caption', columns)} (it has: {_names(columns)})",
-                         hint=FORMAT_HINT)
+        raise InputError(
+            f"{path} has no caption column{suggest('caption', columns)} (it has: {_names(columns)})", hint=FORMAT_HINT
+        )
     if "tile_id" not in columns and "image" not in columns:
         near = suggest("image", columns) or suggest("tile_id", columns)
-        raise InputError(f"{path} has neither a tile_id nor an image column{near} (it has: {_names(columns)})", hint=FORMAT_HINT)
+        raise InputError(
+            f"{path} has neither a tile_id nor an image column{near} (it has: {_names(columns)})", hint=FORMAT_HINT
+        )
     rows = [row for line, record in records for row in _rows(path, line, record)]
     if not rows:
         raise InputError(f"{path} holds no captions", hint=FORMAT_HINT)
@@ -197,7 +221,9 @@ def _read_parquet(path: Path) -> tuple[list[tuple[int, dict]], set[str]]:
         wanted = [c for c in COLUMNS if c in schema.names]
         table = pq.read_table(path, columns=wanted)
     except Exception as exc:  # pyarrow raises several types for files that are not Parquet
-        raise InputError(f"cannot read {path} as Parquet: {exc}", hint="check the file, or export it as .jsonl or .csv") from None
+        raise InputError(
+            f"cannot read {path} as Parquet: {exc}", hint="check the file, or export it as .jsonl or .csv"
+        ) from None
     return list(enumerate(table.to_pylist(), 1)), set(schema.names)
 
 

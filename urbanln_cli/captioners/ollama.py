@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, ModelMissing, Reply, TileInfo, TransientError
@@ -15,7 +15,10 @@ from urbanln_cli.redact import credentials, public_host, redact
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 CONNECT_TIMEOUT = 10.0
-HOST_HINT = "e.g. --host http://127.0.0.1:11434 or --host https://user:password@gpu-box:11434 (http or https, a host name, an optional port)"
+HOST_HINT = (
+    "e.g. --host http://127.0.0.1:11434 or --host https://user:password@gpu-box:11434 (http or https, a "
+    "host name, an optional port)"
+)
 _HOSTNAME = re.compile(r"^[A-Za-z0-9._~%-]+$")
 
 
@@ -88,7 +91,10 @@ class OllamaBackend:
                 auth = httpx.BasicAuth(*user) if user else None
                 self._clients[public_host(raw)] = ollama.AsyncClient(host=raw, timeout=self._timeout, auth=auth)
             except ValueError as exc:  # e.g. a port out of range
-                raise UsageProblem(f"--host {redact(raw)} is not a valid URL ({redact(str(exc))})", hint="e.g. --host http://gpu-box:11434") from None
+                raise UsageProblem(
+                    f"--host {redact(raw)} is not a valid URL ({redact(str(exc))})",
+                    hint="e.g. --host http://gpu-box:11434",
+                ) from None
         self.hosts = list(self._clients)
 
     async def aclose(self) -> None:
@@ -110,21 +116,26 @@ class OllamaBackend:
                 digest = pulled.get(model)
                 if digest is None:
                     prefix = "" if len(self.hosts) == 1 else f"OLLAMA_HOST={host} "
-                    raise ServiceUnavailable(f"model {model} is not pulled on {host}", hint=f"{prefix}ollama pull {model}")
+                    raise ServiceUnavailable(
+                        f"model {model} is not pulled on {host}", hint=f"{prefix}ollama pull {model}"
+                    )
                 digests[model][host] = digest
         infos = {}
         for model in models:
             if len(set(digests[model].values())) > 1:
                 raise ServiceUnavailable(
-                    f"hosts have different versions of {model}: " + ", ".join(f"{h}={d[:12]}" for h, d in digests[model].items()),
+                    f"hosts have different versions of {model}: "
+                    + ", ".join(f"{h}={d[:12]}" for h, d in digests[model].items()),
                     hint=f"run `ollama pull {model}` on every host, so all captions come from one model",
                 )
             host = self.hosts[0]
             try:
                 shown = await self._clients[host].show(model)
             except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
-                raise ServiceUnavailable(f"cannot inspect {model} on {host}: {redact(str(exc))}",
-                                         hint=f"check `ollama show {model}` on that host") from None
+                raise ServiceUnavailable(
+                    f"cannot inspect {model} on {host}: {redact(str(exc))}",
+                    hint=f"check `ollama show {model}` on that host",
+                ) from None
             capabilities = tuple(shown.capabilities or ())
             if "vision" not in capabilities:
                 raise ServiceUnavailable(
@@ -132,11 +143,14 @@ class OllamaBackend:
                     hint="pick a vision model, e.g. --models llava,qwen-vl (see `urbanln caption --list-models`)",
                 )
             digest = next(iter(digests[model].values()))
-            infos[model] = ModelInfo(model, digest if digest.startswith("sha256:") else f"sha256:{digest}", capabilities, tuple(self.hosts))
+            infos[model] = ModelInfo(
+                model, digest if digest.startswith("sha256:") else f"sha256:{digest}", capabilities, tuple(self.hosts)
+            )
         return infos
 
     async def pulled(self) -> dict[str, list[str]]:
-        """What each host has pulled (for --list-models); ServiceUnavailable when a host does not answer as Ollama does."""
+        """What each host has pulled (for --list-models); ServiceUnavailable when a host does not answer as Ollama
+        does."""
         return {host: sorted(m.model for m in await self._list(host)) for host in self._clients}
 
     async def _list(self, host: str) -> list:
@@ -152,17 +166,29 @@ class OllamaBackend:
                 hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
             ) from None
         except ollama.ResponseError as exc:
-            raise ServiceUnavailable(f"{host} answered /api/tags with {exc.status_code}: {redact(exc.error)}",
-                                     hint="check that the URL points at an Ollama server") from None
+            raise ServiceUnavailable(
+                f"{host} answered /api/tags with {exc.status_code}: {redact(exc.error)}",
+                hint="check that the URL points at an Ollama server",
+            ) from None
         except ValueError as exc:  # a body that is not Ollama's JSON (pydantic or JSON errors)
-            raise ServiceUnavailable(f"{host} did not answer /api/tags as an Ollama server does ({redact(str(exc)[:200])})",
-                                     hint="check that the URL points at an Ollama server") from None
+            raise ServiceUnavailable(
+                f"{host} did not answer /api/tags as an Ollama server does ({redact(str(exc)[:200])})",
+                hint="check that the URL points at an Ollama server",
+            ) from None
         return list(listed.models or [])
 
     # ------------------------------------------------------------ captions
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions,
-                      tile: TileInfo | None = None, format: dict | None = None) -> Reply:
+    async def caption(
+        self,
+        host: str,
+        model: str,
+        image: bytes,
+        prompt: str,
+        options: GenerationOptions,
+        tile: TileInfo | None = None,
+        format: dict | None = None,
+    ) -> Reply:
         """One chat request with one image; ``format`` (a JSON schema) asks for structured output."""
         import httpx
 
@@ -172,8 +198,12 @@ class OllamaBackend:
         request = dict(
             model=model,
             messages=[{"role": "user", "content": prompt, "images": [image]}],
-            options={"temperature": options.temperature, "seed": options.seed,
-                     "num_predict": options.num_predict, "num_ctx": options.num_ctx},
+            options={
+                "temperature": options.temperature,
+                "seed": options.seed,
+                "num_predict": options.num_predict,
+                "num_ctx": options.num_ctx,
+            },
             keep_alive=options.keep_alive,
         )
         if format is not None:
@@ -194,7 +224,9 @@ class OllamaBackend:
             status = exc.status_code
             if status == 404 and "not found" in exc.error.lower():
                 raise ModelMissing(model, host) from None
-            kind = {429: "rate_limited", 503: "busy"}.get(status, "server_error" if status and status >= 500 else "stream_error")
+            kind = {429: "rate_limited", 503: "busy"}.get(
+                status, "server_error" if status and status >= 500 else "stream_error"
+            )
             if status and 400 <= status < 500 and status not in (408, 429):
                 kind = "bad_request"
             raise TransientError(kind, f"{status}: {redact(exc.error)}") from None

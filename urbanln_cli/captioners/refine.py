@@ -11,7 +11,7 @@ so a rewrite can reword and reorder but not add unchecked content.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from urbanln_cli.captioners import content_problem, gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
@@ -21,18 +21,31 @@ REWRITE_SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}
 
 
 def quadrant_prompt(where: str, gsd: float | None) -> str:
-    return (f"This is the {where} quarter of a satellite image tile{gsd_phrase(gsd)}. In one or two short sentences, describe "
-            "what is clearly visible: land use, buildings, roads, vegetation, water. Do not mention anything too small to see.")
+    return (
+        f"This is the {where} quarter of a satellite image tile{gsd_phrase(gsd)}. In one or two short sentences, "
+        "describe "
+        "what is clearly visible: land use, buildings, roads, vegetation, water. Do not mention anything too small "
+        "to see."
+    )
 
 
 def rewrite_prompt(draft: str, local: Sequence[str], facts: Sequence[str], gsd: float | None) -> str:
-    lines = [f"You are improving the caption of a satellite image tile{gsd_phrase(gsd)}.", "", "Draft caption:", draft, "",
-             "Short descriptions of its four quarters:"]
+    lines = [
+        f"You are improving the caption of a satellite image tile{gsd_phrase(gsd)}.",
+        "",
+        "Draft caption:",
+        draft,
+        "",
+        "Short descriptions of its four quarters:",
+    ]
     lines += [f"- {where}: {text}" for where, text in zip(QUADRANTS, local)]
     lines += ["", "Facts checked against other models and the image:"] + [f"- {f}" for f in facts]
-    lines += ["", "Write one complete, fluent caption of the whole tile in 3 to 8 sentences. Say where things are. Use only the "
-              "checked facts and what is clearly visible; leave out anything too small to see at this resolution. "
-              'Reply in JSON: {"caption": "..."}.']
+    lines += [
+        "",
+        "Write one complete, fluent caption of the whole tile in 3 to 8 sentences. Say where things are. Use only the "
+        "checked facts and what is clearly visible; leave out anything too small to see at this resolution. "
+        'Reply in JSON: {"caption": "..."}.',
+    ]
     return "\n".join(lines)
 
 
@@ -52,8 +65,14 @@ class Refiner:
     def describe(self) -> dict:
         return {"model": self.model, "quadrant_prompt": quadrant_prompt("{quarter}", None), "format": REWRITE_SCHEMA}
 
-    def local_captions(self, tile_ids: Sequence[str], image_of: Callable[[str], bytes], image_id_of: Callable[[str], str],
-                       gsd_of: Callable[[str], float | None], progress=None) -> dict[str, list[str] | str]:
+    def local_captions(
+        self,
+        tile_ids: Sequence[str],
+        image_of: Callable[[str], bytes],
+        image_id_of: Callable[[str], str],
+        gsd_of: Callable[[str], float | None],
+        progress=None,
+    ) -> dict[str, list[str] | str]:
         """Four quadrant captions per tile, or the error of one that failed.
 
         ``image_of`` gives the whole tile; ``image_id_of`` must name what is sent (bytes and size).
@@ -67,8 +86,11 @@ class Refiner:
                 crops[tile_id] = quadrant_crops(image_of(tile_id), self.image_size, self.max_pixels)
             return crops[tile_id][k]
 
-        asks = [Ask(self.model, quadrant_prompt(where, gsd_of(t)), lambda t=t, k=k: crop(t, k), f"{image_id_of(t)}#q{k}")
-                for t in tile_ids for k, where in enumerate(QUADRANTS)]
+        asks = [
+            Ask(self.model, quadrant_prompt(where, gsd_of(t)), lambda t=t, k=k: crop(t, k), f"{image_id_of(t)}#q{k}")
+            for t in tile_ids
+            for k, where in enumerate(QUADRANTS)
+        ]
         answers = self.vlm.run(asks, content_problem, progress)
         out: dict[str, list[str] | str] = {}
         for n, t in enumerate(tile_ids):
@@ -77,10 +99,24 @@ class Refiner:
             out[t] = f"a quadrant caption failed: {failed}" if failed else [a.text for a in mine]
         return out
 
-    def rewrite(self, jobs: Sequence[tuple[str, str, Sequence[str], Sequence[str]]], image_of: Callable[[str], bytes],
-                image_id_of: Callable[[str], str], gsd_of: Callable[[str], float | None], progress=None) -> list[tuple[str | None, str | None]]:
+    def rewrite(
+        self,
+        jobs: Sequence[tuple[str, str, Sequence[str], Sequence[str]]],
+        image_of: Callable[[str], bytes],
+        image_id_of: Callable[[str], str],
+        gsd_of: Callable[[str], float | None],
+        progress=None,
+    ) -> list[tuple[str | None, str | None]]:
         """For each (tile_id, draft, local captions, facts): (rewritten caption, error)."""
-        asks = [Ask(self.model, rewrite_prompt(draft, local, facts, gsd_of(t)), lambda t=t: image_of(t), image_id_of(t), REWRITE_SCHEMA)
-                for t, draft, local, facts in jobs]
+        asks = [
+            Ask(
+                self.model,
+                rewrite_prompt(draft, local, facts, gsd_of(t)),
+                lambda t=t: image_of(t),
+                image_id_of(t),
+                REWRITE_SCHEMA,
+            )
+            for t, draft, local, facts in jobs
+        ]
         answers = self.vlm.run(asks, rewrite_problem, progress)
         return [(None, a.error) if a.error else (parse_rewrite(a.text), None) for a in answers]

@@ -17,8 +17,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from urbanln_cli.captioners import Backend, GenerationOptions, ModelMissing, Reply, TileInfo, TransientError
 from urbanln_cli.errors import ServiceUnavailable
@@ -121,14 +122,26 @@ async def run_requests(
             try:
                 image = request.image()
             except Exception as exc:  # a damaged tile: record it, do not stop the run
-                done(task, outcome(task, "", ("bad_image", f"cannot read the tile's image: {plain_error(exc)}"), host, started))
+                done(
+                    task,
+                    outcome(
+                        task, "", ("bad_image", f"cannot read the tile's image: {plain_error(exc)}"), host, started
+                    ),
+                )
                 continue
             try:
                 # content failures are retried at once, on this slot, with a new seed each time
                 while True:
                     task.requests += 1
-                    reply = await backend.caption(host, model, image, request.prompt, options.for_attempt(task.content_attempts),
-                                                  request.tile, format=request.format)
+                    reply = await backend.caption(
+                        host,
+                        model,
+                        image,
+                        request.prompt,
+                        options.for_attempt(task.content_attempts),
+                        request.tile,
+                        format=request.format,
+                    )
                     problem = content_problem(reply.text)
                     if problem is None or task.content_attempts >= policy.content_retries:
                         break
@@ -149,7 +162,8 @@ async def run_requests(
                         if len(dead) == len(failures):
                             state["fatal"] = ServiceUnavailable(
                                 f"every host failed ({exc.error_class}: {exc.message}); finished {what} are kept",
-                                hint="check the Ollama servers (`urbanln env --host …`), then run the same command again to resume",
+                                hint="check the Ollama servers (`urbanln env --host …`), then run the same command "
+                                "again to resume",
                             )
                             stop_all()
                 if state["fatal"] is not None:

@@ -55,9 +55,10 @@ import math
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, Reply, TileInfo
 from urbanln_cli.config import suggest
@@ -84,18 +85,25 @@ class Persona:
     false_absence: float = 0.0  # per caption: says that something the tile has is not there (an error)
 
 
+# Hand-packed data tables: the formatter leaves them as written.
+# fmt: off
 PERSONAS = {
     "precise": Persona(detail=5, omission=0.10, wrong_count=0.05, wrong_land_use=0.03, hallucinated_object=0.03,
                        hallucinated_small_object=0.0, boilerplate=0.0, style="plain", absence=0.35, false_absence=0.02),
     "verbose": Persona(detail=12, omission=0.05, wrong_count=0.15, wrong_land_use=0.05, hallucinated_object=0.15,
-                       hallucinated_small_object=0.15, boilerplate=0.5, style="florid", absence=0.45, false_absence=0.05),
+                       hallucinated_small_object=0.15, boilerplate=0.5, style="florid", absence=0.45,
+                           false_absence=0.05),
     "hallucinating": Persona(detail=6, omission=0.15, wrong_count=0.30, wrong_land_use=0.25, hallucinated_object=0.50,
-                             hallucinated_small_object=0.60, boilerplate=0.2, style="florid", absence=0.25, false_absence=0.20),
+                             hallucinated_small_object=0.60, boilerplate=0.2, style="florid", absence=0.25,
+                                 false_absence=0.20),
     "generic": Persona(detail=1, omission=0.50, wrong_count=0.10, wrong_land_use=0.10, hallucinated_object=0.05,
-                       hallucinated_small_object=0.05, boilerplate=0.8, style="vague", absence=0.20, false_absence=0.05),
+                       hallucinated_small_object=0.05, boilerplate=0.8, style="vague", absence=0.20,
+                           false_absence=0.05),
 }
 
-_KINDS = ("buildings", "roads", "rail", "parks", "water", "sports_fields", "trees", "vehicles", "zones", "paved", "fields")
+_KINDS = ("buildings", "roads", "rail", "parks", "water", "sports_fields", "trees", "vehicles", "zones", "paved",
+    "fields")
+# fmt: on
 
 
 class Scene:
@@ -109,7 +117,9 @@ class Scene:
             raw = self.path.read_bytes()
             data = orjson.loads(raw)
         except (OSError, orjson.JSONDecodeError) as exc:
-            raise InputError(f"cannot read scene {self.path}: {exc}", hint="pass the scene.json that `urbanln synth city` wrote") from None
+            raise InputError(
+                f"cannot read scene {self.path}: {exc}", hint="pass the scene.json that `urbanln synth city` wrote"
+            ) from None
         self.sha256 = hashlib.sha256(raw).hexdigest()
         try:
             self.crs = data["crs"]
@@ -125,9 +135,18 @@ class Scene:
                     for cell in _cells(_bbox(obj)):
                         grid[cell].append(i)
                 self._index[kind] = grid
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:  # JSON, but not a scene
-            raise InputError(f"{self.path} is not a scene of `urbanln synth city` ({type(exc).__name__}: {exc})",
-                             hint="pass the scene.json that `urbanln synth city` wrote") from None
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+        ) as exc:  # JSON, but not a scene
+            raise InputError(
+                f"{self.path} is not a scene of `urbanln synth city` ({type(exc).__name__}: {exc})",
+                hint="pass the scene.json that `urbanln synth city` wrote",
+            ) from None
 
     def query(self, kind: str, bounds) -> list[dict[str, Any]]:
         """Objects whose bbox touches ``bounds`` (points: that lie inside), each once, in scene order."""
@@ -247,7 +266,9 @@ def tile_facts(scene: Scene, tile: TileInfo) -> Facts:
         cars=len(vehicles),
         gsd=tile.gsd or 1.0,
         zone=_zone_at(scene, ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)),
-        storey_range=(min(b.get("storeys", 1) for b in inside), max(b.get("storeys", 1) for b in inside)) if inside else (0, 0),
+        storey_range=(min(b.get("storeys", 1) for b in inside), max(b.get("storeys", 1) for b in inside))
+        if inside
+        else (0, 0),
         parking=sum(1 for p in scene.query("paved", bounds) if p.get("kind") == "parking"),
         crops=tuple(sorted({f.get("crop", "crops") for f in scene.query("fields", bounds)}))[:2],
         vehicles=len(all_vehicles),
@@ -280,6 +301,8 @@ def _inside(point, polygon) -> bool:
 # among plain, florid or vague ones. A form is a sentence body without its full
 # stop; attached clauses and a florid persona's padding go after the body.
 
+# Hand-packed data tables: the formatter leaves them as written.
+# fmt: off
 _USES = ["residential", "commercial", "industrial", "park", "farmland"]
 # land use -> (phrase, form): "c" takes an article, "m" is a mass noun, "p" a plural
 _LAND_USE: dict[str, tuple[tuple[str, str], ...]] = {
@@ -304,11 +327,15 @@ _ZONE_TEXT = {
 # (plural, singular) by the buildings' use and height
 _BUILDING_NOUNS = {
     "residential": (("buildings", "building"), ("houses", "house"), ("homes", "home"), ("dwellings", "dwelling")),
-    "residential_tall": (("buildings", "building"), ("apartment blocks", "apartment block"), ("residential buildings", "residential building")),
-    "residential_high": (("buildings", "building"), ("apartment blocks", "apartment block"), ("tower blocks", "tower block"),
+    "residential_tall": (("buildings", "building"), ("apartment blocks", "apartment block"), ("residential buildings",
+        "residential building")),
+    "residential_high": (("buildings", "building"), ("apartment blocks", "apartment block"), ("tower blocks",
+        "tower block"),
                          ("high-rises", "high-rise")),
-    "commercial": (("buildings", "building"), ("office buildings", "office building"), ("commercial buildings", "commercial building")),
-    "industrial": (("buildings", "building"), ("warehouses", "warehouse"), ("sheds", "shed"), ("factory buildings", "factory building")),
+    "commercial": (("buildings", "building"), ("office buildings", "office building"), ("commercial buildings",
+        "commercial building")),
+    "industrial": (("buildings", "building"), ("warehouses", "warehouse"), ("sheds", "shed"), ("factory buildings",
+        "factory building")),
 }
 _ROAD_NOUNS = {
     "highway": ("highway", "motorway", "expressway", "dual carriageway"),
@@ -318,7 +345,8 @@ _ROAD_NOUNS = {
 _CROPS = {"fallow": "fallow land", "ploughed": "ploughed soil", "orchard": "orchards", "greenhouse": "greenhouses"}
 _ROOFING = {"tile": "clay tiles"}
 _APPROX = ("about", "around", "roughly", "approximately", "some")
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve",
                  "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
 
 # what an absence statement denies: thing -> (lexicon concepts, sentences, clauses for a host sentence)
@@ -326,35 +354,44 @@ _ABSENCE: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = 
     "water": (("river", "lake", "canal", "water_body"),
               ("There is no water in the tile", "No rivers or lakes are visible", "The area has no water bodies"),
               (", without any water bodies", ", with no water in sight", ", and there is no river or lake")),
-    "rail": (("railway", "train"), ("There are no railway tracks", "No rail lines cross the area", "The tile has no railway"), ()),
-    "parks": (("park",), ("There is no park or other green space", "The tile has no parks", "No parks can be seen"), ()),
+    "rail": (("railway", "train"), ("There are no railway tracks", "No rail lines cross the area", "The tile has "
+        "no railway"), ()),
+    "parks": (("park",), ("There is no park or other green space", "The tile has no parks", "No parks can be seen"),
+        ()),
     "highway": (("highway",), ("No highway passes through the tile", "There is no motorway"), ()),
     "sports_fields": (("sports_field", "stadium"), ("No sports fields can be seen", "There are no sports pitches"), ()),
     "cars": (("car",), ("There are no cars", "No traffic can be seen", "No vehicles are visible on the roads"),
              (", with no vehicles visible on it", ", but no cars can be seen on it", ", with no traffic on it")),
     "trees": (("tree",), ("There are no trees", "Not a single tree can be seen"), (", without any trees",)),
-    "buildings": (("building",), ("There are no buildings", "No buildings or other structures stand here"), (", without any buildings",)),
+    "buildings": (("building",), ("There are no buildings", "No buildings or other structures stand here"),
+        (", without any buildings",)),
     "roads": (("road", "highway"), ("No roads cross the tile", "There are no roads"), (", with no roads",)),
     "fields": (("farmland",), ("There are no fields", "There is no farmland"), ()),
     "parking": (("parking",), ("There is no parking lot", "No car parks can be seen"), ()),
 }
 # how readily a captioner remarks that a thing is missing
-_SALIENCE = {"water": 3.0, "cars": 3.0, "buildings": 2.0, "trees": 2.0, "roads": 2.0, "rail": 1.0, "parks": 1.0, "highway": 1.0,
+_SALIENCE = {"water": 3.0, "cars": 3.0, "buildings": 2.0, "trees": 2.0, "roads": 2.0, "rail": 1.0, "parks": 1.0,
+    "highway": 1.0,
              "fields": 1.0, "parking": 1.0, "sports_fields": 0.5}
 # the presence facts an absence contradicts (a false absence prefers a thing the caption says nothing else about)
 _PRESENCE_FACTS = {"water": {"water", "use:water"}, "rail": {"rail"}, "parks": {"parks", "use:park"},
                    "highway": {"roads", "road_classes"}, "sports_fields": {"sports_fields"}, "cars": {"cars"},
                    "trees": {"tree_count", "parks", "use:park"},
-                   "buildings": {"building_count", "storey_range", "roofs", "materials", "use:residential", "use:commercial", "use:industrial"},
-                   "roads": {"roads", "road_classes", "cars", "parking"}, "fields": {"fields", "use:farmland"}, "parking": {"parking"}}
+                   "buildings": {"building_count", "storey_range", "roofs", "materials", "use:residential",
+                       "use:commercial", "use:industrial"},
+                   "roads": {"roads", "road_classes", "cars", "parking"}, "fields": {"fields", "use:farmland"},
+                       "parking": {"parking"}}
 _ABSENT_OBJECTS = {  # hallucinations: presence statements about things the tile lacks
-    "water": ("A river winds through the area", "A narrow canal runs along one side of the tile", "There is a small pond among the buildings"),
+    "water": ("A river winds through the area", "A narrow canal runs along one side of the tile",
+        "There is a small pond among the buildings"),
     "rail": ("A railway line crosses the tile", "Train tracks run through the area"),
-    "park": ("A large park with lawns and paths lies at its centre", "There is a park, which offers green space to residents"),
+    "park": ("A large park with lawns and paths lies at its centre", "There is a park, which offers green space to "
+        "residents"),
     "highway": ("A multi-lane highway cuts across the scene", "An elevated expressway passes over the area"),
     "stadium": ("A stadium with a large oval stand is visible", "There is a ballpark with floodlights"),
 }
-_HALLUCINATED_ABSENCE = {"water": "water", "rail": "rail", "park": "parks", "highway": "highway", "stadium": "sports_fields"}
+_HALLUCINATED_ABSENCE = {"water": "water", "rail": "rail", "park": "parks", "highway": "highway",
+    "stadium": "sports_fields"}
 _SMALL_OBJECTS = [
     "People can be seen walking along the pavements.",
     "Traffic lights control the main intersection.",
@@ -376,10 +413,12 @@ _CLOSING = [
 ]
 # A florid persona pads sentences the way chatty VLMs do; the padding asserts nothing.
 _FLOURISH = [
-    ", which is clearly visible from above", ", as can be seen in the image", ", giving the scene a distinctive character",
+    ", which is clearly visible from above", ", as can be seen in the image", ", giving the scene a distinctive "
+        "character",
     ", in a way that is typical of such areas", ", adding to the overall texture of the landscape",
     ", showcasing the variety of the landscape", ", creating a picturesque scene",
 ]
+# fmt: on
 
 
 def _height_words(storeys: float) -> str:
@@ -435,7 +474,9 @@ class _Line:
     clauses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (text, assertion)
     pad: bool = True  # a florid persona may pad it
 
-    def attach(self, text: str, fact: str, polarity: str = "present", absent: tuple[str, ...] = (), value: Any = None) -> None:
+    def attach(
+        self, text: str, fact: str, polarity: str = "present", absent: tuple[str, ...] = (), value: Any = None
+    ) -> None:
         assertion: dict[str, Any] = {"fact": fact, "polarity": polarity, "label": "true", "absent": list(absent)}
         if value is not None:
             assertion["value"] = value
@@ -446,8 +487,14 @@ class _Line:
         if florid and self.pad and not any(a["polarity"] == "absent" for _, a in self.clauses) and rng.random() < 0.6:
             text += rng.choice(_FLOURISH)
         absent = list(self.absent) + [c for _, a in self.clauses for c in a["absent"]]
-        out: dict[str, Any] = {"text": _cap(text) + ".", "label": self.label, "fact": self.fact, "polarity": self.polarity,
-                               "absent": list(dict.fromkeys(absent)), "also": [a for _, a in self.clauses]}
+        out: dict[str, Any] = {
+            "text": _cap(text) + ".",
+            "label": self.label,
+            "fact": self.fact,
+            "polarity": self.polarity,
+            "absent": list(dict.fromkeys(absent)),
+            "also": [a for _, a in self.clauses],
+        }
         if self.value is not None:
             out["value"] = self.value
         return out
@@ -455,7 +502,12 @@ class _Line:
 
 def _land_use_body(rng: random.Random, style: str, use: str, facts: Facts) -> str:
     phrase, form = rng.choice(_LAND_USE[use])
-    if form == "c" and use in ("residential", "commercial", "industrial") and facts.buildings > 20 and rng.random() < 0.4:
+    if (
+        form == "c"
+        and use in ("residential", "commercial", "industrial")
+        and facts.buildings > 20
+        and rng.random() < 0.4
+    ):
         phrase = "dense " + phrase
     x = _a(phrase) if form == "c" else phrase
     if style == "vague":
@@ -465,8 +517,13 @@ def _land_use_body(rng: random.Random, style: str, use: str, facts: Facts) -> st
         elif form == "m" and use in ("farmland", "open"):
             forms.append(f"There is a piece of {x}")
         return rng.choice(forms)
-    forms = [f"The area is dominated by {x}", f"The image shows {x}", f"The image depicts {x}",
-             f"Most of the tile is taken up by {x}", f"The tile is mostly {x}"]
+    forms = [
+        f"The area is dominated by {x}",
+        f"The image shows {x}",
+        f"The image depicts {x}",
+        f"Most of the tile is taken up by {x}",
+        f"The tile is mostly {x}",
+    ]
     if form == "c":
         forms.append(f"{x} fills most of the tile")
     if style == "florid":
@@ -486,18 +543,30 @@ def _buildings_body(rng: random.Random, style: str, n: int, facts: Facts, roofs:
     nouns = _BUILDING_NOUNS.get(use, _BUILDING_NOUNS["residential"])
     plural, singular = rng.choice(nouns)
     if use == "residential" and facts.storeys <= 3 and rng.random() < 0.2:
-        plural, singular = "townhouses" if facts.storeys >= 2 else "bungalows", "townhouse" if facts.storeys >= 2 else "bungalow"
+        plural, singular = (
+            "townhouses" if facts.storeys >= 2 else "bungalows",
+            "townhouse" if facts.storeys >= 2 else "bungalow",
+        )
     h, s = _height_words(facts.storeys), round(facts.storeys)
     with_roofs = f" with {_roof_colours(facts)} roofs" if roofs else ""
     if style == "vague":
         if n == 1:
             return f"There is a {singular}{with_roofs}"
-        return rng.choice([f"There are some {plural}{with_roofs}", f"Some {plural}{with_roofs} can be seen",
-                           f"There are a number of {plural}{with_roofs}"])
+        return rng.choice(
+            [
+                f"There are some {plural}{with_roofs}",
+                f"Some {plural}{with_roofs} can be seen",
+                f"There are a number of {plural}{with_roofs}",
+            ]
+        )
     S = _num(rng, s, 0.4)
     if n == 1:
-        return rng.choice([f"A single {h} {singular}{with_roofs} with {S} storey{'s' if s != 1 else ''} stands here",
-                           f"There is one {_storey(s)} {singular}{with_roofs}"])
+        return rng.choice(
+            [
+                f"A single {h} {singular}{with_roofs} with {S} storey{'s' if s != 1 else ''} stands here",
+                f"There is one {_storey(s)} {singular}{with_roofs}",
+            ]
+        )
     N = _num(rng, n)
     approx = rng.choice(_APPROX)
     forms = [
@@ -506,7 +575,9 @@ def _buildings_body(rng: random.Random, style: str, n: int, facts: Facts, roofs:
         f"{approx} {N} {_storey(s)} {plural}{with_roofs} can be seen",
     ]
     if roofs:
-        forms.append(f"There are {approx} {N} {_storey(s)} {plural}, most of which have {_roof_colours(facts, 'or')} roofs")
+        forms.append(
+            f"There are {approx} {N} {_storey(s)} {plural}, most of which have {_roof_colours(facts, 'or')} roofs"
+        )
     else:
         forms.append(f"There are {approx} {N} {h} {plural}, most of which have {S} storeys")
     return rng.choice(forms)
@@ -521,9 +592,12 @@ def _roads_body(rng: random.Random, style: str, facts: Facts) -> tuple[str, dict
         return rng.choice(["There are some roads", "A road passes through", "Roads cross the area"]), value
     noun = rng.choice(_ROAD_NOUNS.get(main, (f"{main} road",)))
     L = _num(rng, lanes, 0.2)
-    forms = [f"{_a(f'{L}-lane {noun}')} runs through the tile", f"The tile is crossed by {_a(f'{L}-lane {noun}')}",
-             f"{_a(noun)} with {L} lane{'s' if lanes != 1 else ''} cuts across the area",
-             f"There is {_a(f'{L}-lane {noun}')}, which crosses the tile"]
+    forms = [
+        f"{_a(f'{L}-lane {noun}')} runs through the tile",
+        f"The tile is crossed by {_a(f'{L}-lane {noun}')}",
+        f"{_a(noun)} with {L} lane{'s' if lanes != 1 else ''} cuts across the area",
+        f"There is {_a(f'{L}-lane {noun}')}, which crosses the tile",
+    ]
     return rng.choice(forms), value
 
 
@@ -533,8 +607,10 @@ def _water_body(rng: random.Random, style: str, kind: str) -> str:
     if style == "vague":
         return rng.choice([f"There is {_a(kind)}", "There is some water"])
     forms = [f"{_a(kind)} is visible", f"There is {_a(kind)} in the tile", f"Part of the tile is covered by {_a(kind)}"]
-    forms += {"river": ["A river flows through the area", "A watercourse runs through the tile"],
-              "lake": ["A lake occupies part of the tile", "A stretch of still water, probably a lake, lies within the tile"]}.get(kind, [])
+    forms += {
+        "river": ["A river flows through the area", "A watercourse runs through the tile"],
+        "lake": ["A lake occupies part of the tile", "A stretch of still water, probably a lake, lies within the tile"],
+    }.get(kind, [])
     if style == "florid":
         forms.append(f"The shimmering surface of {_a(kind)} catches the light")
     return rng.choice(forms)
@@ -544,72 +620,131 @@ def _detail_body(rng: random.Random, style: str, fact: str, facts: Facts, n: int
     """A detail sentence (zone, heights, roads, parking, fields, roofs, materials, trees, sports fields, cars)."""
     if fact == "zone":
         z = _ZONE_TEXT[facts.zone]
-        return rng.choice([f"This part of the city is {z}", f"The tile lies in {z}", f"It appears to be part of {z}",
-                           f"The setting is {z}"]), facts.zone
+        return rng.choice(
+            [
+                f"This part of the city is {z}",
+                f"The tile lies in {z}",
+                f"It appears to be part of {z}",
+                f"The setting is {z}",
+            ]
+        ), facts.zone
     if fact == "storey_range":
         a, b = facts.storey_range
-        return rng.choice([f"Building heights range from {a} to {b} storeys", f"The buildings vary from {a} to {b} floors in height",
-                           f"Heights vary between {a} and {b} storeys", f"The lowest buildings have {a} storeys and the tallest {b}"]), [a, b]
+        return rng.choice(
+            [
+                f"Building heights range from {a} to {b} storeys",
+                f"The buildings vary from {a} to {b} floors in height",
+                f"Heights vary between {a} and {b} storeys",
+                f"The lowest buildings have {a} storeys and the tallest {b}",
+            ]
+        ), [a, b]
     if fact == "road_classes":
         classes = sorted(facts.roads)
-        forms = [f"The street network mixes {_and(classes)} roads", f"There is a mix of {_and(classes)} roads",
-                 f"The roads include {_and(classes)} streets"]
+        forms = [
+            f"The street network mixes {_and(classes)} roads",
+            f"There is a mix of {_and(classes)} roads",
+            f"The roads include {_and(classes)} streets",
+        ]
         if len(classes) == 2:
             forms.append(f"Both {classes[0]} and {classes[1]} roads can be seen")
         return rng.choice(forms), classes
     if fact == "parking":
         p = facts.parking
         if p == 1:
-            return rng.choice(["There is a parking lot", "A car park is visible", "A paved parking area can be seen"]), p
+            return rng.choice(
+                ["There is a parking lot", "A car park is visible", "A paved parking area can be seen"]
+            ), p
         P = _num(rng, p, 0.5)
         return rng.choice([f"There are {P} parking lots", f"The tile has {P} car parks"]), p
     if fact == "fields":
         crops = [_CROPS.get(c, c) for c in facts.crops]
-        return rng.choice([f"Fields of {_and(crops)} are visible", f"There are fields of {_and(crops)}",
-                           f"The farmland is a patchwork of {_and(crops)}", f"The fields show {_and(crops)}"]), list(facts.crops)
+        return rng.choice(
+            [
+                f"Fields of {_and(crops)} are visible",
+                f"There are fields of {_and(crops)}",
+                f"The farmland is a patchwork of {_and(crops)}",
+                f"The fields show {_and(crops)}",
+            ]
+        ), list(facts.crops)
     if fact == "roofs":
         c = facts.roofs
-        forms = [f"Roofs are mostly {_and(c)}", f"The roofs are predominantly {_and(c)}", f"Most of the buildings have {_and(c, 'or')} roofs"]
+        forms = [
+            f"Roofs are mostly {_and(c)}",
+            f"The roofs are predominantly {_and(c)}",
+            f"Most of the buildings have {_and(c, 'or')} roofs",
+        ]
         if len(c) == 2:
             forms.append(f"Most rooftops are {c[0]}, with some {c[1]} ones")
         return rng.choice(forms), list(c)
     if fact == "materials":
         m = [_ROOFING.get(x, x) for x in facts.materials]
-        return rng.choice([f"Roofing looks like {_and(facts.materials)}", f"The roofs appear to be made of {_and(m)}",
-                           f"Roof materials include {_and(m)}", f"Most roofs are covered in {_and(m, 'or')}"]), list(facts.materials)
+        return rng.choice(
+            [
+                f"Roofing looks like {_and(facts.materials)}",
+                f"The roofs appear to be made of {_and(m)}",
+                f"Roof materials include {_and(m)}",
+                f"Most roofs are covered in {_and(m, 'or')}",
+            ]
+        ), list(facts.materials)
     if fact == "tree_count":
         if n == 1:
             return rng.choice(["There is a single tree", "One tree can be seen"]), n
         N = _num(rng, n)
-        return rng.choice([f"Roughly {N} trees are scattered around", f"There are about {N} trees",
-                           f"Around {N} trees dot the tile", f"The tile has some {N} trees"]), n
+        return rng.choice(
+            [
+                f"Roughly {N} trees are scattered around",
+                f"There are about {N} trees",
+                f"Around {N} trees dot the tile",
+                f"The tile has some {N} trees",
+            ]
+        ), n
     if fact == "sports_fields":
         return rng.choice(["A sports field is visible", "There is a playing field", "A sports pitch can be seen"]), None
     if fact == "cars":
         if facts.cars == 1:
             return rng.choice(["A single car can be seen on the street", "There is one car on the road"]), 1
         N = _num(rng, facts.cars)
-        return rng.choice([f"Around {N} cars are parked or moving on the streets", f"There are about {N} cars on the roads",
-                           f"Roughly {N} cars can be seen", f"About {N} automobiles are visible on the streets"]), facts.cars
+        return rng.choice(
+            [
+                f"Around {N} cars are parked or moving on the streets",
+                f"There are about {N} cars on the roads",
+                f"Roughly {N} cars can be seen",
+                f"About {N} automobiles are visible on the streets",
+            ]
+        ), facts.cars
     raise ValueError(fact)
 
 
 def _lacks(thing: str, facts: Facts) -> bool:
     """The tile truly has none of it, so saying so is true."""
     return {
-        "water": facts.water is None, "rail": not facts.rail, "parks": facts.parks == 0,
-        "highway": "highway" not in facts.roads, "sports_fields": facts.sports_fields == 0, "cars": facts.vehicles == 0,
-        "trees": facts.trees == 0, "buildings": facts.buildings_touching == 0, "roads": not facts.roads,
-        "fields": not facts.crops, "parking": facts.parking == 0,
+        "water": facts.water is None,
+        "rail": not facts.rail,
+        "parks": facts.parks == 0,
+        "highway": "highway" not in facts.roads,
+        "sports_fields": facts.sports_fields == 0,
+        "cars": facts.vehicles == 0,
+        "trees": facts.trees == 0,
+        "buildings": facts.buildings_touching == 0,
+        "roads": not facts.roads,
+        "fields": not facts.crops,
+        "parking": facts.parking == 0,
     }[thing]
 
 
 def _has(thing: str, facts: Facts) -> bool:
     """The tile visibly has it, so denying it is an error (cars only where the GSD shows them)."""
     return {
-        "water": facts.water is not None, "rail": facts.rail, "parks": facts.parks > 0, "highway": "highway" in facts.roads,
-        "sports_fields": facts.sports_fields > 0, "cars": facts.cars > 0 and facts.gsd <= CARS_VISIBLE_BELOW_M,
-        "trees": facts.trees > 0, "buildings": facts.buildings > 0, "roads": bool(facts.roads), "fields": bool(facts.crops),
+        "water": facts.water is not None,
+        "rail": facts.rail,
+        "parks": facts.parks > 0,
+        "highway": "highway" in facts.roads,
+        "sports_fields": facts.sports_fields > 0,
+        "cars": facts.cars > 0 and facts.gsd <= CARS_VISIBLE_BELOW_M,
+        "trees": facts.trees > 0,
+        "buildings": facts.buildings > 0,
+        "roads": bool(facts.roads),
+        "fields": bool(facts.crops),
         "parking": facts.parking > 0,
     }[thing]
 
@@ -653,8 +788,16 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
             n, label = _wrong_count(rng, facts.buildings), "wrong_count"
         if label != "true" or kept("building_count"):
             buildings = (n, label)
-    objects = [fact for fact, present in (("roads", bool(facts.roads)), ("water", facts.water is not None),
-                                          ("parks", facts.parks > 0), ("rail", facts.rail)) if present and kept(fact)]
+    objects = [
+        fact
+        for fact, present in (
+            ("roads", bool(facts.roads)),
+            ("water", facts.water is not None),
+            ("parks", facts.parks > 0),
+            ("rail", facts.rail),
+        )
+        if present and kept(fact)
+    ]
     details: list[tuple[str, str, int | None]] = []  # (fact, label, count)
     if facts.zone in _ZONE_TEXT:
         details.append(("zone", "true", None))
@@ -689,7 +832,9 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
     for _ in range(2):
         if rng.random() < persona.absence and lacking:
             # most often the absence any captioner of this tile would remark on first, else any
-            thing = lacking[0] if rng.random() < 0.75 else rng.choices(lacking, weights=[_SALIENCE[k] for k in lacking])[0]
+            thing = (
+                lacking[0] if rng.random() < 0.75 else rng.choices(lacking, weights=[_SALIENCE[k] for k in lacking])[0]
+            )
             lacking.remove(thing)
             absences.append(thing)
     false_absence = None
@@ -712,8 +857,11 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
     if "zone" in detail_facts:
         detail_facts.remove("zone")
         if use_label == "true" and not vague and rng.random() < 0.35:
-            land.attach(rng.choice([", part of {}", ", in what appears to be {}", " in {}"]).format(_ZONE_TEXT[facts.zone]),
-                        "zone", value=facts.zone)
+            land.attach(
+                rng.choice([", part of {}", ", in what appears to be {}", " in {}"]).format(_ZONE_TEXT[facts.zone]),
+                "zone",
+                value=facts.zone,
+            )
         else:
             body, value = _detail_body(rng, style, "zone", facts)
             lines_overview.append(_Line("zone", "true", body, value=value))
@@ -724,7 +872,12 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
         line = _Line("building_count", label, _buildings_body(rng, style, n, facts, roofs), value=None if vague else n)
         if roofs:
             detail_facts.remove("roofs")
-            line.clauses.append(("", {"fact": "roofs", "polarity": "present", "label": "true", "absent": [], "value": list(facts.roofs)}))
+            line.clauses.append(
+                (
+                    "",
+                    {"fact": "roofs", "polarity": "present", "label": "true", "absent": [], "value": list(facts.roofs)},
+                )
+            )
         object_lines.append(line)
     roads_line = None
     for fact in objects:
@@ -735,22 +888,48 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
         elif fact == "water":
             object_lines.append(_Line("water", "true", _water_body(rng, style, facts.water), value=facts.water))
         elif fact == "parks":
-            object_lines.append(_Line("parks", "true", rng.choice(
-                ["There is a park", "There is some green space"] if vague else
-                ["Green space with lawns and trees covers part of the tile", "There is a park with open lawns",
-                 "A park occupies part of the tile", "Part of the area is given over to a landscaped park"])))
+            object_lines.append(
+                _Line(
+                    "parks",
+                    "true",
+                    rng.choice(
+                        ["There is a park", "There is some green space"]
+                        if vague
+                        else [
+                            "Green space with lawns and trees covers part of the tile",
+                            "There is a park with open lawns",
+                            "A park occupies part of the tile",
+                            "Part of the area is given over to a landscaped park",
+                        ]
+                    ),
+                )
+            )
         elif fact == "rail":
-            object_lines.append(_Line("rail", "true", rng.choice(
-                ["There is a railway"] if vague else
-                ["Railway tracks cross the area", "A railway line runs through the tile", "Train tracks pass through the area",
-                 "A railway corridor cuts across the tile"])))
+            object_lines.append(
+                _Line(
+                    "rail",
+                    "true",
+                    rng.choice(
+                        ["There is a railway"]
+                        if vague
+                        else [
+                            "Railway tracks cross the area",
+                            "A railway line runs through the tile",
+                            "Train tracks pass through the area",
+                            "A railway corridor cuts across the tile",
+                        ]
+                    ),
+                )
+            )
     if len(object_lines) > 2:  # buildings and roads first, the rest in any order
         head, rest = object_lines[:2], object_lines[2:]
         rng.shuffle(rest)
         object_lines = head + rest
     if hallucinated:
-        object_lines.insert(rng.randint(0, len(object_lines)),
-                            _Line("none", "hallucinated_object", rng.choice(_ABSENT_OBJECTS[hallucinated]), pad=False))
+        object_lines.insert(
+            rng.randint(0, len(object_lines)),
+            _Line("none", "hallucinated_object", rng.choice(_ABSENT_OBJECTS[hallucinated]), pad=False),
+        )
     detail_lines = []
     by_fact = {d[0]: d for d in details}
     for fact in detail_facts:
@@ -765,23 +944,61 @@ def write_caption(persona: Persona, facts: Facts, rng: random.Random) -> tuple[s
         if host is not None and clauses and host.label == "true" and not host.clauses and rng.random() < 0.5:
             host.attach(rng.choice(clauses), thing, "absent", concepts)
         else:
-            detail_lines.insert(rng.randint(0, len(detail_lines)),
-                                _Line(thing, "true", _absence_sentence(rng, thing, facts), "absent", concepts, pad=False))
+            detail_lines.insert(
+                rng.randint(0, len(detail_lines)),
+                _Line(thing, "true", _absence_sentence(rng, thing, facts), "absent", concepts, pad=False),
+            )
     if false_absence:
-        detail_lines.insert(rng.randint(0, len(detail_lines)),
-                            _Line(false_absence, "false_absence", _absence_sentence(rng, false_absence, facts), "absent",
-                                  _ABSENCE[false_absence][0], pad=False))
+        detail_lines.insert(
+            rng.randint(0, len(detail_lines)),
+            _Line(
+                false_absence,
+                "false_absence",
+                _absence_sentence(rng, false_absence, facts),
+                "absent",
+                _ABSENCE[false_absence][0],
+                pad=False,
+            ),
+        )
     lines = [land, *lines_overview, *object_lines, *detail_lines]
-    sentences = [{"text": rng.choice(_BOILERPLATE[:2] if not florid else _BOILERPLATE), "label": "boilerplate", "fact": "none",
-                  "polarity": "present", "absent": [], "also": []}] if opening else []
+    sentences = (
+        [
+            {
+                "text": rng.choice(_BOILERPLATE[:2] if not florid else _BOILERPLATE),
+                "label": "boilerplate",
+                "fact": "none",
+                "polarity": "present",
+                "absent": [],
+                "also": [],
+            }
+        ]
+        if opening
+        else []
+    )
     sentences += [line.write(rng, florid) for line in lines]
     if small:
         options = list(_SMALL_OBJECTS) + (list(_SMALL_CARS) if facts.gsd > CARS_VISIBLE_BELOW_M else [])
-        sentences.append({"text": rng.choice(options), "label": "hallucinated_small_object", "fact": "none",
-                          "polarity": "present", "absent": [], "also": []})
+        sentences.append(
+            {
+                "text": rng.choice(options),
+                "label": "hallucinated_small_object",
+                "fact": "none",
+                "polarity": "present",
+                "absent": [],
+                "also": [],
+            }
+        )
     if closing:
-        sentences.append({"text": rng.choice(_CLOSING), "label": "boilerplate", "fact": "none", "polarity": "present",
-                          "absent": [], "also": []})
+        sentences.append(
+            {
+                "text": rng.choice(_CLOSING),
+                "label": "boilerplate",
+                "fact": "none",
+                "polarity": "present",
+                "absent": [],
+                "also": [],
+            }
+        )
     text = " ".join(s["text"] for s in sentences)
     return text, {"sentences": sentences, "omitted": omitted}
 
@@ -818,8 +1035,13 @@ class SimBackend:
                     f"unknown simulated model '{model}'{suggest(persona, PERSONAS)}",
                     hint=f"the panel has {', '.join('sim:' + p for p in PERSONAS)}",
                 )
-            spec = json.dumps({"persona": asdict(PERSONAS[persona]), "version": SIM_VERSION, "scene": self.scene.sha256}, sort_keys=True)
-            infos[model] = ModelInfo(model, "sha256:" + hashlib.sha256(spec.encode()).hexdigest(), ("vision",), ("sim",))
+            spec = json.dumps(
+                {"persona": asdict(PERSONAS[persona]), "version": SIM_VERSION, "scene": self.scene.sha256},
+                sort_keys=True,
+            )
+            infos[model] = ModelInfo(
+                model, "sha256:" + hashlib.sha256(spec.encode()).hexdigest(), ("vision",), ("sim",)
+            )
         return infos
 
     def check_tiles(self, tiles: Sequence[TileInfo]) -> None:
@@ -827,14 +1049,25 @@ class SimBackend:
             if not self.scene.contains(tile):
                 raise InputError(
                     f"tile {tile.tile_id} is not part of the synthetic city in {self.scene.path}",
-                    hint="sim: models describe only tiles of `urbanln synth city` imagery; for real imagery use Ollama models, e.g. --models llava,qwen-vl",
+                    hint="sim: models describe only tiles of `urbanln synth city` imagery; for real imagery use "
+                    "Ollama models, e.g. --models llava,qwen-vl",
                 )
 
-    async def caption(self, host: str, model: str, image: bytes, prompt: str, options: GenerationOptions, tile: TileInfo,
-                      format: dict | None = None) -> Reply:
+    async def caption(
+        self,
+        host: str,
+        model: str,
+        image: bytes,
+        prompt: str,
+        options: GenerationOptions,
+        tile: TileInfo,
+        format: dict | None = None,
+    ) -> Reply:
         if format is not None:
-            raise UsageProblem("the simulated panel only writes captions; it cannot answer structured requests",
-                               hint="use an Ollama vision model for fuse --refine and --check vlm")
+            raise UsageProblem(
+                "the simulated panel only writes captions; it cannot answer structured requests",
+                hint="use an Ollama vision model for fuse --refine and --check vlm",
+            )
         persona = PERSONAS[model.removeprefix("sim:")]
         seed = int.from_bytes(hashlib.sha256(f"{model}|{tile.tile_id}|{options.seed}".encode()).digest()[:8], "little")
         text, labels = write_caption(persona, tile_facts(self.scene, tile), random.Random(seed))

@@ -8,7 +8,8 @@ import logging
 import os
 import shlex
 import sys
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -25,7 +26,9 @@ def set_verbosity(*, verbose: bool, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING
     logger = logging.getLogger("urbanln_cli")
     # Our own warnings read like the rest of stderr ("warning: …"); -v shows every record, with its source.
-    logger.handlers[:] = [RichHandler(console=console, show_time=False, show_path=True, markup=False) if verbose else _PlainHandler()]
+    logger.handlers[:] = [
+        RichHandler(console=console, show_time=False, show_path=True, markup=False) if verbose else _PlainHandler()
+    ]
     logger.setLevel(level)
     logger.propagate = False
     # Libraries log to the root logger (open_clip's "No pretrained weights loaded", GDAL's libtiff
@@ -33,7 +36,9 @@ def set_verbosity(*, verbose: bool, quiet: bool) -> None:
     # NotGeoreferencedWarning, numpy's RuntimeWarning): shown with -v, kept off stderr otherwise.
     logging.captureWarnings(True)
     root = logging.getLogger()
-    root.handlers[:] = [RichHandler(console=console, show_time=False, markup=False) if verbose else logging.NullHandler()]
+    root.handlers[:] = [
+        RichHandler(console=console, show_time=False, markup=False) if verbose else logging.NullHandler()
+    ]
     root.setLevel(logging.WARNING)
 
 
@@ -44,8 +49,12 @@ class _PlainHandler(logging.Handler):
         label = "warning" if record.levelno < logging.ERROR else "error"
         if record.levelno < logging.WARNING:
             label = record.levelname.lower()
-        console.print(f"{label}: {record.getMessage()}", soft_wrap=True, markup=False,
-                      style="yellow" if label == "warning" else None)
+        console.print(
+            f"{label}: {record.getMessage()}",
+            soft_wrap=True,
+            markup=False,
+            style="yellow" if label == "warning" else None,
+        )
 
 
 def err_style(text: str, color: str) -> str:
@@ -63,8 +72,11 @@ def summary(text: str) -> None:
 
 def describe_counts(counts: dict[str, int], skip: tuple[str, ...] = (), prefix: str = "") -> str:
     """'3 skipped unreadable, 2 nan population' from a manifest's counts, for summary lines."""
-    return ", ".join(f"{v} {k.removeprefix(prefix).replace('_', ' ')}" for k, v in sorted(counts.items())
-                     if k not in skip and k.startswith(prefix) and v)
+    return ", ".join(
+        f"{v} {k.removeprefix(prefix).replace('_', ' ')}"
+        for k, v in sorted(counts.items())
+        if k not in skip and k.startswith(prefix) and v
+    )
 
 
 def warn(text: str) -> None:
@@ -105,7 +117,7 @@ def run_info(ctx: typer.Context, config: Any = None, *, drop: Iterable[str] = ()
 
 
 def check_hosts(ctx: typer.Context, hosts: Iterable[str]) -> None:
-    """Ollama URLs that are not URLs are usage errors (exit 2), named after where they came from (--host or OLLAMA_HOST)."""
+    """Ollama URLs that are not URLs are usage errors (exit 2), named after where they came from (--host or OLLAMA_HOST)."""  # noqa: E501
     from urbanln_cli.captioners.ollama import check_hosts as check
 
     source = ctx.get_parameter_source("host")
@@ -118,7 +130,15 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
     Yields ``update(done, total, **fields)``, the callback stages take (``failed=n`` is shown).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):

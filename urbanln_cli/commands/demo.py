@@ -12,11 +12,20 @@ from urbanln_cli.commands import _common
 
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder for every artifact of the demo.")] = Path("demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A 4 km city (64 tiles) and 12 training steps a model, to check the chain: about 30 s.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="A 4 km city (64 tiles) and 12 training steps a model, to check the chain: about 30 s."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the city, the captions and the training.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader processes; 0 decodes tiles in the training process.")] = 0,
-    jobs: Annotated[int | None, typer.Option(help="Variants trained at once, one process each (default: one per core, at most 4).")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads per training process; more than 1 helps only on otherwise idle cores.")] = 1,
+    jobs: Annotated[
+        int | None, typer.Option(help="Variants trained at once, one process each (default: one per core, at most 4).")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="torch threads per training process; more than 1 helps only on otherwise idle cores.")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """synth → tile → label → caption (simulated panel) → fuse → pretrain → embed → probe, offline on CPU.
@@ -30,14 +39,27 @@ def demo(
     """
     import time
 
-    from urbanln_cli.stages.demo import TARGETS, DemoConfig, demo as run_demo
+    from urbanln_cli.stages.demo import TARGETS, DemoConfig
+    from urbanln_cli.stages.demo import demo as run_demo
 
     started = time.perf_counter()
-    result = run_demo(DemoConfig(out=out, quick=quick, seed=seed, workers=workers, threads=threads, jobs=jobs),
-                      say=lambda text: _common.summary(f"· {text}"))
+    result = run_demo(
+        DemoConfig(out=out, quick=quick, seed=seed, workers=workers, threads=threads, jobs=jobs),
+        say=lambda text: _common.summary(f"· {text}"),
+    )
     if as_json:
-        _common.emit({"table": result.table, "std": result.std, "original_units": result.original_units, "maps": result.maps,
-                      "probe": str(result.probe), "notes": result.notes, "seconds": result.seconds}, True)
+        _common.emit(
+            {
+                "table": result.table,
+                "std": result.std,
+                "original_units": result.original_units,
+                "maps": result.maps,
+                "probe": str(result.probe),
+                "notes": result.notes,
+                "seconds": result.seconds,
+            },
+            True,
+        )
     else:
         from rich.console import Console
         from rich.table import Table

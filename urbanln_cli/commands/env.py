@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -10,7 +10,14 @@ from urbanln_cli.commands import _common
 
 
 def env(
-    host: Annotated[Optional[str], typer.Option(help="Ollama server to check. \\[default: $OLLAMA_HOST or http://127.0.0.1:11434]", envvar="OLLAMA_HOST", show_default=False)] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Ollama server to check. \\[default: $OLLAMA_HOST or http://127.0.0.1:11434]",
+            envvar="OLLAMA_HOST",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Versions, GPU, and whether an Ollama server answers (with the models it has)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,19 +16,31 @@ evaluate_app = typer.Typer(help="Evaluate a trained model beyond probes.", no_ar
 @evaluate_app.command("retrieval")
 def retrieval(
     tiles: Annotated[Path, typer.Option(help="Tiles dataset.")] = Path("tiles"),
-    corpus: Annotated[Path, typer.Option(help="Corpus of held-out tiles; every caption of a tile counts as its positive.")] = Path("corpus"),
-    model: Annotated[Optional[Path], typer.Option(help="A pretrain run folder. \\[default: runs/latest]", show_default=False)] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights instead of a run (with --arch).", show_default=False)] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture for --pretrained.", show_default=False)] = None,
+    corpus: Annotated[
+        Path, typer.Option(help="Corpus of held-out tiles; every caption of a tile counts as its positive.")
+    ] = Path("corpus"),
+    model: Annotated[
+        Path | None, typer.Option(help="A pretrain run folder. \\[default: runs/latest]", show_default=False)
+    ] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="open_clip weights instead of a run (with --arch).", show_default=False)
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture for --pretrained.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Image→text and text→image R@1, R@5 and R@10."""
-    from urbanln_cli.stages.evaluate import RetrievalConfig, retrieval as run_retrieval
+    from urbanln_cli.stages.evaluate import RetrievalConfig
+    from urbanln_cli.stages.evaluate import retrieval as run_retrieval
 
-    result = run_retrieval(RetrievalConfig(tiles=tiles, corpus=corpus, model=model, pretrained=pretrained, arch=arch, device=device))
+    result = run_retrieval(
+        RetrievalConfig(tiles=tiles, corpus=corpus, model=model, pretrained=pretrained, arch=arch, device=device)
+    )
     if as_json:
-        _common.emit({"metrics": result.metrics, "images": result.images, "captions": result.captions, "source": result.source}, True)
+        _common.emit(
+            {"metrics": result.metrics, "images": result.images, "captions": result.captions, "source": result.source},
+            True,
+        )
         return
     typer.echo("\n".join(f"{k:<10} {v:.3f}" for k, v in result.metrics.items()))
     _common.summary(f"{result.images} tiles, {result.captions} captions")
@@ -43,12 +55,22 @@ def segmentation(
     mask: SEGMENT.mask = "landcover",
     tiles: SEGMENT.tiles = Path("tiles"),
     labels: Annotated[Path, typer.Option(help="Labels dataset with the NAME_mask column.")] = Path("labels"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder. \\[default: probe/<mask>-segmentation]", show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option(help="A pretrain run folder. \\[default: runs/latest]", show_default=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder. \\[default: probe/<mask>-segmentation]", show_default=False),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A pretrain run folder. \\[default: runs/latest]", show_default=False)
+    ] = None,
     arch: SEGMENT.arch = None,
     pretrained: SEGMENT.pretrained = None,
     baseline: SEGMENT.baseline = None,
-    split: Annotated[str, typer.Option(help="random, spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B.")] = "spatial",
+    split: Annotated[
+        str,
+        typer.Option(
+            help="random, spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B."
+        ),
+    ] = "spatial",
     folds: Annotated[int, typer.Option(help="Folds for random and spatial splits.")] = 5,
     block_km: Annotated[float, typer.Option(help="Side of the spatial blocks in km.")] = 1.0,
     epochs: SEGMENT.epochs = 30,
@@ -68,9 +90,27 @@ def segmentation(
     """
     from urbanln_cli.stages.segment import SegmentConfig
 
-    config = SegmentConfig(mask=mask, tiles=tiles, labels=labels, out=out, model=model, arch=arch, pretrained=pretrained, baseline=baseline,
-                           split=split, folds=folds, block_km=block_km, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                           device=device, seed=seed, plots=plots, overwrite=overwrite)
+    config = SegmentConfig(
+        mask=mask,
+        tiles=tiles,
+        labels=labels,
+        out=out,
+        model=model,
+        arch=arch,
+        pretrained=pretrained,
+        baseline=baseline,
+        split=split,
+        folds=folds,
+        block_km=block_km,
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        plots=plots,
+        overwrite=overwrite,
+    )
     segment_cli.run(ctx, config, as_json)
 
 

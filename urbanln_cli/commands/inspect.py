@@ -12,7 +12,9 @@ from urbanln_cli.commands import _common
 
 
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A dataset artifact folder, model folder or .safetensors file.", show_default=False)],
+    path: Annotated[
+        Path, typer.Argument(help="A dataset artifact folder, model folder or .safetensors file.", show_default=False)
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Print an artifact's manifest, row count, columns and a sample row."""
@@ -26,7 +28,8 @@ def inspect(
     lines = [f"path      {info['path']}", f"kind      {info['kind']}"]
     if manifest:
         lines += [
-            f"stage     {manifest.get('stage')}  (schema {manifest.get('schema_version')}, urbanln {manifest.get('urbanln_version')})",
+            f"stage     {manifest.get('stage')}  (schema {manifest.get('schema_version')}, urbanln "
+            f"{manifest.get('urbanln_version')})",
             f"created   {manifest.get('created')}",
             f"command   {manifest.get('command')}",
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,19 +21,48 @@ def label(
     tiles: Annotated[Path, typer.Argument(help="Tiles dataset from `urbanln tile`.")] = Path("tiles"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Output labels dataset folder.")] = Path("labels"),
     raster: Annotated[
-        Optional[List[str]],
-        typer.Option(help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, fractions (one column per class of a categorical raster), or mask (each tile's class mask on its own pixel grid, for `probe --task segmentation`).", show_default=False),
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, "
+            "fractions (one column per class of a categorical raster), or mask (each tile's class mask on its own "
+            "pixel grid, for `probe --task segmentation`).",
+            show_default=False,
+        ),
     ] = None,
-    table: Annotated[Optional[Path], typer.Option(help="CSV or parquet table of targets.", show_default=False)] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="Join the table where this column equals tile_id. \\[default: join by nearest lon/lat]", show_default=False)] = None,
+    table: Annotated[Path | None, typer.Option(help="CSV or parquet table of targets.", show_default=False)] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Join the table where this column equals tile_id. \\[default: join by nearest lon/lat]",
+            show_default=False,
+        ),
+    ] = None,
     lon_column: Annotated[str, typer.Option(help="Table column with longitude (nearest join).")] = "lon",
     lat_column: Annotated[str, typer.Option(help="Table column with latitude (nearest join).")] = "lat",
-    max_distance: Annotated[Optional[float], typer.Option(help="Nearest join: farthest match in metres. \\[default: half the tile's width]", show_default=False)] = None,
+    max_distance: Annotated[
+        float | None,
+        typer.Option(
+            help="Nearest join: farthest match in metres. \\[default: half the tile's width]", show_default=False
+        ),
+    ] = None,
     dup: Annotated[Dup, typer.Option(help="How to merge table rows with the same id (or point).")] = Dup.mean,
-    columns: Annotated[Optional[str], typer.Option(help="Comma-separated table columns to take. \\[default: every numeric column]", show_default=False)] = None,
-    mask_size: Annotated[Optional[int], typer.Option(help="Masks (:mask) at most this many pixels a side, for large tiles. \\[default: the tile's own size]", show_default=False)] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated table columns to take. \\[default: every numeric column]", show_default=False
+        ),
+    ] = None,
+    mask_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Masks (:mask) at most this many pixels a side, for large tiles. \\[default: the tile's own size]",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")
+    ] = False,
 ) -> None:
     """Attach targets (carbon, population, GDP, night light, land cover…) to tiles.
 
@@ -41,7 +70,8 @@ def label(
     raster's CRS, weighting cells by the share the tile covers. Missing values are NaN.
     A :mask target stores each tile's class mask (PNG, 255 = nodata) in a NAME_mask column.
     """
-    from urbanln_cli.stages.label import LabelConfig, RasterTarget, label as run_label
+    from urbanln_cli.stages.label import LabelConfig, RasterTarget
+    from urbanln_cli.stages.label import label as run_label
 
     config = LabelConfig(
         tiles=tiles,
@@ -60,9 +90,14 @@ def label(
     with _common.progress_bar("labelling") as update:
         result = run_label(config, progress=update, run=_common.run_info(ctx))
     detail = _common.describe_counts(result.counts)
-    _common.summary(f"wrote {len(result.targets)} target(s) for {result.rows} tiles to {result.out}" + (f"; {detail}" if detail else ""))
+    _common.summary(
+        f"wrote {len(result.targets)} target(s) for {result.rows} tiles to {result.out}"
+        + (f"; {detail}" if detail else "")
+    )
     _common.emit(
-        {"out": str(result.out), "rows": result.rows, "targets": result.targets, "counts": result.counts} if as_json else result.out,
+        {"out": str(result.out), "rows": result.rows, "targets": result.targets, "counts": result.counts}
+        if as_json
+        else result.out,
         as_json,
     )
 

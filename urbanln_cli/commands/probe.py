@@ -1,11 +1,11 @@
-"""``urbanln probe``: score embeddings on a target with a ridge or MLP head, or a model's patch tokens on a mask (``--task segmentation``)."""
+"""``urbanln probe``: score embeddings on a target with a ridge or MLP head, or a model's patch tokens on a mask (``--task segmentation``)."""  # noqa: E501
 
 from __future__ import annotations
 
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,51 +27,117 @@ class LogTarget(str, Enum):
 
 
 SEGMENT = segment_cli.Options("Segmentation: ")
-MLP_OPTIONS = ("hidden", "max_epochs", "patience", "lr", "weight_decay")  # lr and weight_decay also set the segmentation head
+MLP_OPTIONS = (
+    "hidden",
+    "max_epochs",
+    "patience",
+    "lr",
+    "weight_decay",
+)  # lr and weight_decay also set the segmentation head
 RIDGE_OPTIONS = ("alphas",)
 REGRESSION_ONLY = ("embeddings", "target", "log_target", "drop_zero", "alphas", "hidden", "max_epochs", "patience")
 
 
 def probe(
     ctx: typer.Context,
-    task: Annotated[Task, typer.Option(help="regression: predict labels columns from embeddings. segmentation: a linear head on a model's frozen patch tokens predicts a --mask per pixel.")] = Task.regression,
-    target: Annotated[str, typer.Option("--target", "-t", help="Labels column to predict, a comma-separated list, or 'all'.")] = "carbon",
+    task: Annotated[
+        Task,
+        typer.Option(
+            help="regression: predict labels columns from embeddings. segmentation: a linear head on a model's "
+            "frozen patch tokens predicts a --mask per pixel."
+        ),
+    ] = Task.regression,
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Labels column to predict, a comma-separated list, or 'all'.")
+    ] = "carbon",
     embeddings: Annotated[
-        Optional[List[Path]],
-        typer.Option("--embeddings", "-e", help="Embeddings from `urbanln embed`; repeat to compare several side by side. \\[default: embeddings.safetensors]", show_default=False),
+        list[Path] | None,
+        typer.Option(
+            "--embeddings",
+            "-e",
+            help="Embeddings from `urbanln embed`; repeat to compare several side by side. \\[default: "
+            "embeddings.safetensors]",
+            show_default=False,
+        ),
     ] = None,
     labels: Annotated[Path, typer.Option(help="Labels dataset from `urbanln label`.")] = Path("labels"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder. \\[default: probe/<target>, probe/all, or probe/<mask>-segmentation]", show_default=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder. \\[default: probe/<target>, probe/all, or probe/<mask>-segmentation]",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
-        Optional[str],
-        typer.Option(help="Regression: the head, ridge (standardised ridge, alpha by inner CV) or mlp (D→256→1 with early stopping) \\[default: ridge]. "
-                     "Segmentation: a `urbanln pretrain` run folder \\[default: runs/latest].", show_default=False),
+        str | None,
+        typer.Option(
+            help="Regression: the head, ridge (standardised ridge, alpha by inner CV) or mlp (D→256→1 with early "
+            "stopping) \\[default: ridge]. "
+            "Segmentation: a `urbanln pretrain` run folder \\[default: runs/latest].",
+            show_default=False,
+        ),
     ] = None,
     split: Annotated[
-        Optional[str],
-        typer.Option(help="random (k-fold), spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B (train on group A, test on B). "
-                     "\\[default: random; spatial for segmentation]", show_default=False),
+        str | None,
+        typer.Option(
+            help="random (k-fold), spatial (k-fold over blocks of --block-km), group (leave one group out) or "
+            "transfer:A->B (train on group A, test on B). "
+            "\\[default: random; spatial for segmentation]",
+            show_default=False,
+        ),
     ] = None,
     folds: Annotated[int, typer.Option(help="Folds for random and spatial splits.")] = 5,
-    block_km: Annotated[float, typer.Option(help="Side of the spatial blocks in km (spatial split; also the inner CV's units for spatial, group and transfer).")] = 1.0,
-    log_target: Annotated[LogTarget, typer.Option(help="Fit log1p(target) and back-transform predictions; auto: when the target is ≥ 0 with skewness > 1.")] = LogTarget.auto,
+    block_km: Annotated[
+        float,
+        typer.Option(
+            help="Side of the spatial blocks in km (spatial split; also the inner CV's units for spatial, group "
+            "and transfer)."
+        ),
+    ] = 1.0,
+    log_target: Annotated[
+        LogTarget,
+        typer.Option(
+            help="Fit log1p(target) and back-transform predictions; auto: when the target is ≥ 0 with skewness > 1."
+        ),
+    ] = LogTarget.auto,
     drop_zero: Annotated[bool, typer.Option("--drop-zero", help="Leave out tiles whose target is exactly 0.")] = False,
-    alphas: Annotated[Optional[str], typer.Option(help="Comma-separated ridge alphas to search. \\[default: 19 values from 1e-3 to 1e6]", show_default=False)] = None,
+    alphas: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated ridge alphas to search. \\[default: 19 values from 1e-3 to 1e6]", show_default=False
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for random folds, inner folds and the MLP.")] = 0,
     hidden: Annotated[int, typer.Option(help="--model mlp: hidden units.")] = 256,
-    max_epochs: Annotated[int, typer.Option(help="--model mlp: most epochs; early stopping on a validation part of each training fold.")] = 200,
-    patience: Annotated[int, typer.Option(help="--model mlp: epochs without a better validation MSE before stopping.")] = 10,
+    max_epochs: Annotated[
+        int, typer.Option(help="--model mlp: most epochs; early stopping on a validation part of each training fold.")
+    ] = 200,
+    patience: Annotated[
+        int, typer.Option(help="--model mlp: epochs without a better validation MSE before stopping.")
+    ] = 10,
     lr: Annotated[
-        Optional[float],
-        typer.Option(help="Learning rate: of the MLP's Adam with --model mlp \\[default: 1e-3], of the linear head's AdamW with --task segmentation \\[default: 1e-2].", show_default=False),
+        float | None,
+        typer.Option(
+            help="Learning rate: of the MLP's Adam with --model mlp \\[default: 1e-3], of the linear head's AdamW "
+            "with --task segmentation \\[default: 1e-2].",
+            show_default=False,
+        ),
     ] = None,
     weight_decay: Annotated[
-        Optional[float],
-        typer.Option(help="Weight decay (L2): of the MLP's Adam with --model mlp \\[default: 1e-4], of the linear head's AdamW with --task segmentation \\[default: 1e-4].", show_default=False),
+        float | None,
+        typer.Option(
+            help="Weight decay (L2): of the MLP's Adam with --model mlp \\[default: 1e-4], of the linear head's "
+            "AdamW with --task segmentation \\[default: 1e-4].",
+            show_default=False,
+        ),
     ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the scatter and map PNGs.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics table as JSON on stdout instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics table as JSON on stdout instead of a table.")
+    ] = False,
     mask: SEGMENT.mask = "landcover",
     tiles: SEGMENT.tiles = Path("tiles"),
     arch: SEGMENT.arch = None,
@@ -93,7 +159,8 @@ def probe(
     report.json and examples.png.
     """
     from urbanln_cli.errors import UsageProblem
-    from urbanln_cli.stages.probe import MODELS, ProbeConfig, probe as run_probe
+    from urbanln_cli.stages.probe import MODELS, ProbeConfig
+    from urbanln_cli.stages.probe import probe as run_probe
 
     # None for --lr/--weight-decay means the default of the task (or head) that runs: its config's
     given = {k: v for k, v in {"lr": lr, "weight_decay": weight_decay}.items() if v is not None}
@@ -101,17 +168,42 @@ def probe(
         from urbanln_cli.stages.segment import SegmentConfig
 
         _only_for(ctx, REGRESSION_ONLY, "--task regression")
-        if model in MODELS and _source(ctx, "model") == "DEFAULT_MAP":  # a [probe] table's regression head: not for this task
-            logger.debug("config [probe] model = %r left out: a regression head, and --task segmentation takes a run folder", model)
+        if (
+            model in MODELS and _source(ctx, "model") == "DEFAULT_MAP"
+        ):  # a [probe] table's regression head: not for this task
+            logger.debug(
+                "config [probe] model = %r left out: a regression head, and --task segmentation takes a run folder",
+                model,
+            )
             model = None
             source_enum = type(ctx.get_parameter_source("model"))  # typer's own enum, not click's
             ctx.set_parameter_source("model", source_enum.DEFAULT)  # so the manifest says so
         if model in MODELS:
-            raise UsageProblem(f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln pretrain` run folder",
-                               hint="pass --model runs/NAME, or leave it out for runs/latest")
-        config = SegmentConfig(mask=mask, tiles=tiles, labels=labels, out=out, model=Path(model) if model else None, arch=arch,
-                               pretrained=pretrained, baseline=baseline, split=split or "spatial", folds=folds, block_km=block_km,
-                               epochs=epochs, batch_size=batch_size, device=device, seed=seed, plots=plots, overwrite=overwrite, **given)
+            raise UsageProblem(
+                f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln "
+                "pretrain` run folder",
+                hint="pass --model runs/NAME, or leave it out for runs/latest",
+            )
+        config = SegmentConfig(
+            mask=mask,
+            tiles=tiles,
+            labels=labels,
+            out=out,
+            model=Path(model) if model else None,
+            arch=arch,
+            pretrained=pretrained,
+            baseline=baseline,
+            split=split or "spatial",
+            folds=folds,
+            block_km=block_km,
+            epochs=epochs,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            plots=plots,
+            overwrite=overwrite,
+            **given,
+        )
         segment_cli.run(ctx, config, as_json, drop=REGRESSION_ONLY)
         return
     _only_for(ctx, segment_cli.ONLY, "--task segmentation")
@@ -125,7 +217,9 @@ def probe(
         try:
             settings["alphas"] = tuple(float(a) for a in alphas.split(",") if a.strip())
         except ValueError:
-            raise UsageProblem(f"--alphas {alphas!r} is not a comma-separated list of numbers", hint="e.g. --alphas 0.1,1,10,100") from None
+            raise UsageProblem(
+                f"--alphas {alphas!r} is not a comma-separated list of numbers", hint="e.g. --alphas 0.1,1,10,100"
+            ) from None
     if mlp:
         settings.update(hidden=hidden, max_epochs=max_epochs, patience=patience, **given)
     config = ProbeConfig(
@@ -151,14 +245,17 @@ def probe(
     skipped = result.report.get("skipped") or {}
     _common.summary(
         f"probed {len(result.report['targets'])} target(s) × {len(result.report['embeddings'])} embeddings "
-        f"({config.model}, {result.report['split']['spec']}): best R² {best['r2_mean']:.3f} ({best['embeddings']} on {best['target']}); wrote {result.out}"
-        + (f"; skipped {', '.join(skipped)}" if skipped else "")
+        f"({config.model}, {result.report['split']['spec']}): best R² {best['r2_mean']:.3f} ({best['embeddings']} "
+        f"on {best['target']}); wrote {result.out}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
     )
     for target, files in result.plots.items():
         if "map" in files:
             _common.summary(f"map of {target}: {result.out / files['map']}")
     if as_json:
-        _common.emit({"out": str(result.out), "table": result.report["table"], "counts": result.counts, "plots": result.plots}, True)
+        _common.emit(
+            {"out": str(result.out), "table": result.report["table"], "counts": result.counts, "plots": result.plots},
+            True,
+        )
     else:
         render_table(result.table)
 
@@ -224,7 +321,16 @@ def render_table(table: list[dict]) -> None:
         out.add_column(column, justify="right" if column in ("n", "R²", "RMSE", "MAE") else "left", no_wrap=True)
     for row in table:
         log = " (log1p)" if row.get("log_target") else ""
-        out.add_row(row["target"] + log, row["embeddings"], row["model"], row["split"], str(row["n"]), pm(row, "r2", 3), pm(row, "rmse", 4), pm(row, "mae", 4))
+        out.add_row(
+            row["target"] + log,
+            row["embeddings"],
+            row["model"],
+            row["split"],
+            str(row["n"]),
+            pm(row, "r2", 3),
+            pm(row, "rmse", 4),
+            pm(row, "mae", 4),
+        )
     Console(file=sys.stdout, highlight=False, soft_wrap=True, width=200).print(out)
 
 

@@ -1,9 +1,10 @@
-"""The segmentation probe's CLI side, shared by ``urbanln probe --task segmentation`` and ``urbanln evaluate segmentation``."""
+"""The segmentation probe's CLI side, shared by ``urbanln probe --task segmentation`` and ``urbanln evaluate segmentation``."""  # noqa: E501
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Iterable, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,19 +23,40 @@ class Options:
         def h(text: str) -> str:
             return prefix + text[:1].lower() + text[1:] if prefix else text
 
-        self.mask = Annotated[str, typer.Option(help=h("The mask target of the labels (`urbanln label --raster NAME=PATH:mask`)."))]
-        self.tiles = Annotated[Path, typer.Option(help=h("Tiles dataset."))]
-        self.arch = Annotated[Optional[str], typer.Option(help=h("open_clip architecture for --pretrained or --baseline random."), show_default=False)]
-        self.pretrained = Annotated[
-            Optional[str], typer.Option(help=h("Weights instead of a run (an open_clip tag, a checkpoint file or local-dir:FOLDER)."), show_default=False)
+        self.mask = Annotated[
+            str, typer.Option(help=h("The mask target of the labels (`urbanln label --raster NAME=PATH:mask`)."))
         ]
-        self.baseline = Annotated[Optional[str], typer.Option(help=h("random (the same architecture with random weights)."), show_default=False)]
+        self.tiles = Annotated[Path, typer.Option(help=h("Tiles dataset."))]
+        self.arch = Annotated[
+            str | None,
+            typer.Option(help=h("open_clip architecture for --pretrained or --baseline random."), show_default=False),
+        ]
+        self.pretrained = Annotated[
+            str | None,
+            typer.Option(
+                help=h("Weights instead of a run (an open_clip tag, a checkpoint file or local-dir:FOLDER)."),
+                show_default=False,
+            ),
+        ]
+        self.baseline = Annotated[
+            str | None,
+            typer.Option(help=h("random (the same architecture with random weights)."), show_default=False),
+        ]
         self.epochs = Annotated[int, typer.Option(help=h("Epochs of the linear head."))]
         self.batch_size = Annotated[int, typer.Option(help=h("Tiles per forward pass of the image tower."))]
         self.device = Annotated[str, typer.Option(help=h("auto, cuda or cpu."))]
 
 
-ONLY = ("mask", "tiles", "arch", "pretrained", "baseline", "epochs", "batch_size", "device")  # the names of Options' fields
+ONLY = (
+    "mask",
+    "tiles",
+    "arch",
+    "pretrained",
+    "baseline",
+    "epochs",
+    "batch_size",
+    "device",
+)  # the names of Options' fields
 
 
 def run(ctx: typer.Context, config, as_json: bool, drop: Iterable[str] = ()) -> None:
@@ -49,14 +71,25 @@ def run(ctx: typer.Context, config, as_json: bool, drop: Iterable[str] = ()) -> 
     report = result.report
     miou, acc = report["metrics"]["miou"], report["metrics"]["pixel_accuracy"]
     _common.summary(
-        f"segmented {report['mask']} on {report['n']} tiles ({len(report['classes'])} classes, {report['split']['spec']}, "
-        f"{len(report['folds'])} folds): mIoU {miou['mean']:.3f} ± {miou['std']:.3f}, pixel accuracy {acc['mean']:.3f}; wrote {result.out}"
+        f"segmented {report['mask']} on {report['n']} tiles ({len(report['classes'])} classes, "
+        f"{report['split']['spec']}, "
+        f"{len(report['folds'])} folds): mIoU {miou['mean']:.3f} ± {miou['std']:.3f}, pixel accuracy "
+        f"{acc['mean']:.3f}; wrote {result.out}"
     )
     if "examples" in report["files"]:
         _common.summary(f"examples: {result.out / report['files']['examples']}")
     if as_json:
-        _common.emit({"out": str(result.out), "metrics": report["metrics"], "iou": report["iou"], "pooled": report["pooled"],
-                      "counts": result.counts, "files": report["files"]}, True)
+        _common.emit(
+            {
+                "out": str(result.out),
+                "metrics": report["metrics"],
+                "iou": report["iou"],
+                "pooled": report["pooled"],
+                "counts": result.counts,
+                "files": report["files"],
+            },
+            True,
+        )
     else:
         render_table(report)
 
@@ -78,7 +111,24 @@ def render_table(report: dict) -> None:
     pixels = report["pooled"]["class_pixels"]
     for c in report["classes"]:
         stat = report["iou"][str(c)]
-        out.add_row(f"{c} {report['class_names'].get(str(c), '')}".strip(), pm(stat), str(stat["folds"]), str(pixels.get(str(c), 0)))
-    out.add_row("mIoU", pm(report["metrics"]["miou"]), str(report["metrics"]["miou"]["folds"]), str(report["pooled"]["pixels"]), style="bold")
-    out.add_row("pixel accuracy", pm(report["metrics"]["pixel_accuracy"]), str(report["metrics"]["pixel_accuracy"]["folds"]), "", style="bold")
+        out.add_row(
+            f"{c} {report['class_names'].get(str(c), '')}".strip(),
+            pm(stat),
+            str(stat["folds"]),
+            str(pixels.get(str(c), 0)),
+        )
+    out.add_row(
+        "mIoU",
+        pm(report["metrics"]["miou"]),
+        str(report["metrics"]["miou"]["folds"]),
+        str(report["pooled"]["pixels"]),
+        style="bold",
+    )
+    out.add_row(
+        "pixel accuracy",
+        pm(report["metrics"]["pixel_accuracy"]),
+        str(report["metrics"]["pixel_accuracy"]["folds"]),
+        "",
+        style="bold",
+    )
     Console(file=sys.stdout, highlight=False, soft_wrap=True, width=200).print(out)

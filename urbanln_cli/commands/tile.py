@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,21 +18,71 @@ class ImageFormat(str, Enum):
 
 def tile(
     ctx: typer.Context,
-    inputs: Annotated[List[Path], typer.Argument(metavar="INPUT", help="GeoTIFFs, folders of PNG/JPEG/TIFF images, or XYZ folders (z/x/y.png), mixed freely.", show_default=False)],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="INPUT",
+            help="GeoTIFFs, folders of PNG/JPEG/TIFF images, or XYZ folders (z/x/y.png), mixed freely.",
+            show_default=False,
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output tiles dataset folder.")] = Path("tiles"),
     size: Annotated[int, typer.Option(help="Tile size in source pixels (rasters).")] = 256,
-    stride: Annotated[Optional[int], typer.Option(help="Step between windows in pixels. \\[default: --size, no overlap]", show_default=False)] = None,
-    resize: Annotated[Optional[int], typer.Option(help="Resize every tile to this many pixels square.", show_default=False)] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="Step between windows in pixels. \\[default: --size, no overlap]", show_default=False),
+    ] = None,
+    resize: Annotated[
+        int | None, typer.Option(help="Resize every tile to this many pixels square.", show_default=False)
+    ] = None,
     format: Annotated[ImageFormat, typer.Option("--format", help="Encoding of the stored tiles.")] = ImageFormat.png,
-    min_valid: Annotated[float, typer.Option(help="Skip tiles whose share of valid pixels (not nodata, not black/white fill) is below this. 0 keeps every tile.")] = 0.5,
-    group: Annotated[Optional[str], typer.Option(help="City or region name for every tile. \\[default: each input's name]", show_default=False)] = None,
-    bands: Annotated[Optional[str], typer.Option(help="Raster bands to use, 1-based: one (grey) or three, e.g. 4,3,2. \\[default: RGB by colour interpretation, else 1,2,3]", show_default=False)] = None,
-    crop: Annotated[Optional[str], typer.Option(help="Trim image files' borders: N, or TOP,RIGHT,BOTTOM,LEFT pixels (e.g. to cut a watermark).", show_default=False)] = None,
-    locations: Annotated[Optional[Path], typer.Option(help="CSV with id,lon,lat[,gsd,group] for image-folder tiles; id is the file's name or relative path.", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes. \\[default: all cores, at most 8]", show_default=False)] = None,
-    max_pixels: Annotated[int, typer.Option(help="Largest image file (width × height) to read; larger ones are skipped, counted and named in a warning. Also caps --size² and --resize², and stages that decode the tiles allow what was allowed here.")] = 89_478_485,
+    min_valid: Annotated[
+        float,
+        typer.Option(
+            help="Skip tiles whose share of valid pixels (not nodata, not black/white fill) is below this. 0 keeps "
+            "every tile."
+        ),
+    ] = 0.5,
+    group: Annotated[
+        str | None,
+        typer.Option(help="City or region name for every tile. \\[default: each input's name]", show_default=False),
+    ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            help="Raster bands to use, 1-based: one (grey) or three, e.g. 4,3,2. \\[default: RGB by colour "
+            "interpretation, else 1,2,3]",
+            show_default=False,
+        ),
+    ] = None,
+    crop: Annotated[
+        str | None,
+        typer.Option(
+            help="Trim image files' borders: N, or TOP,RIGHT,BOTTOM,LEFT pixels (e.g. to cut a watermark).",
+            show_default=False,
+        ),
+    ] = None,
+    locations: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with id,lon,lat[,gsd,group] for image-folder tiles; id is the file's name or relative path.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes. \\[default: all cores, at most 8]", show_default=False)
+    ] = None,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            help="Largest image file (width × height) to read; larger ones are skipped, counted and named in a "
+            "warning. Also caps --size² and --resize², and stages that decode the tiles allow what was allowed here."
+        ),
+    ] = 89_478_485,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")
+    ] = False,
 ) -> None:
     """Cut imagery into region tiles: a tiles dataset with images, geometry and lon/lat.
 
@@ -41,7 +91,8 @@ def tile(
     an interrupted command resumes it.
     """
     from urbanln_cli.imagery import parse_bands, parse_crop
-    from urbanln_cli.stages.tile import TileConfig, tile as run_tile
+    from urbanln_cli.stages.tile import TileConfig
+    from urbanln_cli.stages.tile import tile as run_tile
 
     config = TileConfig(
         inputs=tuple(inputs),
@@ -66,7 +117,9 @@ def tile(
     _common.summary(f"wrote {result.rows} tiles to {result.out}{resumed}" + (f"; {detail}" if detail else ""))
     for problem in result.manifest.get("problems", [])[:5]:
         _common.warn(problem)
-    _common.emit({"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json)
+    _common.emit(
+        {"out": str(result.out), "rows": result.rows, "counts": result.counts} if as_json else result.out, as_json
+    )
 
 
 def register(app: typer.Typer) -> None:

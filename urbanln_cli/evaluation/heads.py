@@ -14,8 +14,8 @@ training fold (tests check this against scikit-learn).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -36,13 +36,13 @@ class _Stats:
     y2: float
 
     @classmethod
-    def zeros(cls, p: int) -> "_Stats":
+    def zeros(cls, p: int) -> _Stats:
         return cls(0.0, np.zeros(p), np.zeros((p, p)), np.zeros(p), 0.0, 0.0)
 
-    def __add__(self, o: "_Stats") -> "_Stats":
+    def __add__(self, o: _Stats) -> _Stats:
         return _Stats(self.n + o.n, self.s + o.s, self.G + o.G, self.sy + o.sy, self.y1 + o.y1, self.y2 + o.y2)
 
-    def __sub__(self, o: "_Stats") -> "_Stats":
+    def __sub__(self, o: _Stats) -> _Stats:
         return _Stats(self.n - o.n, self.s - o.s, self.G - o.G, self.sy - o.sy, self.y1 - o.y1, self.y2 - o.y2)
 
 
@@ -64,7 +64,8 @@ def _stats(X: np.ndarray, y: np.ndarray, rows: np.ndarray, x_shift: np.ndarray, 
 
 
 def _fit(T: _Stats, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardise (StandardScaler on T), centre y, ridge for each alpha: raw-space coefficients (p × A) and intercepts (A)."""
+    """Standardise (StandardScaler on T), centre y, ridge for each alpha: raw-space coefficients (p × A) and
+    intercepts (A)."""
     n = T.n
     mu = T.s / n
     ybar = T.y1 / n
@@ -223,7 +224,9 @@ def mlp_cv(
         # a small head gains nothing from threads, and OpenMP barriers stall badly when cores are busy
         torch.set_num_threads(1)
     try:
-        return _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr, weight_decay, batch_size, on_fold)
+        return _mlp_folds(
+            torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr, weight_decay, batch_size, on_fold
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -250,7 +253,7 @@ def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr,
         y_mu = float(y[fit_rows].mean())
         y_sd = float(y[fit_rows].std()) or 1.0
 
-        def prep(rows):
+        def prep(rows, mu=mu, sd=sd):  # this fold's scaling, bound now
             return torch.from_numpy(((X[rows] - mu) / sd).astype(np.float32))
 
         xf, xv = prep(fit_rows), prep(val_rows)
@@ -258,7 +261,9 @@ def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr,
         yv = torch.from_numpy(((y[val_rows] - y_mu) / y_sd).astype(np.float32))
         torch.manual_seed(seed + k)
         gen = torch.Generator().manual_seed(seed + k)
-        net = torch.nn.Sequential(torch.nn.Linear(p, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 1))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(p, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 1)
+        )
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
         best, best_state, best_epoch, epoch = math.inf, None, 0, 0
         for epoch in range(1, max_epochs + 1):
@@ -286,7 +291,15 @@ def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr,
             out = net(prep(rows)).squeeze(1).numpy().astype(np.float64) if len(rows) else np.zeros(0)
         pred[rows] = out * y_sd + y_mu
         records.append(
-            {"fold": k, "n_train": int(len(fit_rows)), "n_val": int(len(val_rows)), "n_test": int(len(rows)), "epochs": epoch, "best_epoch": best_epoch, "val_mse": best}
+            {
+                "fold": k,
+                "n_train": int(len(fit_rows)),
+                "n_val": int(len(val_rows)),
+                "n_test": int(len(rows)),
+                "epochs": epoch,
+                "best_epoch": best_epoch,
+                "val_mse": best,
+            }
         )
         if on_fold:
             on_fold(k)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,10 @@ def summarise(per_fold: Sequence[dict[str, float]]) -> dict[str, dict[str, float
     out = {}
     for name in NAMES:
         values = np.asarray([f[name] for f in per_fold], np.float64)
-        out[name] = {"mean": float(values.mean()) if len(values) else math.nan, "std": float(values.std()) if len(values) else math.nan}
+        out[name] = {
+            "mean": float(values.mean()) if len(values) else math.nan,
+            "std": float(values.std()) if len(values) else math.nan,
+        }
     return out
 
 

@@ -67,13 +67,29 @@ class LinearHead:
         small = self.conv(x)
         key = (*shape, small.shape[2], small.shape[3])
         if key not in self._interp:
-            self._interp[key] = (interpolation(shape[0], key[2]).to(self.device), interpolation(shape[1], key[3]).to(self.device))
+            self._interp[key] = (
+                interpolation(shape[0], key[2]).to(self.device),
+                interpolation(shape[1], key[3]).to(self.device),
+            )
         rh, rw = self._interp[key]
         return rh @ small @ rw.T
 
 
-def fit(feats, masks, train: np.ndarray, k_classes: int, *, epochs: int, lr: float, weight_decay: float, device, seed: int, step=None) -> tuple[LinearHead, float]:
-    """Train a head on the ``train`` rows: ``feats[row]`` are a tile's tokens, ``masks[row]`` its class indices (0..k-1, IGNORE).
+def fit(
+    feats,
+    masks,
+    train: np.ndarray,
+    k_classes: int,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    device,
+    seed: int,
+    step=None,
+) -> tuple[LinearHead, float]:
+    """Train a head on the ``train`` rows: ``feats[row]`` are a tile's tokens, ``masks[row]`` its class indices
+    (0..k-1, IGNORE).
 
     Returns the head and the mean loss of the last epoch; ``step()`` is called after each epoch.
     """

@@ -7,16 +7,34 @@ Text uses PIL's default font.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 WHITE = (255, 255, 255)
 INK = (40, 40, 40)
 GRID = (225, 225, 225)
-_VIRIDIS = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141), (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
-_DIVERGING = [(33, 102, 172), (103, 169, 207), (209, 229, 240), (247, 247, 247), (253, 219, 199), (239, 138, 98), (178, 24, 43)]
+_VIRIDIS = [
+    (68, 1, 84),
+    (71, 44, 122),
+    (59, 81, 139),
+    (44, 113, 142),
+    (33, 144, 141),
+    (39, 173, 129),
+    (92, 200, 99),
+    (170, 220, 50),
+    (253, 231, 37),
+]
+_DIVERGING = [
+    (33, 102, 172),
+    (103, 169, 207),
+    (209, 229, 240),
+    (247, 247, 247),
+    (253, 219, 199),
+    (239, 138, 98),
+    (178, 24, 43),
+]
 _POINT = np.array([31, 97, 160], np.float64)
 
 
@@ -60,7 +78,15 @@ def _vertical_text(image, xy: tuple[int, int], text: str, font, fill=INK) -> Non
     image.paste(rotated, (xy[0], xy[1] - rotated.height // 2), rotated)
 
 
-def colorbar(image, box: tuple[int, int, int, int], cmap: str, vmin: float, vmax: float, font, labels: Sequence[str] | None = None) -> None:
+def colorbar(
+    image,
+    box: tuple[int, int, int, int],
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    font,
+    labels: Sequence[str] | None = None,
+) -> None:
     """A vertical colour bar in ``box`` (x0, y0, x1, y1) with its top, middle and bottom values."""
     from PIL import Image, ImageDraw
 
@@ -94,7 +120,9 @@ def _marker_px(px: np.ndarray, py: np.ndarray) -> int:
     return int(np.clip(round(float(np.median(dist[:, 1]))), 1, 40))
 
 
-def _points_layer(size: tuple[int, int], px: np.ndarray, py: np.ndarray, colours: np.ndarray, marker: int) -> np.ndarray:
+def _points_layer(
+    size: tuple[int, int], px: np.ndarray, py: np.ndarray, colours: np.ndarray, marker: int
+) -> np.ndarray:
     w, h = size
     canvas = np.full((h, w, 3), 255, np.uint8)
     half = marker // 2
@@ -135,7 +163,12 @@ def map_figure(
     row_h = panel + 34
     image = Image.new("RGB", (left + 3 * cell_w, top + row_h * len(rows) + 8), WHITE)
     draw = ImageDraw.Draw(image)
-    draw.text((left, 8), f"{target}: true, predicted and residual per tile" + (" (colours on a log1p scale)" if log_scale else ""), font=title_font, fill=INK)
+    draw.text(
+        (left, 8),
+        f"{target}: true, predicted and residual per tile" + (" (colours on a log1p scale)" if log_scale else ""),
+        font=title_font,
+        fill=INK,
+    )
     if ok.any():
         xmin, xmax, ymin, ymax = x[ok].min(), x[ok].max(), y[ok].min(), y[ok].max()
         span = max(xmax - xmin, ymax - ymin) or 1.0
@@ -148,7 +181,7 @@ def map_figure(
         y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
         tv, pv = (np.log1p(np.maximum(y_true, 0)), np.log1p(np.maximum(y_pred, 0))) if log_scale else (y_true, y_pred)
         finite = np.isfinite(tv)
-        vmin, vmax = (np.percentile(tv[finite], [2, 98]) if finite.any() else (0.0, 1.0))
+        vmin, vmax = np.percentile(tv[finite], [2, 98]) if finite.any() else (0.0, 1.0)
         if vmax <= vmin:
             vmin, vmax = vmin - 0.5, vmax + 0.5
         residual = y_pred - y_true
@@ -171,7 +204,15 @@ def map_figure(
             labels = None
             if log_scale and cmap == "viridis":
                 labels = [fmt(math.expm1(hi)), fmt(math.expm1((lo + hi) / 2)), fmt(math.expm1(lo))]
-            colorbar(image, (ox + panel + 6, py0 + panel // 4, ox + panel + 6 + bar_w, py0 + 3 * panel // 4), cmap, lo, hi, font, labels)
+            colorbar(
+                image,
+                (ox + panel + 6, py0 + panel // 4, ox + panel + 6 + bar_w, py0 + 3 * panel // 4),
+                cmap,
+                lo,
+                hi,
+                font,
+                labels,
+            )
     path = Path(path)
     image.save(path, optimize=False)
     return path
@@ -196,7 +237,9 @@ def scatter_figure(
     cell = margin_l + size + gap
     image = Image.new("RGB", (cell * max(1, len(panels)) + 10, top + size + margin_b + 10), WHITE)
     draw = ImageDraw.Draw(image)
-    draw.text((10, 8), f"{target}: predicted vs true" + (" (log1p axes)" if log_scale else ""), font=title_font, fill=INK)
+    draw.text(
+        (10, 8), f"{target}: predicted vs true" + (" (log1p axes)" if log_scale else ""), font=title_font, fill=INK
+    )
     tf = (lambda v: np.log1p(np.maximum(v, 0))) if log_scale else (lambda v: v)
     inverse = math.expm1 if log_scale else (lambda v: v)
     for i, (name, y_true, y_pred, subtitle) in enumerate(panels):
@@ -209,7 +252,7 @@ def scatter_figure(
             lo, hi = lo - 0.5, hi + 0.5
         lo, hi = lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)
         ox, oy = 10 + i * cell + margin_l, top
-        to_px = lambda v: (v - lo) / (hi - lo) * (size - 1)  # noqa: E731
+        to_px = lambda v, lo=lo, hi=hi: (v - lo) / (hi - lo) * (size - 1)  # noqa: E731  (this panel's range)
         for tick in np.linspace(lo, hi, 5):
             g = to_px(tick)
             draw.line((ox + g, oy, ox + g, oy + size - 1), fill=GRID)
@@ -226,7 +269,7 @@ def scatter_figure(
             grown[:, 1:] += counts[:, :-1]
             grown[1:, 1:] += counts[:-1, :-1]
             counts = grown
-        shade = 1 - 0.55 ** counts
+        shade = 1 - 0.55**counts
         area = np.array(image.crop((ox, oy, ox + size, oy + size)), np.float64)
         area = area * (1 - shade[..., None]) + _POINT * shade[..., None]
         image.paste(Image.fromarray(np.round(area).astype(np.uint8), "RGB"), (ox, oy))
@@ -242,15 +285,33 @@ def scatter_figure(
 
 # a qualitative palette for class ids without colours of their own (tab20-like)
 _CLASS_COLOURS = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
-    (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148),
-    (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (174, 199, 232),
+    (255, 187, 120),
+    (152, 223, 138),
+    (255, 152, 150),
+    (197, 176, 213),
+    (196, 156, 148),
+    (247, 182, 210),
+    (199, 199, 199),
+    (219, 219, 141),
+    (158, 218, 229),
 ]
 IGNORED = (235, 235, 235)
 
 
 def class_colours(classes: Sequence[int], palette: dict[int, tuple[int, int, int]] | None = None) -> np.ndarray:
-    """A 256 × 3 uint8 lookup from class id to colour: the raster's own colours where known, ignored (255) light grey."""
+    """A 256 × 3 uint8 lookup from class id to colour: the raster's own colours where known, ignored (255) light
+    grey."""
     lut = np.zeros((256, 3), np.uint8)
     for i, c in enumerate(classes):
         lut[c] = (palette or {}).get(int(c), _CLASS_COLOURS[i % len(_CLASS_COLOURS)])
@@ -288,9 +349,22 @@ def segmentation_figure(
     for r, (tile_id, rgb, truth, pred) in enumerate(tiles):
         oy = top + r * row_h
         pictures = [
-            ("image", Image.fromarray(np.asarray(rgb, np.uint8), "RGB").resize((panel, panel), Image.Resampling.BILINEAR)),
-            ("truth", Image.fromarray(lut[np.asarray(truth, np.uint8)], "RGB").resize((panel, panel), Image.Resampling.NEAREST)),
-            ("predicted", Image.fromarray(lut[np.asarray(pred, np.uint8)], "RGB").resize((panel, panel), Image.Resampling.NEAREST)),
+            (
+                "image",
+                Image.fromarray(np.asarray(rgb, np.uint8), "RGB").resize((panel, panel), Image.Resampling.BILINEAR),
+            ),
+            (
+                "truth",
+                Image.fromarray(lut[np.asarray(truth, np.uint8)], "RGB").resize(
+                    (panel, panel), Image.Resampling.NEAREST
+                ),
+            ),
+            (
+                "predicted",
+                Image.fromarray(lut[np.asarray(pred, np.uint8)], "RGB").resize(
+                    (panel, panel), Image.Resampling.NEAREST
+                ),
+            ),
         ]
         for c, (name, picture) in enumerate(pictures):
             ox = left + c * (panel + gap)
@@ -304,7 +378,13 @@ def segmentation_figure(
         draw.rectangle((lx, y, lx + 12, y + 12), fill=tuple(int(v) for v in lut[c]), outline=INK)
         value = iou.get(int(c))
         label = f"{c} {(names or {}).get(int(c), '')}".strip()
-        draw.text((lx + 18, y + 6), f"{label}: {f'{value:.3f}' if value is not None and math.isfinite(value) else 'n/a'}", font=font, fill=INK, anchor="lm")
+        draw.text(
+            (lx + 18, y + 6),
+            f"{label}: {f'{value:.3f}' if value is not None and math.isfinite(value) else 'n/a'}",
+            font=font,
+            fill=INK,
+            anchor="lm",
+        )
     path = Path(path)
     image.save(path, optimize=False)
     return path

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def retrieval_recall(image: np.ndarray, text: np.ndarray, text_tile: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def retrieval_recall(
+    image: np.ndarray, text: np.ndarray, text_tile: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """R@k both ways.
 
     ``image`` [N, D] and ``text`` [M, D] are L2-normalised; ``text_tile[j]`` is the row in

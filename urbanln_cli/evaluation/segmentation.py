@@ -15,7 +15,7 @@ with ``ignore_index``):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,7 +79,11 @@ def summarise(per_fold: Sequence[dict], classes: Sequence[int]) -> dict:
 
     def stat(values: list) -> dict:
         v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
-        return {"mean": float(v.mean()) if v.size else math.nan, "std": float(v.std()) if v.size else math.nan, "folds": int(v.size)}
+        return {
+            "mean": float(v.mean()) if v.size else math.nan,
+            "std": float(v.std()) if v.size else math.nan,
+            "folds": int(v.size),
+        }
 
     return {
         "miou": stat([f["miou"] for f in per_fold]),

@@ -31,7 +31,7 @@ class SplitSpec:
     test_groups: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> "SplitSpec":
+    def parse(cls, text: str) -> SplitSpec:
         """``random``, ``spatial``, ``group`` or ``transfer:A->B`` (A and B may be comma lists)."""
         text = text.strip()
         if text in ("random", "spatial", "group"):
@@ -42,7 +42,10 @@ class SplitSpec:
             test = tuple(g.strip() for g in match.group(2).split(",") if g.strip())
             if train and test:
                 if set(train) & set(test):
-                    raise UsageProblem(f"--split {text!r} trains and tests on the same group", hint="name different groups on each side of ->")
+                    raise UsageProblem(
+                        f"--split {text!r} trains and tests on the same group",
+                        hint="name different groups on each side of ->",
+                    )
                 return cls("transfer", train, test)
         raise UsageProblem(
             f"--split {text!r} is not random, spatial, group or transfer:A->B",
@@ -112,10 +115,14 @@ def shuffled_unit_folds(units: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def has_group(group: np.ndarray) -> np.ndarray:
     """Rows whose group is a non-empty name (not None, NaN or '')."""
-    return np.array([g is not None and not (isinstance(g, float) and math.isnan(g)) and str(g) != "" for g in group], bool)
+    return np.array(
+        [g is not None and not (isinstance(g, float) and math.isnan(g)) and str(g) != "" for g in group], bool
+    )
 
 
-def usable_rows(spec: SplitSpec, usable: np.ndarray, lon: np.ndarray, lat: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+def usable_rows(
+    spec: SplitSpec, usable: np.ndarray, lon: np.ndarray, lat: np.ndarray, group: np.ndarray
+) -> tuple[np.ndarray, dict[str, int]]:
     """Narrow ``usable`` to the rows the split can place, and count why the others were dropped.
 
     A spatial split needs lon/lat; group and transfer splits need a group; a transfer
@@ -148,7 +155,15 @@ def usable_rows(spec: SplitSpec, usable: np.ndarray, lon: np.ndarray, lat: np.nd
 
 
 def outer_folds(
-    spec: SplitSpec, lon: np.ndarray, lat: np.ndarray, group: np.ndarray, *, folds: int, block_km: float, seed: int, what: str
+    spec: SplitSpec,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    group: np.ndarray,
+    *,
+    folds: int,
+    block_km: float,
+    seed: int,
+    what: str,
 ) -> tuple[np.ndarray, dict]:
     """The fold id of each row (rows already narrowed by ``usable_rows``) and a description of the folds.
 
@@ -162,11 +177,15 @@ def outer_folds(
         n_blocks = len(np.unique(blocks))
         if n_blocks < folds:
             raise UsageProblem(
-                f"{what}: {n} tiles fall in only {n_blocks} spatial block(s) of {block_km:g} km, fewer than --folds {folds}",
+                f"{what}: {n} tiles fall in only {n_blocks} spatial block(s) of {block_km:g} km, fewer than "
+                f"--folds {folds}",
                 hint="use a smaller --block-km or fewer --folds",
             )
         fold = group_k_folds(blocks, folds)
-        return fold, {"blocks": n_blocks, "blocks_per_fold": [int(len(np.unique(blocks[fold == k]))) for k in range(folds)]}
+        return fold, {
+            "blocks": n_blocks,
+            "blocks_per_fold": [int(len(np.unique(blocks[fold == k]))) for k in range(folds)],
+        }
     names = np.asarray(group, object).astype(str)
     if spec.kind == "group":
         uniq, fold = np.unique(names, return_inverse=True)

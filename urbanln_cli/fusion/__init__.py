@@ -9,4 +9,15 @@ optional image check and rewrite over every tile, and writes the corpus.
 from urbanln_cli.fusion.options import COLLATERAL, REASONS, STEP_OF, FusionOptions, Tools, step_of
 from urbanln_cli.fusion.tile import ClaimRef, Rewrite, TileFusion, fuse_tile
 
-__all__ = ["FusionOptions", "Tools", "REASONS", "STEP_OF", "COLLATERAL", "step_of", "TileFusion", "Rewrite", "ClaimRef", "fuse_tile"]
+__all__ = [
+    "FusionOptions",
+    "Tools",
+    "REASONS",
+    "STEP_OF",
+    "COLLATERAL",
+    "step_of",
+    "TileFusion",
+    "Rewrite",
+    "ClaimRef",
+    "fuse_tile",
+]

@@ -10,7 +10,8 @@ alone is longer than the limit.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from urbanln_cli.image_check import Verdict
 from urbanln_cli.text.claims import Claim
@@ -24,14 +25,31 @@ Piece = tuple[int, str, list[Claim]]  # (sentence index in the raw caption, kept
 
 def drop(model: str, sentence: int | None, text: str, reason: str, **extra: Any) -> dict[str, Any]:
     """One dropped phrase or claim, as the corpus row's ``dropped`` lists it."""
-    return {"model": model, "sentence": sentence, "text": text, "reason": reason, **{k: v for k, v in extra.items() if v is not None}}
+    return {
+        "model": model,
+        "sentence": sentence,
+        "text": text,
+        "reason": reason,
+        **{k: v for k, v in extra.items() if v is not None},
+    }
 
 
 def verdict_json(verdict: Verdict | None) -> dict[str, Any]:
     if verdict is None:
         return {}
-    return {"checked_by": verdict.by, "confirmed": verdict.confirmed,
-            **{k: v for k, v in (("check_score", verdict.score), ("check_answer", verdict.answer), ("check_error", verdict.error)) if v is not None}}
+    return {
+        "checked_by": verdict.by,
+        "confirmed": verdict.confirmed,
+        **{
+            k: v
+            for k, v in (
+                ("check_score", verdict.score),
+                ("check_answer", verdict.answer),
+                ("check_error", verdict.error),
+            )
+            if v is not None
+        },
+    }
 
 
 def neg(model: str) -> tuple:
@@ -39,14 +57,20 @@ def neg(model: str) -> tuple:
     return tuple(-ord(ch) for ch in model)
 
 
-def choose(claims_of: dict[str, list[Claim]], matcher: Matcher, consensus: bool, main: str | None = None) -> tuple[str, dict[str, float | None]]:
+def choose(
+    claims_of: dict[str, list[Claim]], matcher: Matcher, consensus: bool, main: str | None = None
+) -> tuple[str, dict[str, float | None]]:
     """The candidate that agrees most with the others (mean claim F1), and every candidate's score.
 
     With ``main`` (the tile's main land use), a candidate that names it comes before
     one that does not: the caption says what the tile is.
     """
     scores: dict[str, float | None] = {m: None for m in claims_of}
-    names = {m: any(c.concept == main and not c.negated for c in cs) for m, cs in claims_of.items()} if main else {m: False for m in claims_of}
+    names = (
+        {m: any(c.concept == main and not c.negated for c in cs) for m, cs in claims_of.items()}
+        if main
+        else {m: False for m in claims_of}
+    )
     if consensus and len(claims_of) > 1:
         for m in claims_of:
             scores[m] = sum(matcher.f1(claims_of[m], claims_of[o]) for o in claims_of if o != m) / (len(claims_of) - 1)
@@ -72,7 +96,8 @@ def main_concept(claims: Sequence[Claim], lexicon: Lexicon) -> str | None:
 
 
 def short_caption(pieces: list[Piece], main: str | None, limit: int, count: Callable[[str], int]) -> str:
-    """At most ``limit`` tokens of the caption's own sentences: the first that names ``main``, with the leading ones that fit.
+    """At most ``limit`` tokens of the caption's own sentences: the first that names ``main``, with the leading ones
+    that fit.
 
     The sentences keep their order. When the sentence naming ``main`` alone is too
     long, its trailing phrases are cut at clause boundaries (keeping ``main``);
@@ -80,9 +105,15 @@ def short_caption(pieces: list[Piece], main: str | None, limit: int, count: Call
     """
     if not pieces:
         return ""
-    anchor = next((i for i, (_, _, cs) in enumerate(pieces) if any(c.concept == main and not c.negated for c in cs)), 0) if main else 0
+    anchor = (
+        next((i for i, (_, _, cs) in enumerate(pieces) if any(c.concept == main and not c.negated for c in cs)), 0)
+        if main
+        else 0
+    )
     texts = [t for _, t, _ in pieces]
-    anchor_text = _fit_sentence(texts[anchor], [c for c in pieces[anchor][2] if c.concept == main and not c.negated], limit, count)
+    anchor_text = _fit_sentence(
+        texts[anchor], [c for c in pieces[anchor][2] if c.concept == main and not c.negated], limit, count
+    )
     chosen = {anchor: anchor_text}
     for i, text in enumerate(texts):
         if i == anchor:
@@ -98,7 +129,7 @@ def _fit_sentence(text: str, mains: list[Claim], limit: int, count: Callable[[st
     if count(text) <= limit:
         return text
     lay = layout(text)
-    tail = text[lay.end:] if text[lay.end:].strip() else "."
+    tail = text[lay.end :] if text[lay.end :].strip() else "."
     keep_from = max((s for c in mains for s, _ in c.spans), default=0)
     for seg in reversed(lay.segments[1:]):
         if seg.start <= keep_from:

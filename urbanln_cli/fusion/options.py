@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from urbanln_cli.text.clean import REASONS as CLEAN_REASONS
 from urbanln_cli.text.lexicon import Lexicon
 
 # every reason a phrase or claim is dropped, in the order of the steps (the manifest counts dropped_<reason>)
-REASONS = (*CLEAN_REASONS, "too_small", "unsupported", "contradicted", "unconfirmed", "head_dropped", "clause_dropped", "refine_new",
-           "length_cut")
+REASONS = (
+    *CLEAN_REASONS,
+    "too_small",
+    "unsupported",
+    "contradicted",
+    "unconfirmed",
+    "head_dropped",
+    "clause_dropped",
+    "refine_new",
+    "length_cut",
+)
 # the step that drops for each reason; head_dropped and clause_dropped name the step of the claim that took them along
-STEP_OF = {**{r: "clean" for r in CLEAN_REASONS}, "too_small": "visibility", "unsupported": "support", "contradicted": "support",
-           "unconfirmed": "check", "refine_new": "refine", "length_cut": "length"}
+STEP_OF = {
+    **{r: "clean" for r in CLEAN_REASONS},
+    "too_small": "visibility",
+    "unsupported": "support",
+    "contradicted": "support",
+    "unconfirmed": "check",
+    "refine_new": "refine",
+    "length_cut": "length",
+}
 COLLATERAL = ("head_dropped", "clause_dropped")
 
 
@@ -32,10 +49,12 @@ class FusionOptions:
     max_words: int = 80
     max_tokens: int = 248
     short_tokens: int = 77
-    filter_trusted: bool = False  # apply visibility, support and the image check to trusted (human-checked) captions too
+    filter_trusted: bool = (
+        False  # apply visibility, support and the image check to trusted (human-checked) captions too
+    )
 
     @classmethod
-    def of(cls, config: Any) -> "FusionOptions":
+    def of(cls, config: Any) -> FusionOptions:
         """The options of any object with these attributes (a ``FuseConfig``)."""
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from urbanln_cli.fusion.compose import Piece, choose, drop, main_concept, short_caption, verdict_json
 from urbanln_cli.fusion.options import STEP_OF, FusionOptions, Tools
@@ -96,8 +97,15 @@ class TileFusion:
     finishes with consensus, the short caption and the length cut.
     """
 
-    def __init__(self, tile_id: str, captions: dict[str, str], gsd: float | None, options: FusionOptions, tools: Tools,
-                 trusted: frozenset[str] | set[str] = frozenset()):
+    def __init__(
+        self,
+        tile_id: str,
+        captions: dict[str, str],
+        gsd: float | None,
+        options: FusionOptions,
+        tools: Tools,
+        trusted: frozenset[str] | set[str] = frozenset(),
+    ):
         self.tile_id, self.captions, self.gsd, self.options, self.tools = tile_id, captions, gsd, options, tools
         self.trusted = frozenset(trusted)
         self.drops: list[dict[str, Any]] = []
@@ -135,7 +143,11 @@ class TileFusion:
                     self.support[ref] = (None, [])
                     continue
                 backers = [o for o in self.voters if o != u.model and self.matcher.best(c, alive[o]) > 0]
-                against = [o for o in self.voters if o != u.model and o not in backers and any(Matcher.contradicts(c, x) for x in alive[o])]
+                against = [
+                    o
+                    for o in self.voters
+                    if o != u.model and o not in backers and any(Matcher.contradicts(c, x) for x in alive[o])
+                ]
                 share = len(backers) / others_n
                 self.support[ref] = (share, backers)
                 if against:
@@ -168,7 +180,8 @@ class TileFusion:
         return concept is not None and concept.kind == "land_use" and not c.negated
 
     def _filters(self, u: Unit) -> bool:
-        """Whether visibility, support and the image check may drop this sentence's claims (trusted captions: only if asked)."""
+        """Whether visibility, support and the image check may drop this sentence's claims (trusted captions: only if
+        asked)."""
         return not u.trusted or self.options.filter_trusted
 
     def _all_units(self) -> list[Unit]:
@@ -180,7 +193,8 @@ class TileFusion:
     # ------------------------------------------------------------ step 5: image check
 
     def disputed(self) -> list[tuple[ClaimRef, Claim]]:
-        """Claims too few other models back, or more contradict (all claims with a single model), which only the image can save."""
+        """Claims too few other models back, or more contradict (all claims with a single model), which only the image
+        can save."""
         out = []
         for u in self._filtered():
             for i, c in enumerate(u.claims):
@@ -250,7 +264,9 @@ class TileFusion:
 
     # ------------------------------------------------------------ steps 7-9
 
-    def row(self, rewrites: dict[str, Rewrite] | None = None, local_captions: list[str] | None = None) -> dict[str, Any] | None:
+    def row(
+        self, rewrites: dict[str, Rewrite] | None = None, local_captions: list[str] | None = None
+    ) -> dict[str, Any] | None:
         """The corpus row, or None when cleaning left no sentence of any model."""
         options, tools = self.options, self.tools
         drops = list(self.drops)
@@ -299,7 +315,9 @@ class TileFusion:
                     kept_idx.add(idx)
                     used = trial
                 else:
-                    drops.append(drop(m, idx, t, "length_cut", step="length", **({"stage": "refine"} if refined_by[m] else {})))
+                    drops.append(
+                        drop(m, idx, t, "length_cut", step="length", **({"stage": "refine"} if refined_by[m] else {}))
+                    )
             in_text[m] = kept_idx
 
         claims_json = self._claims_json(cands, refined_by, matcher, chosen, in_text)
@@ -312,8 +330,18 @@ class TileFusion:
             "caption": texts[chosen],
             "caption_short": short,
             "model": chosen,
-            "candidates": [{"model": m, "caption": texts[m], "score": scores[m], "sentences": sorted(in_text[m]), "refined_by": refined_by[m],
-                            "refine_error": refine_errors.get(m), "trusted": m in self.trusted} for m in cands],
+            "candidates": [
+                {
+                    "model": m,
+                    "caption": texts[m],
+                    "score": scores[m],
+                    "sentences": sorted(in_text[m]),
+                    "refined_by": refined_by[m],
+                    "refine_error": refine_errors.get(m),
+                    "trusted": m in self.trusted,
+                }
+                for m in cands
+            ],
             "local_captions": list(local_captions or []),
             "claims": json.dumps(claims_json, ensure_ascii=False),
             "dropped": json.dumps(drops, ensure_ascii=False),
@@ -332,7 +360,9 @@ class TileFusion:
         pool = {m: [(u.index, u.text, list(u.claims)) for u in units] for m, units in self.units.items() if units}
         if not pool:
             return {}
-        chosen, _ = choose({m: [c for _, _, cs in p for c in cs] for m, p in pool.items()}, self.matcher, self.options.consensus)
+        chosen, _ = choose(
+            {m: [c for _, _, cs in p for c in cs] for m, p in pool.items()}, self.matcher, self.options.consensus
+        )
         return {chosen: pool[chosen]}
 
     def _claims_json(self, cands, refined_by, matcher: Matcher, chosen: str, in_text) -> list[dict[str, Any]]:
@@ -348,7 +378,10 @@ class TileFusion:
                         known = [x for x, _ in supports if x is not None]
                         share = max(known) if known else None
                         supported_by = sorted({o for _, others in supports for o in others})
-                        extra: dict[str, Any] = {"stage": "refine", "restates": [[s.model, s.sentence] for s in backers]}
+                        extra: dict[str, Any] = {
+                            "stage": "refine",
+                            "restates": [[s.model, s.sentence] for s in backers],
+                        }
                     else:
                         ref = (m, idx, _position(self.units, m, idx, c))
                         share, supported_by = self.support.get(ref, (None, []))
@@ -357,13 +390,27 @@ class TileFusion:
                             extra["contradicted_by"] = self.against[ref]
                         if ref in self.uncontested:
                             extra["uncontested"] = True
-                    out.append(c.to_json() | {"support": share, "supported_by": supported_by, "in_caption": m == chosen and idx in in_text[m],
-                                              "in_candidate": idx in in_text[m]} | extra)
+                    out.append(
+                        c.to_json()
+                        | {
+                            "support": share,
+                            "supported_by": supported_by,
+                            "in_caption": m == chosen and idx in in_text[m],
+                            "in_candidate": idx in in_text[m],
+                        }
+                        | extra
+                    )
         return out
 
 
-def fuse_tile(tile_id: str, captions: dict[str, str], gsd: float | None, options: FusionOptions, tools: Tools,
-              trusted: frozenset[str] | set[str] = frozenset()) -> dict[str, Any] | None:
+def fuse_tile(
+    tile_id: str,
+    captions: dict[str, str],
+    gsd: float | None,
+    options: FusionOptions,
+    tools: Tools,
+    trusted: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any] | None:
     """Fuse one tile's captions (model -> text) with the deterministic steps only; None when cleaning left nothing."""
     return TileFusion(tile_id, captions, gsd, options, tools, trusted).row()
 

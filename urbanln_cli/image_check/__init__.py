@@ -37,4 +37,3 @@ class Verdict:
     score: float | None = None  # clip: the claim's margin over the contrast prompts
     answer: str | None = None  # vlm: what the model answered
     error: str | None = None  # why no answer came (the claim then counts as not confirmed)
-

@@ -79,9 +79,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,8 +94,10 @@ PROMPT = "a satellite image of {}."  # the one template of claim and contrast te
 VIEWS = ("tile", *QUADRANTS)
 DEFAULT_MARGIN = 1.5  # contrast standard deviations; see the module docstring
 DEFAULT_REFERENCE = 256  # tiles in reference_sample
-RULE = ("z = max over views (tile + 4 quadrants) of (cos(claim) - mean cos(contrast)) / std cos(contrast); "
-        "score = z - mean of z over the reference tiles; confirmed when score >= margin")
+RULE = (
+    "z = max over views (tile + 4 quadrants) of (cos(claim) - mean cos(contrast)) / std cos(contrast); "
+    "score = z - mean of z over the reference tiles; confirmed when score >= margin"
+)
 _STD_FLOOR = 1e-6
 
 
@@ -116,8 +119,10 @@ class ClipCheckConfig:
 
     def check(self) -> None:
         if self.model is not None and self.pretrained is not None:
-            raise UsageProblem("give the CLIP check a run folder or pretrained weights, not both",
-                               hint="--clip-model PATH (a `urbanln pretrain` folder) or --clip-pretrained TAG with --clip-arch")
+            raise UsageProblem(
+                "give the CLIP check a run folder or pretrained weights, not both",
+                hint="--clip-model PATH (a `urbanln pretrain` folder) or --clip-pretrained TAG with --clip-arch",
+            )
         if self.batch_size < 1:
             raise UsageProblem(f"the CLIP check's batch size must be at least 1, not {self.batch_size}")
         if not np.isfinite(self.margin):
@@ -160,15 +165,18 @@ class ClipChecker:
     def __init__(self, config: ClipCheckConfig = ClipCheckConfig(), lexicon: Lexicon | None = None):
         import torch
 
-        from urbanln_cli.models.step import pick_device
         from urbanln_cli.models.loading import EncoderSpec, load_encoder, run_folder
+        from urbanln_cli.models.step import pick_device
 
         config.check()
         self.config = config
         self.device = pick_device(config.device)
         if config.pretrained is None:
-            run_folder(config.model, hint="train one with `urbanln pretrain`, pass its folder with --clip-model, "
-                                          "or give open_clip weights with --clip-pretrained (and --clip-arch)")
+            run_folder(
+                config.model,
+                hint="train one with `urbanln pretrain`, pass its folder with --clip-model, "
+                "or give open_clip weights with --clip-pretrained (and --clip-arch)",
+            )
         encoder_config = EncoderSpec(model=config.model, arch=config.arch, pretrained=config.pretrained)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)  # random weights (pretrained none) are the same every time
@@ -183,7 +191,9 @@ class ClipChecker:
         self.contrast_texts = [prompt(lexicon.concepts[c].label) for c in self.contrast_concepts]
         self._concept_index = {c: i for i, c in enumerate(self.contrast_concepts)}
         self._contrast = self.encode_texts(self.contrast_texts)  # (K, D), once per checker
-        self._reference: tuple[tuple[str, ...], dict[str, np.ndarray]] | None = None  # ids -> their views, kept between calls
+        self._reference: tuple[tuple[str, ...], dict[str, np.ndarray]] | None = (
+            None  # ids -> their views, kept between calls
+        )
         self.last_reference_tiles: int | None = None
 
     # ------------------------------------------------------------ encoders (tests count and replace these)
@@ -212,14 +222,18 @@ class ClipChecker:
         return np.concatenate(chunks) if chunks else np.zeros((0, self._dim()), np.float32)
 
     def _encode_tokens(self, tokens):
-        """Short prompts are encoded at their own length, not padded to 77 or 248 (same vectors, a fraction of the work)."""
+        """Short prompts are encoded at their own length, not padded to 77 or 248 (same vectors, a fraction of the
+        work)."""
         from open_clip.tokenizer import SimpleTokenizer
 
         from urbanln_cli.models import encode_text
 
         model = self.model
-        plain = (getattr(model, "text_pool_type", None) == "argmax" and getattr(model, "attn_mask", None) is not None
-                 and isinstance(getattr(self.tokenizer, "tokenizer", self.tokenizer), SimpleTokenizer))
+        plain = (
+            getattr(model, "text_pool_type", None) == "argmax"
+            and getattr(model, "attn_mask", None) is not None
+            and isinstance(getattr(self.tokenizer, "tokenizer", self.tokenizer), SimpleTokenizer)
+        )
         if not plain:
             return model.encode_text(tokens, normalize=True)
         length = int((tokens != 0).sum(dim=1).max())
@@ -252,7 +266,11 @@ class ClipChecker:
                 verdicts.append(Verdict(confirmed=False, by=self.by, error=sims.errors[q]))
             else:
                 score = float(scores[q])
-                verdicts.append(Verdict(confirmed=score >= self.config.margin, by=self.by, score=round(score, 4), answer=VIEWS[best[q]]))
+                verdicts.append(
+                    Verdict(
+                        confirmed=score >= self.config.margin, by=self.by, score=round(score, 4), answer=VIEWS[best[q]]
+                    )
+                )
         return verdicts
 
     def similarities(
@@ -274,8 +292,16 @@ class ClipChecker:
 
         errors = [encoded[q.tile_id] if isinstance(encoded[q.tile_id], str) else None for q in queries]
         dim = self._dim()
-        views = np.stack([encoded[t] if not isinstance(encoded[t], str) else np.full((len(VIEWS), dim), np.nan, np.float32)
-                          for t in tiles]) if tiles else np.zeros((0, len(VIEWS), dim), np.float32)
+        views = (
+            np.stack(
+                [
+                    encoded[t] if not isinstance(encoded[t], str) else np.full((len(VIEWS), dim), np.nan, np.float32)
+                    for t in tiles
+                ]
+            )
+            if tiles
+            else np.zeros((0, len(VIEWS), dim), np.float32)
+        )
         ref_views = [encoded[t] for t in ref_ids if not isinstance(encoded[t], str)]
         self.last_reference_tiles = len(ref_views)
 
@@ -293,7 +319,8 @@ class ClipChecker:
         return Similarities(claim, contrast.astype(np.float32), tile_of, own, prior, prior_std, len(ref_views), errors)
 
     def _prior(self, queries, own: np.ndarray, text_vec: dict[str, np.ndarray], ref_views: np.ndarray | None):
-        """Per query: mean and std over the reference tiles of its text-side score (max over views of the contrast z)."""
+        """Per query: mean and std over the reference tiles of its text-side score (max over views of the contrast
+        z)."""
         if ref_views is None or not len(queries):
             return np.zeros(len(queries)), np.ones(len(queries))
         mean, std = _contrast_stats(np.einsum("rvd,kd->rvk", ref_views, self._contrast))  # (R, 5, K+1)
@@ -355,8 +382,14 @@ class ClipChecker:
         try:
             with open_image(image, self.config.max_pixels, "it") as img:
                 rgb = img.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError; ImageTooLarge a ValueError
-            reason = re.sub(r"<[^>]*at 0x[0-9a-fA-F]+>", "its bytes", str(exc))  # no memory addresses: verdicts stay reproducible
+        except (
+            OSError,
+            ValueError,
+            Image.DecompressionBombError,
+        ) as exc:  # UnidentifiedImageError is an OSError; ImageTooLarge a ValueError
+            reason = re.sub(
+                r"<[^>]*at 0x[0-9a-fA-F]+>", "its bytes", str(exc)
+            )  # no memory addresses: verdicts stay reproducible
             raise _BadImage(f"cannot decode the tile image: {reason}") from None
         w, h = rgb.size
         if w < 2 or h < 2:
@@ -430,5 +463,16 @@ def _state_sha256(model) -> str:
     return h.hexdigest()
 
 
-__all__ = ["ClipCheckConfig", "ClipChecker", "Similarities", "decide", "reference_sample", "prompt",
-           "PROMPT", "VIEWS", "DEFAULT_MARGIN", "DEFAULT_REFERENCE", "RULE"]
+__all__ = [
+    "ClipCheckConfig",
+    "ClipChecker",
+    "Similarities",
+    "decide",
+    "reference_sample",
+    "prompt",
+    "PROMPT",
+    "VIEWS",
+    "DEFAULT_MARGIN",
+    "DEFAULT_REFERENCE",
+    "RULE",
+]

@@ -10,19 +10,25 @@ claim unconfirmed, with the error recorded.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from urbanln_cli.captioners import gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
 from urbanln_cli.image_check import ClaimQuery, Verdict
 
-ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}}, "required": ["answer"]}
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+}
 
 
 def question(phrase: str, gsd: float | None) -> str:
     """The yes/no question; the claim is in double quotes so the answer is about exactly that phrase."""
-    return (f"This is a satellite or aerial image{gsd_phrase(gsd)}. Is there \"{phrase}\" in this image? "
-            "Answer only from what is clearly visible. Reply in JSON: {\"answer\": \"yes\"} or {\"answer\": \"no\"}.")
+    return (
+        f'This is a satellite or aerial image{gsd_phrase(gsd)}. Is there "{phrase}" in this image? '
+        'Answer only from what is clearly visible. Reply in JSON: {"answer": "yes"} or {"answer": "no"}.'
+    )
 
 
 def parse_answer(text: str) -> str | None:
@@ -44,15 +50,32 @@ class VlmChecker:
         self.vlm, self.models = vlm, list(models)
 
     def describe(self) -> dict:
-        return {"kind": "vlm", "models": self.models, "rule": "yes/no question with a JSON schema; only 'yes' confirms",
-                "prompt": question("{claim}", None)}
+        return {
+            "kind": "vlm",
+            "models": self.models,
+            "rule": "yes/no question with a JSON schema; only 'yes' confirms",
+            "prompt": question("{claim}", None),
+        }
 
-    def check(self, queries: Sequence[ClaimQuery], image_of: Callable[[str], bytes], image_id_of: Callable[[str], str],
-              gsd_of: Callable[[str], float | None], progress: Callable[[int, int], None] | None = None) -> list[Verdict]:
+    def check(
+        self,
+        queries: Sequence[ClaimQuery],
+        image_of: Callable[[str], bytes],
+        image_id_of: Callable[[str], str],
+        gsd_of: Callable[[str], float | None],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Verdict]:
         asks = []
         for q in queries:
-            asks.append(Ask(checker_for(q.author, self.models), question(q.phrase, gsd_of(q.tile_id)),
-                            lambda t=q.tile_id: image_of(t), image_id_of(q.tile_id), ANSWER_SCHEMA))
+            asks.append(
+                Ask(
+                    checker_for(q.author, self.models),
+                    question(q.phrase, gsd_of(q.tile_id)),
+                    lambda t=q.tile_id: image_of(t),
+                    image_id_of(q.tile_id),
+                    ANSWER_SCHEMA,
+                )
+            )
         answers = self.vlm.run(asks, answer_problem, progress)
         out = []
         for ask, answer in zip(asks, answers):

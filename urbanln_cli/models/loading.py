@@ -30,8 +30,10 @@ class EncoderSpec:
         if self.baseline is not None and self.baseline not in BASELINES:
             raise UsageProblem(f"--baseline {self.baseline!r} is not one of {', '.join(BASELINES)}")
         if sum(x is not None for x in (self.pretrained, self.model, self.baseline)) > 1 and self.baseline != "random":
-            raise UsageProblem("give one of --model (a run folder), --pretrained weights or --baseline",
-                               hint="--baseline random may take --model to copy its architecture")
+            raise UsageProblem(
+                "give one of --model (a run folder), --pretrained weights or --baseline",
+                hint="--baseline random may take --model to copy its architecture",
+            )
 
 
 def load_encoder(spec: EncoderSpec, device) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -63,7 +65,8 @@ def run_folder(model: Path | None, hint: str | None = None) -> Path:
     if not (folder / "open_clip_config.json").is_file():
         raise InputError(
             f"no trained model in {folder}",
-            hint=hint or "train one with `urbanln pretrain`, pass its folder with --model, or use --pretrained/--baseline",
+            hint=hint
+            or "train one with `urbanln pretrain`, pass its folder with --model, or use --pretrained/--baseline",
         )
     return folder.resolve()
 

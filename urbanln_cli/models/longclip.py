@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,7 +101,7 @@ def create_model(
     kwargs: dict[str, Any] = {"precision": precision, "device": device, "cache_dir": cache_dir}
 
     if pretrained.startswith(LOCAL_DIR):
-        folder = Path(pretrained[len(LOCAL_DIR):])
+        folder = Path(pretrained[len(LOCAL_DIR) :])
         _check_model_folder(folder)
         name, weights = f"{LOCAL_DIR}{folder}", None
     else:
@@ -109,7 +110,9 @@ def create_model(
         weights = _resolve_weights(arch, pretrained, kwargs)
 
     try:
-        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=weights, **kwargs)
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            name, pretrained=weights, **kwargs
+        )
     except Exception as exc:
         if "Failed to download" in str(exc):
             raise ServiceUnavailable(
@@ -121,9 +124,15 @@ def create_model(
             raise  # a tag that failed for another reason than the download: a bug, keep the traceback
         if weights or name.startswith(LOCAL_DIR):
             # whatever breaks while reading the user's file or folder is a problem with that input
-            what = f"the model folder {pretrained[len(LOCAL_DIR):]}" if name.startswith(LOCAL_DIR) else f"{pretrained!r} as {arch} weights"
-            raise InputError(f"cannot load {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                             hint="the file is damaged or of another architecture: train or download it again") from None
+            what = (
+                f"the model folder {pretrained[len(LOCAL_DIR) :]}"
+                if name.startswith(LOCAL_DIR)
+                else f"{pretrained!r} as {arch} weights"
+            )
+            raise InputError(
+                f"cannot load {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                hint="the file is damaged or of another architecture: train or download it again",
+            ) from None
         raise
 
     model.urbanln_model_cfg = _resolved_model_cfg(name, arch, kwargs)
@@ -199,7 +208,7 @@ def _checkpoint_context_length(path: Path) -> int | None:
 def _resolved_model_cfg(name: str, arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The model config the weights belong to, as export needs it (QuickGELU and context included)."""
     if name.startswith(LOCAL_DIR):
-        folder = Path(name[len(LOCAL_DIR):])
+        folder = Path(name[len(LOCAL_DIR) :])
         return json.loads((folder / OPEN_CLIP_CONFIG).read_text())["model_cfg"]
     cfg = get_arch_config(arch)
     if kwargs.get("force_quick_gelu"):
@@ -212,7 +221,7 @@ def _resolved_model_cfg(name: str, arch: str, kwargs: Mapping[str, Any]) -> dict
 def _folder_stretch_info(name: str) -> StretchInfo | None:
     if not name.startswith(LOCAL_DIR):
         return None
-    config = json.loads((Path(name[len(LOCAL_DIR):]) / OPEN_CLIP_CONFIG).read_text())
+    config = json.loads((Path(name[len(LOCAL_DIR) :]) / OPEN_CLIP_CONFIG).read_text())
     stretch = config.get("urbanln", {}).get("stretch")
     return StretchInfo(**stretch) if stretch else None
 
@@ -233,7 +242,7 @@ def stretched_positions(pos: torch.Tensor, context_length: int = 248, keep: int 
     head = table[:keep]
     start = table[keep:]  # rows keep .. base-1
     # the row after each start row; past the end, extrapolate one step (pos[-1] + (pos[-1] - pos[-2]))
-    following = torch.cat([table[keep + 1:], (2 * table[-1] - table[-2])[None]], dim=0)
+    following = torch.cat([table[keep + 1 :], (2 * table[-1] - table[-2])[None]], dim=0)
     weights = torch.arange(ratio, dtype=table.dtype, device=table.device) / ratio  # r / ratio
     tail = start[:, None, :] + weights[None, :, None] * (following - start)[:, None, :]
     stretched = torch.cat([head, tail.reshape(-1, table.shape[1])], dim=0)
@@ -337,7 +346,9 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = True) 
     if length == model.positional_embedding.shape[0]:
         return model.encode_text(tokens, normalize=normalize)
     if length > model.positional_embedding.shape[0]:
-        raise UsageProblem(f"{length} text tokens exceed the model's context length {model.positional_embedding.shape[0]}")
+        raise UsageProblem(
+            f"{length} text tokens exceed the model's context length {model.positional_embedding.shape[0]}"
+        )
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)
     x = x + model.positional_embedding[:length].to(cast_dtype)

@@ -9,7 +9,7 @@ contribution to the total. Losses are computed in float32 whatever the autocast.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,12 @@ class ContrastiveLoss(nn.Module):
         image_to_text = soft_cross_entropy(_logits(image_features, text_keys, logit_scale), targets)
         text_to_image = soft_cross_entropy(_logits(text_features, image_keys, logit_scale), targets)
         loss = (image_to_text + text_to_image) / 2
-        return {"contrastive_loss": loss, "contrastive_i2t": image_to_text, "contrastive_t2i": text_to_image, "loss": loss}
+        return {
+            "contrastive_loss": loss,
+            "contrastive_i2t": image_to_text,
+            "contrastive_t2i": text_to_image,
+            "loss": loss,
+        }
 
 
 class DistillationLoss(nn.Module):
@@ -131,7 +136,13 @@ class MomentumDistillationLoss(nn.Module):
     ) -> dict[str, Tensor]:
         contrastive = self.contrastive(image_features, text_features, logit_scale, ids, image_keys, text_keys, key_ids)
         distill = self.distill(
-            image_features, text_features, teacher_image_features, teacher_text_features, image_keys, text_keys, logit_scale
+            image_features,
+            text_features,
+            teacher_image_features,
+            teacher_text_features,
+            image_keys,
+            text_keys,
+            logit_scale,
         )
         terms = {k: v for k, v in {**contrastive, **distill}.items() if k != "loss"}
         terms["loss"] = (1 - alpha) * contrastive["loss"] + alpha * distill["loss"]

@@ -51,7 +51,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
         exclude = (
             param.ndim < 2
             or name in no_decay_names
-            or any(part in name for part in ("bn", "ln", "bias", "logit_scale", "positional_embedding", "class_embedding"))
+            or any(
+                part in name for part in ("bn", "ln", "bias", "logit_scale", "positional_embedding", "class_embedding")
+            )
         )
         (no_decay if exclude else decay).append(param)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
@@ -64,7 +66,10 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageProblem(f"--device {name}, but torch sees no GPU", hint="use --device cpu, or check the CUDA install (`urbanln env`)")
+        raise UsageProblem(
+            f"--device {name}, but torch sees no GPU",
+            hint="use --device cpu, or check the CUDA install (`urbanln env`)",
+        )
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise UsageProblem(f"--device {name!r} is not auto, cpu or cuda")
     return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)

@@ -22,15 +22,16 @@ import hashlib
 import json
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo, content_problem, fit_image
-from urbanln_cli.imagery import max_pixels_of
 from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
 from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UsageProblem
+from urbanln_cli.imagery import max_pixels_of
 from urbanln_cli.journal import Journal, read_records
 from urbanln_cli.prompts import Prompt, load_prompt
 from urbanln_cli.redact import public_host
@@ -67,12 +68,16 @@ class CaptionConfig:
 
     def check(self) -> None:
         if self.trusted and not self.imports:
-            raise UsageProblem("--trusted marks imported captions as human-checked: use it with --import",
-                               hint="e.g. urbanln caption tiles --import captions.jsonl --trusted")
+            raise UsageProblem(
+                "--trusted marks imported captions as human-checked: use it with --import",
+                hint="e.g. urbanln caption tiles --import captions.jsonl --trusted",
+            )
         if self.imports:
             return  # no model, server or request option takes part
         if self.tiles is None:
-            raise UsageProblem("captioning needs the tiles artifact", hint="pass the tiles folder made by `urbanln tile`")
+            raise UsageProblem(
+                "captioning needs the tiles artifact", hint="pass the tiles folder made by `urbanln tile`"
+            )
         i, n = self.shard
         if not (n >= 1 and 0 <= i < n):
             raise UsageProblem(f"--shard {i}/{n} is not i/n with 0 <= i < n")
@@ -80,7 +85,11 @@ class CaptionConfig:
             raise UsageProblem("--concurrency must be at least 1, and retries at least 0")
         if self.limit is not None and self.limit < 1:
             raise UsageProblem(f"--limit {self.limit} must be at least 1")
-        if not (math.isfinite(self.timeout) and self.timeout > 0) or self.options.num_predict < 1 or self.image_size < 32:
+        if (
+            not (math.isfinite(self.timeout) and self.timeout > 0)
+            or self.options.num_predict < 1
+            or self.image_size < 32
+        ):
             raise UsageProblem("--timeout, --num-predict and --image-size must be positive (image size at least 32)")
         if not self.models:
             raise UsageProblem("no models given", hint="e.g. --models llava,qwen-vl")
@@ -140,8 +149,9 @@ def caption(
         return _caption(config, progress, run, backend)
 
 
-def _caption(config: CaptionConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None,
-             backend: Backend | None) -> CaptionResult:
+def _caption(
+    config: CaptionConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None, backend: Backend | None
+) -> CaptionResult:
     tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     prompt = load_prompt(config.prompt)
     if backend is None:
@@ -150,7 +160,9 @@ def _caption(config: CaptionConfig, progress: Callable[..., None] | None, run: a
     try:
         return asyncio.run(job.run())
     except KeyboardInterrupt:
-        raise Interrupted(f"captioning interrupted; {job.finished} captions are kept in {artifacts.partial_dir(config.out)}") from None
+        raise Interrupted(
+            f"captioning interrupted; {job.finished} captions are kept in {artifacts.partial_dir(config.out)}"
+        ) from None
 
 
 def _backend_for(config: CaptionConfig) -> Backend:
@@ -161,28 +173,39 @@ def _backend_for(config: CaptionConfig) -> Backend:
 
         return OllamaBackend(config.hosts, timeout=config.timeout, stream=config.stream)
     if not all(sim):
-        raise UsageProblem("sim: models and Ollama models cannot share a run", hint="caption with each kind in its own run, into its own -o folder")
+        raise UsageProblem(
+            "sim: models and Ollama models cannot share a run",
+            hint="caption with each kind in its own run, into its own -o folder",
+        )
     from urbanln_cli.captioners.sim import SimBackend, scene_for_tiles
 
     scene = config.scene or scene_for_tiles(config.tiles)
     if scene is None:
         raise UsageProblem(
             "sim: models need the scene of a synthetic city",
-            hint="pass --scene city/scene.json (written by `urbanln synth city`), or use Ollama models for real imagery",
+            hint="pass --scene city/scene.json (written by `urbanln synth city`), "
+            "or use Ollama models for real imagery",
         )
     return SimBackend(scene)
 
 
 class _Job:
-    def __init__(self, config: CaptionConfig, tiles_ds, tiles_manifest, prompt: Prompt, backend: Backend, progress, run):
+    def __init__(
+        self, config: CaptionConfig, tiles_ds, tiles_manifest, prompt: Prompt, backend: Backend, progress, run
+    ):
         self.config, self.prompt, self.backend, self.progress, self.run_info = config, prompt, backend, progress, run
         self.tiles_manifest = tiles_manifest
         self.max_pixels = max_pixels_of(tiles_manifest)  # a tile over it fails its request (bad_image), never decoded
         columns = tiles_ds.column_names
         self.tile_ids: list[str] = tiles_ds.data.column("tile_id").to_pylist()
-        self.gsd: list[float | None] = tiles_ds.data.column("gsd").to_pylist() if "gsd" in columns else [None] * len(self.tile_ids)
+        self.gsd: list[float | None] = (
+            tiles_ds.data.column("gsd").to_pylist() if "gsd" in columns else [None] * len(self.tile_ids)
+        )
         self.images = tiles_ds.data.column("image")
-        geometry = [tiles_ds.data.column(c).to_pylist() if c in columns else [None] * len(self.tile_ids) for c in ("crs", "minx", "miny", "maxx", "maxy")]
+        geometry = [
+            tiles_ds.data.column(c).to_pylist() if c in columns else [None] * len(self.tile_ids)
+            for c in ("crs", "minx", "miny", "maxx", "maxy")
+        ]
         self.geometry = list(zip(*geometry))
         self.image_sha = (
             tiles_ds.data.column("image_sha256").to_pylist()
@@ -242,7 +265,9 @@ class _Job:
                 counts = manifest_fields.field(existing, config.out, "counts", dict, {})
             except InputError as exc:
                 if not config.overwrite:
-                    raise InputError(exc.message, hint="pass --overwrite to replace it (the captions in it are reused)") from None
+                    raise InputError(
+                        exc.message, hint="pass --overwrite to replace it (the captions in it are reused)"
+                    ) from None
                 same = False  # replaced; its rows still count below, keyed by what made them
             if same and not (config.retry_failed and failed):
                 return CaptionResult(config.out, rows, counts, True, existing)
@@ -277,7 +302,9 @@ class _Job:
 
     def _done(self, key: str) -> bool:
         record = self.records.get(key)
-        return record is not None and (record.get("error") is None or not self.config.retry_failed or record.get("_this_run"))
+        return record is not None and (
+            record.get("error") is None or not self.config.retry_failed or record.get("_this_run")
+        )
 
     def _seed_from_output(self, out: Path) -> None:
         ds, _ = artifacts.read_dataset(out, "captions", columns=KEY_FIELDS)
@@ -318,14 +345,22 @@ class _Job:
             self.failed += outcome.error is not None
             self.progress(self.finished, total, failed=self.failed)
 
-        await run_requests(self.backend, info.tag, todo, request_for, finish, policy=config.policy, options=config.options,
-                           content_problem=content_problem, what="captions")
+        await run_requests(
+            self.backend,
+            info.tag,
+            todo,
+            request_for,
+            finish,
+            policy=config.policy,
+            options=config.options,
+            content_problem=content_problem,
+            what="captions",
+        )
 
     # ------------------------------------------------------------ output
 
     def _assemble(self, infos: dict[str, ModelInfo], keys, plan_sha: str) -> CaptionResult:
         import datasets
-
         import pyarrow as pa
 
         config = self.config
@@ -333,17 +368,32 @@ class _Job:
         # Columns straight to Arrow in one C-level pass: Dataset.from_list infers and hashes row by row.
         pick = operator.itemgetter(*features)
         columns = list(zip(*(pick(self.records[k]) for _, _, k in keys))) or [[] for _ in features]
-        table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, features.arrow_schema)], schema=features.arrow_schema)
-        error_classes = collections.Counter(columns[list(features).index("error_class")]) if keys else collections.Counter()
+        table = pa.Table.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(columns, features.arrow_schema)], schema=features.arrow_schema
+        )
+        error_classes = (
+            collections.Counter(columns[list(features).index("error_class")]) if keys else collections.Counter()
+        )
         failed = len(keys) - error_classes.pop(None, 0)
-        counts = {"captions": len(keys) - failed, "failed": failed, "reused": self.reused, "captioned_now": self.finished}
+        counts = {
+            "captions": len(keys) - failed,
+            "failed": failed,
+            "reused": self.reused,
+            "captioned_now": self.finished,
+        }
         counts |= {f"failed_{c}": n for c, n in error_classes.items()}
         counts = {k: v for k, v in counts.items() if v or k in ("captions", "failed", "reused")}
         ds = datasets.Dataset(table)
         manifest = artifacts.new_manifest(
             "captions",
             run=self.run_info or artifacts.RunInfo.from_config(config),
-            inputs=[{"path": str(config.tiles), "stage": "tiles", "artifact_id": manifest_fields.field(self.tiles_manifest, config.tiles, "artifact_id", str)}],
+            inputs=[
+                {
+                    "path": str(config.tiles),
+                    "stage": "tiles",
+                    "artifact_id": manifest_fields.field(self.tiles_manifest, config.tiles, "artifact_id", str),
+                }
+            ],
             rows=len(keys),
             counts=counts,
             models={m: {"digest": infos[m].digest, "capabilities": list(infos[m].capabilities)} for m in config.models},
@@ -369,7 +419,9 @@ IMPORT_PROMPT_ID = "imported"
 MOST_UNMATCHED = 0.5  # a file with more than this share of rows matching no tile is not about these tiles
 
 
-def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: artifacts.RunInfo | None) -> CaptionResult:
+def _import_captions(
+    config: CaptionConfig, progress: Callable[..., None], run: artifacts.RunInfo | None
+) -> CaptionResult:
     """Captions made elsewhere (``config.imports``) as a captions artifact: one row per (tile, candidate).
 
     Rows are matched to the tiles of ``config.tiles`` (or keep the files' ids when it is None).
@@ -382,9 +434,11 @@ def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: 
     tiles_manifest, order, image_sha, index = None, None, {}, None
     if config.tiles is not None:
         if not Path(config.tiles).exists():
-            raise InputError(f"tiles artifact not found: {config.tiles}",
-                             hint="tile the imagery the captions describe with `urbanln tile`, or pass --no-tiles to keep "
-                                  "the file's ids (fuse then needs --gsd)")
+            raise InputError(
+                f"tiles artifact not found: {config.tiles}",
+                hint="tile the imagery the captions describe with `urbanln tile`, or pass --no-tiles to keep "
+                "the file's ids (fuse then needs --gsd)",
+            )
         tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
         columns = tiles_ds.column_names
         ids = tiles_ds.data.column("tile_id").to_pylist()
@@ -402,8 +456,13 @@ def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: 
         _refuse_unmatched(file, index, config)
     progress(len(files), len(files), description="reading")
 
-    plan = {"files": [f.sha256 for f in files], "tiles": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str)
-            if tiles_manifest is not None else None, "trusted": config.trusted}
+    plan = {
+        "files": [f.sha256 for f in files],
+        "tiles": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str)
+        if tiles_manifest is not None
+        else None,
+        "trusted": config.trusted,
+    }
     plan_sha = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
     if config.out.exists():
         existing = artifacts.check_artifact(config.out, "captions")
@@ -421,33 +480,39 @@ def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: 
             if tile is not None:
                 entries.setdefault((tile, row.model or file.default_model), []).append((file, row))
     if not entries:
-        raise InputError("no caption to import: every matched row is empty",
-                         hint="check the caption column of " + ", ".join(str(p) for p in config.imports))
+        raise InputError(
+            "no caption to import: every matched row is empty",
+            hint="check the caption column of " + ", ".join(str(p) for p in config.imports),
+        )
     several = {model for (_, model), found in entries.items() if len(found) > 1}
     first_seen = {tile: n for n, (tile, _) in enumerate(entries)}
     rank = order if order is not None else first_seen
     records = []
-    for (tile, model), found in sorted(entries.items(), key=lambda kv: rank[kv[0][0]]):  # stable: file order within a tile
+    for (tile, model), found in sorted(
+        entries.items(), key=lambda kv: rank[kv[0][0]]
+    ):  # stable: file order within a tile
         for k, (file, row) in enumerate(found, 1):
-            records.append({
-                "tile_id": tile,
-                "model": f"{model}#{k}" if model in several else model,
-                "model_digest": file.digest,
-                "prompt_id": IMPORT_PROMPT_ID,
-                "prompt_sha256": None,
-                "options_sha256": None,
-                "image_sha256": image_sha.get(tile),
-                "caption": row.caption,
-                "error": None,
-                "error_class": None,
-                "attempts": 0,
-                "latency_s": 0.0,
-                "prompt_tokens": None,
-                "output_tokens": None,
-                "host": f"import:{file.path.name}",
-                "sentence_labels": None,
-                "trusted": config.trusted,
-            })
+            records.append(
+                {
+                    "tile_id": tile,
+                    "model": f"{model}#{k}" if model in several else model,
+                    "model_digest": file.digest,
+                    "prompt_id": IMPORT_PROMPT_ID,
+                    "prompt_sha256": None,
+                    "options_sha256": None,
+                    "image_sha256": image_sha.get(tile),
+                    "caption": row.caption,
+                    "error": None,
+                    "error_class": None,
+                    "attempts": 0,
+                    "latency_s": 0.0,
+                    "prompt_tokens": None,
+                    "output_tokens": None,
+                    "host": f"import:{file.path.name}",
+                    "sentence_labels": None,
+                    "trusted": config.trusted,
+                }
+            )
 
     import datasets
 
@@ -460,16 +525,29 @@ def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: 
             entry["files"].append(r["host"].removeprefix("import:"))
     captioned = len({r["tile_id"] for r in records})
     total = {k: sum(f.counts.get(k, 0) for f in files) for k in ("unmatched", "ambiguous", "empty")}
-    counts = {"captions": len(records), "failed": 0, "reused": 0, "rows_read": sum(len(f.rows) for f in files),
-              "unmatched_rows": total["unmatched"], "ambiguous_rows": total["ambiguous"], "empty_rows": total["empty"],
-              "tiles_captioned": captioned}
+    counts = {
+        "captions": len(records),
+        "failed": 0,
+        "reused": 0,
+        "rows_read": sum(len(f.rows) for f in files),
+        "unmatched_rows": total["unmatched"],
+        "ambiguous_rows": total["ambiguous"],
+        "empty_rows": total["empty"],
+        "tiles_captioned": captioned,
+    }
     if order is not None:
         counts["tiles_without_captions"] = len(order) - captioned
     counts = {k: v for k, v in counts.items() if v or k in ("captions", "failed", "reused")}
     inputs = [f.summary() for f in files]
     if tiles_manifest is not None:
-        inputs.insert(0, {"path": str(config.tiles), "stage": "tiles",
-                          "artifact_id": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str)})
+        inputs.insert(
+            0,
+            {
+                "path": str(config.tiles),
+                "stage": "tiles",
+                "artifact_id": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str),
+            },
+        )
     manifest = artifacts.new_manifest(
         "captions",
         run=run or artifacts.RunInfo.from_config(config),
@@ -487,8 +565,10 @@ def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: 
             "plan_sha256": plan_sha,
             "scheduling": "imported: captions made elsewhere, no model was run",
             "scene": None,
-            "import": {"ids": "matched to tiles" if index is not None else "as given (no tiles)",
-                       "several_rows": "several rows of one tile and model become model#1, model#2, … (file order)"},
+            "import": {
+                "ids": "matched to tiles" if index is not None else "as given (no tiles)",
+                "several_rows": "several rows of one tile and model become model#1, model#2, … (file order)",
+            },
         },
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=True)  # the plan check above guards real overwrites
@@ -497,7 +577,10 @@ def _import_captions(config: CaptionConfig, progress: Callable[..., None], run: 
         lost = file.counts["unmatched"] + file.counts["ambiguous"]
         if lost:
             what = "match no tile" if not file.counts["ambiguous"] else "match no tile or several"
-            warnings.append(f"{lost} of {len(file.rows)} rows of {file.path} {what}, left out (e.g. {', '.join(file.unmatched_examples[:3])})")
+            warnings.append(
+                f"{lost} of {len(file.rows)} rows of {file.path} {what}, left out (e.g. "
+                f"{', '.join(file.unmatched_examples[:3])})"
+            )
         if file.counts["empty"]:
             warnings.append(f"{file.counts['empty']} rows of {file.path} have an empty caption, left out")
     return CaptionResult(config.out, len(records), counts, False, manifest, warnings)
@@ -508,13 +591,20 @@ def _refuse_unmatched(file, index, config: CaptionConfig) -> None:
     lost = file.counts["unmatched"] + file.counts["ambiguous"]
     if index is None or lost <= MOST_UNMATCHED * len(file.rows):
         return
-    theirs = f"{config.tiles} holds tiles like {index.examples[0]!r}" if index.examples else f"{config.tiles} holds no tiles"
-    several = f" ({file.counts['ambiguous']} name several tiles: give the path inside the tiled folder)" if file.counts["ambiguous"] else ""
+    theirs = (
+        f"{config.tiles} holds tiles like {index.examples[0]!r}" if index.examples else f"{config.tiles} holds no tiles"
+    )
+    several = (
+        f" ({file.counts['ambiguous']} name several tiles: give the path inside the tiled folder)"
+        if file.counts["ambiguous"]
+        else ""
+    )
     raise InputError(
         f"{lost} of {len(file.rows)} rows of {file.path} match no tile in {config.tiles}{several} "
         f"(e.g. {', '.join(file.unmatched_examples[:3])})",
-        hint=f"the file names tiles like {file.unmatched_examples[0]}; {theirs}: give tile_id exactly as the tiles have it, or image as "
-             "a path inside the tiled folder or a file name, or pass --no-tiles to keep the file's ids",
+        hint=f"the file names tiles like {file.unmatched_examples[0]}; {theirs}: give tile_id exactly as the tiles "
+        "have it, or image as "
+        "a path inside the tiled folder or a file name, or pass --no-tiles to keep the file's ids",
     )
 
 
@@ -557,11 +647,9 @@ def caption_features(trusted: bool = False):
             "prompt_tokens": Value("int32"),
             "output_tokens": Value("int32"),
             "host": Value("string"),
-            # sim: models only: [{"text", "label"}] per sentence, label "true" or the error made. Never a training input.
+            # sim: models only: [{"text", "label"}] per sentence, label "true" or the error made. Never a training
+            # input.
             "sentence_labels": Value("string"),
             **extra,
         }
     )
-
-
-

@@ -37,9 +37,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, OutputExistsError
@@ -113,7 +113,9 @@ class DemoResult:
     std: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> target -> std of R² over the folds
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time
     scale: Scale | None = None
-    original_units: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, ridge on raw values, R² in their units
+    original_units: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # the same, ridge on raw values, R² in their units
 
 
 DEMO_MARK = ".urbanln-demo"  # marks a folder the demo made: it replaces its own artifacts there, and only there
@@ -136,8 +138,19 @@ def demo(config: DemoConfig, say: Callable[[str], None] = lambda _: None) -> Dem
             torch.set_num_threads(threads)
 
 
-DEMO_NAMES = {"city", "tiles", "labels", "labels_log", "captions", "captions_single", "corpus", "corpus_single", "runs",
-              "embeddings", "probe"}
+DEMO_NAMES = {
+    "city",
+    "tiles",
+    "labels",
+    "labels_log",
+    "captions",
+    "captions_single",
+    "corpus",
+    "corpus_single",
+    "runs",
+    "embeddings",
+    "probe",
+}
 
 
 def _earlier_demo(out: Path) -> bool:
@@ -157,8 +170,10 @@ def _check_folder(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir() or (any(out.iterdir()) and not ((out / DEMO_MARK).exists() or _earlier_demo(out))):
-        raise OutputExistsError(f"{out} exists and is not a folder urbanln demo made, so the demo will not write into it",
-                                hint="name a new folder: urbanln demo DIR")
+        raise OutputExistsError(
+            f"{out} exists and is not a folder urbanln demo made, so the demo will not write into it",
+            hint="name a new folder: urbanln demo DIR",
+        )
 
 
 def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
@@ -188,35 +203,70 @@ def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
     synth_city(SynthConfig(out=city, size=scale.size, gsd=scale.gsd, seed=config.seed, overwrite=True))
     lap("synth")
     say(f"tile: {scale.tiles} tiles of {scale.tile * scale.gsd:g} m")
-    tiles = tile(TileConfig(inputs=(city / "imagery.tif",), out=out / "tiles", size=scale.tile, min_valid=0, overwrite=True, workers=1)).out
+    tiles = tile(
+        TileConfig(
+            inputs=(city / "imagery.tif",), out=out / "tiles", size=scale.tile, min_valid=0, overwrite=True, workers=1
+        )
+    ).out
     lap("tile")
     say("label")
-    rasters = tuple(RasterTarget(t, city / f"{t}.tif", "sum") for t in TARGETS) + (RasterTarget("landcover", city / "landcover.tif", "fractions"),)
+    rasters = tuple(RasterTarget(t, city / f"{t}.tif", "sum") for t in TARGETS) + (
+        RasterTarget("landcover", city / "landcover.tif", "fractions"),
+    )
     labels = label(LabelConfig(tiles=tiles, out=out / "labels", rasters=rasters, overwrite=True)).out
     # a target whose cells are more than half the city has too few distinct values to predict
     targets = [t for t in TARGETS if 2 * GRIDS_M[t] <= scale.size * scale.gsd]
     log_labels = _log_labels(labels, out / "labels_log", targets)
     lap("label")
     say(f"caption: {', '.join(PANEL)}")
-    captions = caption(CaptionConfig(tiles=tiles, out=out / "captions", models=PANEL, concurrency=8, overwrite=True)).out
-    single = caption(CaptionConfig(tiles=tiles, out=out / "captions_single", models=(SINGLE,), concurrency=8, overwrite=True)).out
+    captions = caption(
+        CaptionConfig(tiles=tiles, out=out / "captions", models=PANEL, concurrency=8, overwrite=True)
+    ).out
+    single = caption(
+        CaptionConfig(tiles=tiles, out=out / "captions_single", models=(SINGLE,), concurrency=8, overwrite=True)
+    ).out
     lap("caption")
     say("fuse")
     corpora = {
         "corpus": fuse(FuseConfig(captions=(captions,), tiles=tiles, out=out / "corpus", overwrite=True)).out,
-        "corpus_single": fuse(FuseConfig(captions=(single,), tiles=tiles, out=out / "corpus_single", clean=False, visibility=False,
-                                         support=False, consensus=False, overwrite=True)).out,
+        "corpus_single": fuse(
+            FuseConfig(
+                captions=(single,),
+                tiles=tiles,
+                out=out / "corpus_single",
+                clean=False,
+                visibility=False,
+                support=False,
+                consensus=False,
+                overwrite=True,
+            )
+        ).out,
     }
     lap("fuse")
     jobs = config.parallel()
-    say(f"pretrain + embed: {', '.join(VARIANTS)}: {scale.steps} steps of {scale.batch} each"
-        + (f", {jobs} at a time" if jobs > 1 else ""))
+    say(
+        f"pretrain + embed: {', '.join(VARIANTS)}: {scale.steps} steps of {scale.batch} each"
+        + (f", {jobs} at a time" if jobs > 1 else "")
+    )
     tasks = {}
     for name, change in VARIANTS.items():
         slug = _slug(name)
-        settings = dict(tiles=tiles, corpus=corpora[change.get("corpus", "corpus")], out=out / "runs" / slug, arch=ARCH,
-                        pretrained="none", epochs=scale.epochs, batch_size=scale.batch, queue_size=scale.batch * 8, lr=scale.lr,
-                        warmup_steps=scale.warmup, workers=config.workers, device="cpu", seed=config.seed, overwrite=True)
+        settings = dict(
+            tiles=tiles,
+            corpus=corpora[change.get("corpus", "corpus")],
+            out=out / "runs" / slug,
+            arch=ARCH,
+            pretrained="none",
+            epochs=scale.epochs,
+            batch_size=scale.batch,
+            queue_size=scale.batch * 8,
+            lr=scale.lr,
+            warmup_steps=scale.warmup,
+            workers=config.workers,
+            device="cpu",
+            seed=config.seed,
+            overwrite=True,
+        )
         settings.update({k: v for k, v in change.items() if k != "corpus"})
         tasks[name] = (settings, out / "embeddings" / f"{slug}.safetensors")
     done = _train_all(tasks, jobs, config.threads, lambda name: say(f"trained and embedded: {name}"))
@@ -224,31 +274,70 @@ def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
     lap("pretrain + embed")
     for name, baseline in BASELINES.items():
         say(f"embed: {name} baseline")
-        embeddings[name] = embed(EmbedConfig(tiles=tiles, baseline=baseline, arch=ARCH, seed=config.seed,
-                                             out=out / "embeddings" / f"{_slug(name)}.safetensors", workers=config.workers,
-                                             device="cpu", overwrite=True)).out
+        embeddings[name] = embed(
+            EmbedConfig(
+                tiles=tiles,
+                baseline=baseline,
+                arch=ARCH,
+                seed=config.seed,
+                out=out / "embeddings" / f"{_slug(name)}.safetensors",
+                workers=config.workers,
+                device="cpu",
+                overwrite=True,
+            )
+        ).out
         lap("embed")
     say(f"probe: ridge on log(1 + target), spatial blocks of {scale.block_km:g} km in {scale.folds} folds")
-    result = probe(ProbeConfig(target=",".join(LOG_PREFIX + t for t in targets), embeddings=tuple(embeddings.values()),
-                               labels=log_labels, out=out / "probe", split="spatial", block_km=scale.block_km, folds=scale.folds,
-                               log_target="no", seed=config.seed, overwrite=True))
+    result = probe(
+        ProbeConfig(
+            target=",".join(LOG_PREFIX + t for t in targets),
+            embeddings=tuple(embeddings.values()),
+            labels=log_labels,
+            out=out / "probe",
+            split="spatial",
+            block_km=scale.block_km,
+            folds=scale.folds,
+            log_target="no",
+            seed=config.seed,
+            overwrite=True,
+        )
+    )
     # the same folds on the raw values (ridge on raw values, R² in their units), for the notes: it weighs the few
     # dense tiles of the centre far more, and can rank the representations differently
-    raw = probe_metrics(list(embeddings.values()), labels, target=targets, split="spatial", block_km=scale.block_km,
-                        folds=scale.folds, log_target="no", seed=config.seed)
+    raw = probe_metrics(
+        list(embeddings.values()),
+        labels,
+        target=targets,
+        split="spatial",
+        block_km=scale.block_km,
+        folds=scale.folds,
+        log_target="no",
+        seed=config.seed,
+    )
     lap("probe")
     table, std = _by_variant(result.table, embeddings)
     original_units, _ = _by_variant(raw, embeddings)
-    maps = {t.removeprefix(LOG_PREFIX): str(result.out / files["map"]) for t, files in result.plots.items() if "map" in files}
-    notes = _verdicts(table, targets, "R² of log(1 + target)") + _verdicts(original_units, targets, "R² in original units")
+    maps = {
+        t.removeprefix(LOG_PREFIX): str(result.out / files["map"])
+        for t, files in result.plots.items()
+        if "map" in files
+    }
+    notes = _verdicts(table, targets, "R² of log(1 + target)") + _verdicts(
+        original_units, targets, "R² in original units"
+    )
     return DemoResult(out, table, maps, result.out, notes, std, seconds, scale, original_units)
 
 
-def _by_variant(rows: list[dict], embeddings: dict[str, Path]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+def _by_variant(
+    rows: list[dict], embeddings: dict[str, Path]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """The probe's rows as variant -> target -> mean R², and variant -> target -> its std over the folds."""
     by_file: dict[str, dict[str, tuple[float, float]]] = {}
     for row in rows:
-        by_file.setdefault(row["embeddings"], {})[row["target"].removeprefix(LOG_PREFIX)] = (row["r2_mean"], row["r2_std"])
+        by_file.setdefault(row["embeddings"], {})[row["target"].removeprefix(LOG_PREFIX)] = (
+            row["r2_mean"],
+            row["r2_std"],
+        )
     table, std = {}, {}
     for variant, path in embeddings.items():
         stem = Path(path).with_suffix("").name
@@ -268,8 +357,16 @@ def _train_variant(settings: dict, embeddings: Path, threads: int) -> Path:
 
     torch.set_num_threads(max(1, threads))
     run = pretrain(PretrainConfig(**settings)).out
-    return embed(EmbedConfig(tiles=settings["tiles"], model=run, out=embeddings, workers=settings["workers"], device="cpu",
-                             overwrite=True)).out
+    return embed(
+        EmbedConfig(
+            tiles=settings["tiles"],
+            model=run,
+            out=embeddings,
+            workers=settings["workers"],
+            device="cpu",
+            overwrite=True,
+        )
+    ).out
 
 
 def _train_in_worker(settings: dict, embeddings: Path, threads: int):
@@ -288,8 +385,11 @@ def _train_in_worker(settings: dict, embeddings: Path, threads: int):
         return "error", (type(exc).__name__, exc.message, exc.hint)
 
 
-def _train_all(tasks: dict[str, tuple[dict, Path]], jobs: int, threads: int, finished: Callable[[str], None]) -> dict[str, Path]:
-    """Every variant trained and embedded, ``jobs`` at a time: independent runs scale with the cores, unlike one tiny model's threads."""
+def _train_all(
+    tasks: dict[str, tuple[dict, Path]], jobs: int, threads: int, finished: Callable[[str], None]
+) -> dict[str, Path]:
+    """Every variant trained and embedded, ``jobs`` at a time: independent runs scale with the cores, unlike one tiny
+    model's threads."""
     if jobs <= 1:
         done = {}
         for name, (settings, path) in tasks.items():
@@ -335,10 +435,15 @@ def _log_labels(labels: Path, out: Path, targets: list[str]) -> Path:
     ds = ds.remove_columns(targets)
     new = artifacts.new_manifest(
         "labels",
-        run=artifacts.RunInfo(command="python: urbanln_cli.stages.demo", params={"transform": {"value": "log1p", "source": "api"}}),
+        run=artifacts.RunInfo(
+            command="python: urbanln_cli.stages.demo", params={"transform": {"value": "log1p", "source": "api"}}
+        ),
         inputs=[artifacts.fingerprint(labels)],
         rows=ds.num_rows,
-        extra={"transform": {LOG_PREFIX + t: f"log1p({t})" for t in targets}, "labels_artifact": manifest.get("artifact_id")},
+        extra={
+            "transform": {LOG_PREFIX + t: f"log1p({t})" for t in targets},
+            "labels_artifact": manifest.get("artifact_id"),
+        },
     )
     return artifacts.write_dataset(ds, out, new, overwrite=True)
 
@@ -352,8 +457,10 @@ def _verdicts(table: dict[str, dict[str, float]], targets: list[str], what: str)
         scored = [t for t in targets if _finite(ours.get(t)) and _finite(theirs.get(t))]
         better = [t for t in scored if ours[t] > theirs[t]]
         worse = [t for t in scored if t not in better]
-        notes.append(f"{what}, UrbanLN vs {baseline}: higher on {', '.join(better) or 'no target'}"
-                     + (f"; not on {', '.join(worse)}" if worse else ""))
+        notes.append(
+            f"{what}, UrbanLN vs {baseline}: higher on {', '.join(better) or 'no target'}"
+            + (f"; not on {', '.join(worse)}" if worse else "")
+        )
     return notes
 
 

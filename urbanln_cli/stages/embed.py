@@ -9,9 +9,10 @@ runs; inference mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,9 @@ class EmbedConfig:
             raise UsageProblem("--batch-size must be at least 1 and --workers at least 0")
 
     def encoder(self) -> EncoderSpec:
-        return EncoderSpec(model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed)
+        return EncoderSpec(
+            model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed
+        )
 
 
 @dataclass
@@ -61,7 +64,10 @@ class _Images:
 
     def __init__(self, images, transform: Callable | None, tile_ids=None, max_pixels: int | None = None):
         self.images, self.transform = images, transform
-        self.tile_ids, self.max_pixels = tile_ids, max_pixels  # the limit the tiles were made with (imagery.max_pixels_of)
+        self.tile_ids, self.max_pixels = (
+            tile_ids,
+            max_pixels,
+        )  # the limit the tiles were made with (imagery.max_pixels_of)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,7 +86,9 @@ class _Images:
         return self.transform(rgb)
 
 
-def embed(config: EmbedConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> EmbedResult:
+def embed(
+    config: EmbedConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None
+) -> EmbedResult:
     config.check()
     inputs = (config.tiles, *((config.corpus,) if config.corpus else ()), *((config.model,) if config.model else ()))
     with artifacts.writing(config.out, "embeddings", overwrite=config.overwrite, inputs=inputs):
@@ -102,8 +110,9 @@ def _embed(config: EmbedConfig, progress: Callable[..., None] | None, run: artif
     from urbanln_cli.imagery import max_pixels_of
 
     images = _Images(tiles.data.column("image"), transform, tiles.data.column("tile_id"), max_pixels_of(tiles_manifest))
-    loader = DataLoader(images, batch_size=config.batch_size,
-                        num_workers=config.workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        images, batch_size=config.batch_size, num_workers=config.workers, pin_memory=device.type == "cuda"
+    )
     chunks, done = [], 0
     report(0, tiles.num_rows)
     with torch.inference_mode(), worker_errors():
@@ -134,7 +143,9 @@ def _embed(config: EmbedConfig, progress: Callable[..., None] | None, run: artif
         models={"source": source},
         extra={"dim": int(vectors.shape[1]), "tiles_artifact": tiles_manifest.get("artifact_id")},
     )
-    artifacts.write_tensors(config.out, tensors, manifest, metadata={"model": source}, overwrite=config.overwrite, ids=ids)
+    artifacts.write_tensors(
+        config.out, tensors, manifest, metadata={"model": source}, overwrite=config.overwrite, ids=ids
+    )
     return EmbedResult(config.out, len(vectors), int(vectors.shape[1]), source, manifest)
 
 
@@ -142,8 +153,10 @@ def _check_finite(array: np.ndarray, name: str, source: dict[str, Any]) -> None:
     """A model with NaN or infinite weights gives vectors no probe can use: refuse to write them."""
     bad = int((~np.isfinite(array)).any(axis=1).sum()) if array.size else 0
     if bad:
-        raise InputError(f"{bad} of {len(array)} {name} rows are not finite (NaN or inf): the model is broken",
-                         hint=f"check the metrics.jsonl of {source.get('run', 'the run')} for a diverged loss, and train it again")
+        raise InputError(
+            f"{bad} of {len(array)} {name} rows are not finite (NaN or inf): the model is broken",
+            hint=f"check the metrics.jsonl of {source.get('run', 'the run')} for a diverged loss, and train it again",
+        )
 
 
 def _embed_text(config: EmbedConfig, model, tokenizer, device) -> tuple[np.ndarray, list[str]]:

@@ -41,8 +41,8 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
     import torch
 
     from urbanln_cli.evaluation.retrieval import retrieval_recall
-    from urbanln_cli.models.step import pick_device
     from urbanln_cli.models.loading import EncoderSpec, load_encoder
+    from urbanln_cli.models.step import pick_device
     from urbanln_cli.training.data import candidates_of
 
     config.check()
@@ -52,14 +52,22 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
     ids = corpus.data.column("tile_id").to_pylist()
     missing = [t for t in ids if t not in rows]
     if missing:
-        raise InputError(f"{len(missing)} of {len(ids)} corpus tiles are not in {config.tiles} (e.g. {missing[0]!r})",
-                         hint="pass the tiles the corpus was made from with --tiles")
+        raise InputError(
+            f"{len(missing)} of {len(ids)} corpus tiles are not in {config.tiles} (e.g. {missing[0]!r})",
+            hint="pass the tiles the corpus was made from with --tiles",
+        )
     if len(ids) < 2:
-        raise InputError(f"{config.corpus} has {len(ids)} tile(s); retrieval needs at least 2", hint="use a larger held-out corpus")
+        raise InputError(
+            f"{config.corpus} has {len(ids)} tile(s); retrieval needs at least 2", hint="use a larger held-out corpus"
+        )
     device = pick_device(config.device)
-    model, transform, tokenizer, source = load_encoder(EncoderSpec(model=config.model, pretrained=config.pretrained, arch=config.arch), device)
+    model, transform, tokenizer, source = load_encoder(
+        EncoderSpec(model=config.model, pretrained=config.pretrained, arch=config.arch), device
+    )
     captions, caption_tile = [], []
-    cand_col = corpus.data.column("candidates").to_pylist() if "candidates" in corpus.column_names else [None] * len(ids)
+    cand_col = (
+        corpus.data.column("candidates").to_pylist() if "candidates" in corpus.column_names else [None] * len(ids)
+    )
     for i, (main, cands) in enumerate(zip(corpus.data.column("caption").to_pylist(), cand_col)):
         for text in dict.fromkeys([main, *candidates_of(cands)]):  # each distinct caption once
             if text:
@@ -72,15 +80,21 @@ def retrieval(config: RetrievalConfig) -> RetrievalResult:
             batch = []
             for t in ids[start : start + config.batch_size]:
                 try:
-                    with imagery.open_image(images[rows[t]]["bytes"].as_py(), imagery.max_pixels_of(tiles_manifest), f"tile {t}: its image") as img:
+                    with imagery.open_image(
+                        images[rows[t]]["bytes"].as_py(), imagery.max_pixels_of(tiles_manifest), f"tile {t}: its image"
+                    ) as img:
                         batch.append(transform(img.convert("RGB")))
                 except imagery.ImageTooLarge as exc:  # an oversize tile is a bad tile: never decoded
                     raise InputError(str(exc), hint=imagery.OVERSIZE_HINT) from None
                 except (OSError, ValueError) as exc:
-                    raise InputError(f"tile {t}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`") from None
+                    raise InputError(
+                        f"tile {t}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`"
+                    ) from None
             image_chunks.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu().numpy())
         for start in range(0, len(captions), config.batch_size):
             tokens = tokenizer(captions[start : start + config.batch_size]).to(device)
             text_chunks.append(model.encode_text(tokens, normalize=True).float().cpu().numpy())
-    metrics = retrieval_recall(np.concatenate(image_chunks), np.concatenate(text_chunks), np.asarray(caption_tile), config.ks)
+    metrics = retrieval_recall(
+        np.concatenate(image_chunks), np.concatenate(text_chunks), np.asarray(caption_tile), config.ks
+    )
     return RetrievalResult(metrics, len(ids), len(captions), json.loads(json.dumps(source)))

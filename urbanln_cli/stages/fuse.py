@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.captioners import GenerationOptions
@@ -37,8 +38,19 @@ from urbanln_cli.errors import InputError, Interrupted, UsageProblem
 from urbanln_cli.fusion import REASONS, ClaimRef, FusionOptions, Rewrite, TileFusion, Tools
 from urbanln_cli.fusion import fuse_tile as _fuse_tile
 from urbanln_cli.image_check import ClaimQuery, Verdict
-from urbanln_cli.stages.fuse_inputs import (Panel, TileImages, _check_images, _check_overlap, _gsd_of, _needs_gsd, _tiles_for, _tiles_inputs,
-                                            load_captions, load_gsd, load_panel)
+from urbanln_cli.stages.fuse_inputs import (
+    Panel,
+    TileImages,
+    _check_images,
+    _check_overlap,
+    _gsd_of,
+    _needs_gsd,
+    _tiles_for,
+    _tiles_inputs,
+    load_captions,
+    load_gsd,
+    load_panel,
+)
 from urbanln_cli.text.lexicon import load_lexicon
 from urbanln_cli.text.tokens import clip_counter
 
@@ -107,14 +119,33 @@ class FuseConfig:
             raise UsageProblem(f"--gsd {self.gsd} must be a positive number of metres per pixel")
         if self.image_check not in CHECKS:
             raise UsageProblem(f"--check {self.image_check!r} is not one of {', '.join(CHECKS)}")
-        if self.concurrency < 1 or self.retries < 0 or not (math.isfinite(self.timeout) and self.timeout > 0) or self.image_size < 32:
-            raise UsageProblem("--concurrency must be at least 1, --retries at least 0, --timeout positive and --image-size at least 32")
+        if (
+            self.concurrency < 1
+            or self.retries < 0
+            or not (math.isfinite(self.timeout) and self.timeout > 0)
+            or self.image_size < 32
+        ):
+            raise UsageProblem(
+                "--concurrency must be at least 1, --retries at least 0, --timeout positive and --image-size at "
+                "least 32"
+            )
         if self.check_models and self.image_check != "vlm":
             raise UsageProblem("--check-model is for --check vlm", hint="add --check vlm, or leave it out")
-        clip = [n for n, v in (("--clip-model", self.clip_model), ("--clip-arch", self.clip_arch), ("--clip-pretrained", self.clip_pretrained),
-                               ("--clip-margin", self.clip_margin)) if v is not None]
+        clip = [
+            n
+            for n, v in (
+                ("--clip-model", self.clip_model),
+                ("--clip-arch", self.clip_arch),
+                ("--clip-pretrained", self.clip_pretrained),
+                ("--clip-margin", self.clip_margin),
+            )
+            if v is not None
+        ]
         if clip and self.image_check != "clip":
-            raise UsageProblem(f"{', '.join(clip)} {'is' if len(clip) == 1 else 'are'} for --check clip", hint="add --check clip, or leave them out")
+            raise UsageProblem(
+                f"{', '.join(clip)} {'is' if len(clip) == 1 else 'are'} for --check clip",
+                hint="add --check clip, or leave them out",
+            )
         if (self.image_check != "none" or self.refine) and self.tiles is None:
             raise UsageProblem("--check and --refine look at the tiles' images", hint="pass --tiles PATH")
         if self.uses_ollama:
@@ -135,10 +166,14 @@ class FuseResult:
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-
-
-def fuse_tile(tile_id: str, captions: dict[str, str], gsd: float | None, config: FuseConfig, tools: Tools,
-              trusted: frozenset[str] | set[str] = frozenset()) -> dict[str, Any] | None:
+def fuse_tile(
+    tile_id: str,
+    captions: dict[str, str],
+    gsd: float | None,
+    config: FuseConfig,
+    tools: Tools,
+    trusted: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any] | None:
     """Fuse one tile's captions (model -> text) with the deterministic steps only; None when cleaning left nothing."""
     return _fuse_tile(tile_id, captions, gsd, config.fusion(), tools, trusted)
 
@@ -156,9 +191,19 @@ def corpus_features():
             "caption": Value("string"),
             "caption_short": Value("string"),
             "model": Value("string"),  # whose candidate became the caption
-            # each model's caption; sentences: its source sentences (indices into the raw caption, or into the rewrite when refined_by)
-            "candidates": [{"model": Value("string"), "caption": Value("string"), "score": Value("float64"), "sentences": [Value("int32")],
-                            "refined_by": Value("string"), "refine_error": Value("string"), "trusted": Value("bool")}],
+            # each model's caption; sentences: its source sentences (indices into the raw caption, or into the rewrite
+            # when refined_by)
+            "candidates": [
+                {
+                    "model": Value("string"),
+                    "caption": Value("string"),
+                    "score": Value("float64"),
+                    "sentences": [Value("int32")],
+                    "refined_by": Value("string"),
+                    "refine_error": Value("string"),
+                    "trusted": Value("bool"),
+                }
+            ],
             "local_captions": [Value("string")],  # --refine: the refining model's captions of the four quadrants
             "claims": Value("string"),  # JSON: every kept claim with its support and source
             "dropped": Value("string"),  # JSON: every dropped phrase with its reason
@@ -169,7 +214,9 @@ def corpus_features():
             "support_mean": Value("float64"),
             "tokens": Value("int32"),
             "short_tokens": Value("int32"),
-            "fallback": Value("bool"),  # every candidate was emptied: the caption is the best cleaned candidate, unfiltered
+            "fallback": Value(
+                "bool"
+            ),  # every candidate was emptied: the caption is the best cleaned candidate, unfiltered
         }
     )
 
@@ -177,7 +224,9 @@ def corpus_features():
 # ---------------------------------------------------------------- the stage
 
 
-def fuse(config: FuseConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> FuseResult:
+def fuse(
+    config: FuseConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None
+) -> FuseResult:
     """Fuse the captions folders of ``config`` into the corpus artifact at ``config.out``.
 
     ``progress(done, total, description=...)`` is called per phase.
@@ -196,7 +245,9 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
     tools = _tools(config)
     options = config.fusion()
     _check_images(merged, tiles, config)
-    not_in_tiles = _check_overlap(merged, tiles, config, [_tiles_inputs(m, p) for m, p in zip(manifests, config.captions)])
+    not_in_tiles = _check_overlap(
+        merged, tiles, config, [_tiles_inputs(m, p) for m, p in zip(manifests, config.captions)]
+    )
     report = progress or (lambda done, total, **kw: None)
     ids = sorted(merged)
     tally = Counter()
@@ -216,8 +267,13 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
             report(n, len(ids), description="claims" if looks else "fusing")
     models = sorted({m for caps in merged.values() for m in caps})
     model_info: dict[str, dict[str, Any]] = {m: {"from": "captions"} for m in models}
-    steps: dict[str, Any] = {"clean": config.clean, "visibility": config.visibility, "support": config.support, "consensus": config.consensus,
-                             "trusted": {"captions": sum(len(m) for m in panel.trusted.values()), "filtered": config.filter_trusted}}
+    steps: dict[str, Any] = {
+        "clean": config.clean,
+        "visibility": config.visibility,
+        "support": config.support,
+        "consensus": config.consensus,
+        "trusted": {"captions": sum(len(m) for m in panel.trusted.values()), "filtered": config.filter_trusted},
+    }
     vlm = _vlm_for(config) if config.uses_ollama else None
     if looks:
         try:
@@ -233,12 +289,18 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
     if vlm is not None:
         tally["vlm_asked"], tally["vlm_reused"] = vlm.asked, vlm.reused
         for tag, digest in vlm.digests.items():
-            roles = (["check"] if tag in steps.get("check", {}).get("models", []) else []) + (["refine"] if tag == config.refine else [])
+            roles = (["check"] if tag in steps.get("check", {}).get("models", []) else []) + (
+                ["refine"] if tag == config.refine else []
+            )
             model_info[tag] = model_info.get(tag, {}) | {"digest": digest, "roles": roles}
     import datasets
 
     features = corpus_features()
-    ds = datasets.Dataset.from_list(rows, features=features) if rows else datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    ds = (
+        datasets.Dataset.from_list(rows, features=features)
+        if rows
+        else datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    )
     counts = {
         "rows": len(rows),
         "failed_captions": counts.get("failed_captions", 0),
@@ -250,9 +312,13 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
         "tiles_without_gsd": tally.get("tiles_without_gsd", 0),
         "not_in_tiles": not_in_tiles,
         "single_model": all(len(caps) <= 1 for caps in merged.values()),
-        **{k: v for k, v in sorted(tally.items()) if k.startswith(("checked", "confirmed", "check_", "refine", "vlm_"))},
+        **{
+            k: v for k, v in sorted(tally.items()) if k.startswith(("checked", "confirmed", "check_", "refine", "vlm_"))
+        },
     }
-    inputs = [artifacts.fingerprint(p) for p in config.captions] + ([artifacts.fingerprint(config.tiles)] if tiles else [])
+    inputs = [artifacts.fingerprint(p) for p in config.captions] + (
+        [artifacts.fingerprint(config.tiles)] if tiles else []
+    )
     manifest = artifacts.new_manifest(
         STAGE,
         run=run or artifacts.RunInfo.from_config(config),
@@ -263,7 +329,9 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
         extra={
             "steps": steps,
             "lexicon": tools.lexicon.describe(),
-            "captions_artifacts": [manifest_fields.field(m, p, "artifact_id", str) for m, p in zip(manifests, config.captions)],
+            "captions_artifacts": [
+                manifest_fields.field(m, p, "artifact_id", str) for m, p in zip(manifests, config.captions)
+            ],
             "tiles_artifact": tiles.artifact_id if tiles else None,
         },
     )
@@ -290,7 +358,9 @@ def _add_row(rows: list[dict[str, Any]], row: dict[str, Any] | None, tally: Coun
     rows.append(row)
 
 
-def _check_and_refine(states, tiles, config, models, vlm, report, tally, steps) -> tuple[dict[str, dict[str, Rewrite]], dict[str, list[str]]]:
+def _check_and_refine(
+    states, tiles, config, models, vlm, report, tally, steps
+) -> tuple[dict[str, dict[str, Rewrite]], dict[str, list[str]]]:
     """Steps 5 and 6 (each when switched on); records what they used in ``steps``."""
     rewrites: dict[str, dict[str, Rewrite]] = {}
     local: dict[str, list[str]] = {}
@@ -307,7 +377,9 @@ def _vlm_for(config: FuseConfig, journal: bool = True):
 
     return CachedVlm(
         lambda: OllamaBackend(config.hosts, timeout=config.timeout),
-        artifacts.partial_dir(config.out) / "vlm.jsonl" if journal else None,  # the folder appears with the first answer
+        artifacts.partial_dir(config.out) / "vlm.jsonl"
+        if journal
+        else None,  # the folder appears with the first answer
         policy=RetryPolicy(config.concurrency, config.retries, content_retries=2),
         options=GenerationOptions(temperature=0.0, seed=config.seed, num_predict=512),
     )
@@ -318,7 +390,9 @@ def _sent_id(tiles: TileImages, config: FuseConfig) -> Callable[[str], str]:
     return lambda t: f"{tiles.image_id(t)}@{config.image_size}"
 
 
-def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, models: list[str], vlm, report, tally) -> dict[str, Any]:
+def _image_check(
+    states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, models: list[str], vlm, report, tally
+) -> dict[str, Any]:
     """Step 5 over every tile at once (batched for CLIP, concurrent for VLMs)."""
     refs, queries = [], []
     for tile_id, state in states.items():
@@ -328,26 +402,43 @@ def _image_check(states: dict[str, TileFusion], tiles: TileImages, config: FuseC
     if config.image_check == "clip":
         from urbanln_cli.image_check.clip import ClipCheckConfig, ClipChecker, reference_sample
 
-        checker = ClipChecker(ClipCheckConfig(model=config.clip_model, arch=config.clip_arch, pretrained=config.clip_pretrained,
-                                              max_pixels=tiles.max_pixels,
-                                              **({"margin": config.clip_margin} if config.clip_margin is not None else {})),
-                              lexicon=states[next(iter(states))].tools.lexicon if states else None)
+        checker = ClipChecker(
+            ClipCheckConfig(
+                model=config.clip_model,
+                arch=config.clip_arch,
+                pretrained=config.clip_pretrained,
+                max_pixels=tiles.max_pixels,
+                **({"margin": config.clip_margin} if config.clip_margin is not None else {}),
+            ),
+            lexicon=states[next(iter(states))].tools.lexicon if states else None,
+        )
         # one fixed reference set of tiles, so a claim's verdict does not depend on the chunk it is checked in
         reference = reference_sample(sorted(tiles.index))
         verdicts = []
         for chunk in _chunks_by_tile(queries, CLIP_CHUNK_TILES):  # memory grows with the tiles of one call
-            verdicts += checker.check(chunk, tiles.image, lambda done, total: report(done, total, description="checking claims (clip)"),
-                                      reference=reference)
+            verdicts += checker.check(
+                chunk,
+                tiles.image,
+                lambda done, total: report(done, total, description="checking claims (clip)"),
+                reference=reference,
+            )
     else:
         from urbanln_cli.image_check.vlm import VlmChecker
 
         checkers = list(config.check_models) or models
         if any(m.startswith("sim:") for m in checkers):
-            raise UsageProblem("the simulated panel cannot answer questions about claims",
-                               hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl")
+            raise UsageProblem(
+                "the simulated panel cannot answer questions about claims",
+                hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl",
+            )
         checker = VlmChecker(vlm, checkers)
-        verdicts = checker.check(queries, lambda t: _fit(tiles.image(t), config, tiles.max_pixels), _sent_id(tiles, config), lambda t: states[t].gsd,
-                                 lambda done, total: report(done, total, description="checking claims (vlm)"))
+        verdicts = checker.check(
+            queries,
+            lambda t: _fit(tiles.image(t), config, tiles.max_pixels),
+            _sent_id(tiles, config),
+            lambda t: states[t].gsd,
+            lambda done, total: report(done, total, description="checking claims (vlm)"),
+        )
     by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
     for (tile_id, ref), verdict in zip(refs, verdicts):
         by_tile.setdefault(tile_id, {})[ref] = verdict
@@ -373,15 +464,22 @@ def _chunks_by_tile(queries: list[ClaimQuery], tiles_per_chunk: int) -> list[lis
     return chunks
 
 
-def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, vlm, report, tally, rewrites, local) -> dict[str, Any]:
+def _refine(
+    states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, vlm, report, tally, rewrites, local
+) -> dict[str, Any]:
     """Step 6: quadrant captions per tile, then a rewrite of each model's draft."""
     from urbanln_cli.captioners.refine import Refiner
 
     refiner = Refiner(vlm, config.refine, config.image_size, tiles.max_pixels)
     sent_id = _sent_id(tiles, config)
     ids = [t for t, state in states.items() if state.drafts()]
-    locals_ = refiner.local_captions(ids, tiles.image, sent_id, lambda t: states[t].gsd,
-                                     lambda done, total: report(done, total, description="quadrant captions"))
+    locals_ = refiner.local_captions(
+        ids,
+        tiles.image,
+        sent_id,
+        lambda t: states[t].gsd,
+        lambda done, total: report(done, total, description="quadrant captions"),
+    )
     jobs, owners = [], []
     for t in ids:
         drafts = states[t].drafts()
@@ -394,8 +492,13 @@ def _refine(states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig
         for model, pieces in drafts.items():
             jobs.append((t, " ".join(text for _, text, _ in pieces), locals_[t], facts))
             owners.append((t, model))
-    results = refiner.rewrite(jobs, lambda t: _fit(tiles.image(t), config, tiles.max_pixels), sent_id, lambda t: states[t].gsd,
-                              lambda done, total: report(done, total, description="rewriting"))
+    results = refiner.rewrite(
+        jobs,
+        lambda t: _fit(tiles.image(t), config, tiles.max_pixels),
+        sent_id,
+        lambda t: states[t].gsd,
+        lambda done, total: report(done, total, description="rewriting"),
+    )
     for (t, model), (text, error) in zip(owners, results):
         rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
         tally["refine_errors"] += error is not None
@@ -422,18 +525,36 @@ def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
     panel = load_panel(config.captions)
     merged = panel.captions
     if tile_id not in merged:
-        raise InputError(f"tile {tile_id} has no usable caption in {', '.join(map(str, config.captions))}", hint=_ids_hint(sorted(merged)[:3]))
+        raise InputError(
+            f"tile {tile_id} has no usable caption in {', '.join(map(str, config.captions))}",
+            hint=_ids_hint(sorted(merged)[:3]),
+        )
     trusted = panel.trusted.get(tile_id, frozenset())
     tiles = _tiles_for(config, _needs_gsd(Panel({tile_id: merged[tile_id]}, {tile_id: trusted}, {}, []), config))
     _check_images({tile_id: None}, tiles, config)
-    state = TileFusion(tile_id, merged[tile_id], _gsd_of(tiles, config)(tile_id), config.fusion(), _tools(config), trusted)
+    state = TileFusion(
+        tile_id, merged[tile_id], _gsd_of(tiles, config)(tile_id), config.fusion(), _tools(config), trusted
+    )
     vlm = _vlm_for(config, journal=False) if config.uses_ollama else None
-    rewrites, local = _check_and_refine({tile_id: state}, tiles, config, sorted(merged[tile_id]), vlm, lambda *a, **k: None, Counter(), {})
+    rewrites, local = _check_and_refine(
+        {tile_id: state}, tiles, config, sorted(merged[tile_id]), vlm, lambda *a, **k: None, Counter(), {}
+    )
     row = state.row(rewrites.get(tile_id), local.get(tile_id))
     if row is None:
         why = Counter(d["reason"] for d in state.drops)
-        note = "cleaning removed every sentence of every caption (" + ", ".join(f"{n} {r}" for r, n in sorted(why.items())) + ")"
-        return {"tile_id": tile_id, "source": "computed", "caption": None, "inputs": merged[tile_id], "note": note, "dropped": state.drops}
+        note = (
+            "cleaning removed every sentence of every caption ("
+            + ", ".join(f"{n} {r}" for r, n in sorted(why.items()))
+            + ")"
+        )
+        return {
+            "tile_id": tile_id,
+            "source": "computed",
+            "caption": None,
+            "inputs": merged[tile_id],
+            "note": note,
+            "dropped": state.drops,
+        }
     return _decode(row) | {"source": "computed", "inputs": merged[tile_id]}
 
 
@@ -445,5 +566,17 @@ def _ids_hint(ids: list[str]) -> str:
     return f"tile ids look like {', '.join(ids)}" if ids else "the input has no tiles"
 
 
-__all__ = ["FuseConfig", "FuseResult", "Panel", "TileImages", "fuse", "fuse_tile", "explain", "load_captions", "load_gsd", "load_panel",
-           "corpus_features", "REASONS"]
+__all__ = [
+    "FuseConfig",
+    "FuseResult",
+    "Panel",
+    "TileImages",
+    "fuse",
+    "fuse_tile",
+    "explain",
+    "load_captions",
+    "load_gsd",
+    "load_panel",
+    "corpus_features",
+    "REASONS",
+]

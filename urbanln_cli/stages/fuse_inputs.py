@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.errors import InputError
@@ -48,12 +49,17 @@ def load_panel(paths: tuple[Path, ...]) -> Panel:
         manifests.append(manifest)
         missing = {"tile_id", "model", "caption", "error"} - set(ds.column_names)
         if missing:
-            raise InputError(f"{path} lacks the column(s) {', '.join(sorted(missing))} of a captions dataset", hint="re-create it with `urbanln caption`")
+            raise InputError(
+                f"{path} lacks the column(s) {', '.join(sorted(missing))} of a captions dataset",
+                hint="re-create it with `urbanln caption`",
+            )
         default = manifest.get("trusted") is True
         columns = ["tile_id", "model", "caption", "error"] + (["trusted"] if "trusted" in ds.column_names else [])
         table = ds.select_columns(columns).to_dict()
         marks = table.get("trusted") or [None] * len(table["tile_id"])
-        for tile_id, model, caption, error, mark in zip(table["tile_id"], table["model"], table["caption"], table["error"], marks):
+        for tile_id, model, caption, error, mark in zip(
+            table["tile_id"], table["model"], table["caption"], table["error"], marks
+        ):
             if error or caption is None:
                 counts["failed_captions"] += 1
                 continue
@@ -68,7 +74,7 @@ def load_panel(paths: tuple[Path, ...]) -> Panel:
                 counts["duplicate_rows"] += 1
                 continue
             merged.setdefault(tile_id, {})[model] = caption
-            if (default if mark is None else bool(mark)):
+            if default if mark is None else bool(mark):
                 trusted.setdefault(tile_id, set()).add(model)
             where[key] = path
     return Panel(merged, {t: frozenset(m) for t, m in trusted.items()}, dict(counts), manifests)
@@ -89,10 +95,15 @@ class TileImages:
         ids = ds.data.column("tile_id").to_pylist()
         self.index = {t: i for i, t in enumerate(ids)}
         # image-folder tiles without --locations store NaN: unknown, like None (then --gsd applies)
-        self.gsd = {t: (float(g) if g is not None and math.isfinite(g) else None) for t, g in zip(ids, ds.data.column("gsd").to_pylist())}
+        self.gsd = {
+            t: (float(g) if g is not None and math.isfinite(g) else None)
+            for t, g in zip(ids, ds.data.column("gsd").to_pylist())
+        }
         self._images = ds.data.column("image")
         self._sha = ds.data.column("image_sha256").to_pylist() if "image_sha256" in ds.column_names else None
-        self.max_pixels = max_pixels_of(self.manifest)  # a larger tile is a bad image for the checks and refine, never decoded
+        self.max_pixels = max_pixels_of(
+            self.manifest
+        )  # a larger tile is a bad image for the checks and refine, never decoded
 
     def image(self, tile_id: str) -> bytes:
         return self._images[self.index[tile_id]]["bytes"].as_py()
@@ -123,7 +134,8 @@ def _tiles_for(config: FuseConfig, needs_gsd: bool = True) -> TileImages | None:
             return None  # captions without tiles (e.g. imported): every tile has the --gsd given
         raise InputError(
             f"tiles artifact not found: {config.tiles} (needed for each tile's GSD and image)",
-            hint="pass --tiles PATH" + ("" if needs_images else ", --gsd M for captions without tiles, or --no-visibility"),
+            hint="pass --tiles PATH"
+            + ("" if needs_images else ", --gsd M for captions without tiles, or --no-visibility"),
         )
     return TileImages(config.tiles)
 
@@ -133,8 +145,11 @@ def _check_images(merged: dict[str, Any], tiles: TileImages | None, config: Fuse
         return
     missing = [t for t in merged if t not in tiles.index]
     if missing:
-        raise InputError(f"{len(missing)} of {len(merged)} captioned tiles are not in {config.tiles} (e.g. {missing[0]}); "
-                         "--check and --refine need their images", hint="pass with --tiles the tiles the captions were made from")
+        raise InputError(
+            f"{len(missing)} of {len(merged)} captioned tiles are not in {config.tiles} (e.g. {missing[0]}); "
+            "--check and --refine need their images",
+            hint="pass with --tiles the tiles the captions were made from",
+        )
 
 
 def _tiles_inputs(manifest: dict[str, Any], path: Path) -> list[str]:
@@ -142,7 +157,9 @@ def _tiles_inputs(manifest: dict[str, Any], path: Path) -> list[str]:
     found = []
     for i, entry in enumerate(manifest_fields.field(manifest, path, "inputs", list, [])):
         if not isinstance(entry, dict):
-            raise manifest_fields.damaged(path, manifest, f"'inputs[{i}]' is {manifest_fields.json_type(entry)}, not an object")
+            raise manifest_fields.damaged(
+                path, manifest, f"'inputs[{i}]' is {manifest_fields.json_type(entry)}, not an object"
+            )
         if entry.get("stage") == "tiles" and isinstance(entry.get("path"), str):
             found.append(entry["path"])
     return found
@@ -151,7 +168,9 @@ def _tiles_inputs(manifest: dict[str, Any], path: Path) -> list[str]:
 MOST_MISSING = 0.5  # more than this share of the captioned tiles not in --tiles: they are not the captions' tiles
 
 
-def _check_overlap(merged: dict[str, Any], tiles: TileImages | None, config: FuseConfig, made_from: list[list[str]]) -> int:
+def _check_overlap(
+    merged: dict[str, Any], tiles: TileImages | None, config: FuseConfig, made_from: list[list[str]]
+) -> int:
     """How many captioned tiles ``tiles`` lacks (a few: counted, and the command warns).
 
     When none or most of them are there, the tiles are not the ones the captions were
@@ -162,14 +181,19 @@ def _check_overlap(merged: dict[str, Any], tiles: TileImages | None, config: Fus
     missing = [t for t in merged if t not in tiles.index]
     if len(missing) > MOST_MISSING * len(merged):
         n = len(merged)
-        which = f"none of the {n} captioned tiles is in" if len(missing) == n else f"{len(missing)} of the {n} captioned tiles are not in"
+        which = (
+            f"none of the {n} captioned tiles is in"
+            if len(missing) == n
+            else f"{len(missing)} of the {n} captioned tiles are not in"
+        )
         example = next(iter(tiles.index), None)
         theirs = f"; it holds tiles like {example!r}" if example is not None else "; it holds no tiles"
         sources = sorted({p for m in made_from for p in m})
         where = f" ({', '.join(sources)})" if sources else ""
         raise InputError(
             f"{which} {config.tiles} (e.g. {missing[0]!r}{theirs}): not the tiles the captions were made from",
-            hint=f"pass with --tiles the tiles the captions were made from{where}, or --no-visibility to fuse without tiles",
+            hint=f"pass with --tiles the tiles the captions were made from{where}, or --no-visibility to fuse "
+            "without tiles",
         )
     return len(missing)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,20 @@ from urbanln_cli.errors import InputError, UsageProblem
 from urbanln_cli.zonal import AGGREGATIONS, ZonalRaster, aggregate
 
 RESERVED = {"tile_id", "lon", "lat", "group"}
-TILE_COLUMNS = ("tile_id", "gsd", "width", "height", "crs", "minx", "miny", "maxx", "maxy", "lon", "lat", "group")  # what label reads
+TILE_COLUMNS = (
+    "tile_id",
+    "gsd",
+    "width",
+    "height",
+    "crs",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+    "lon",
+    "lat",
+    "group",
+)  # what label reads
 RASTER_AGGS = (*AGGREGATIONS, "mask")
 MASK_IGNORE = 255  # mask pixels with no class: nodata, outside the raster, or a tile without geometry
 MAX_NODATA_LISTED = 10_000  # tiles whose nodata pixel count the manifest lists by id
@@ -37,17 +51,21 @@ class RasterTarget:
     agg: str = "mean"
 
     @classmethod
-    def parse(cls, text: str) -> "RasterTarget":
+    def parse(cls, text: str) -> RasterTarget:
         """``NAME=PATH[:AGG]``; AGG is one of sum, mean, max, median, fractions, mask."""
         name, sep, rest = text.partition("=")
         if not sep or not name or not rest:
-            raise UsageProblem(f"--raster {text!r} is not NAME=PATH[:AGG]", hint="e.g. --raster population=worldpop.tif:sum")
+            raise UsageProblem(
+                f"--raster {text!r} is not NAME=PATH[:AGG]", hint="e.g. --raster population=worldpop.tif:sum"
+            )
         path, agg = rest, "mean"
         head, colon, tail = rest.rpartition(":")
         if colon and tail in RASTER_AGGS:
             path, agg = head, tail
         elif colon and head and "/" not in tail and "\\" not in tail and "." not in tail:
-            raise UsageProblem(f"--raster {text!r}: unknown aggregation {tail!r}", hint=f"use one of {', '.join(RASTER_AGGS)}")
+            raise UsageProblem(
+                f"--raster {text!r}: unknown aggregation {tail!r}", hint=f"use one of {', '.join(RASTER_AGGS)}"
+            )
         return cls(name.strip(), Path(path), agg)
 
 
@@ -78,7 +96,10 @@ class LabelConfig:
         names = [r.name for r in self.rasters]
         for name in names:
             if not _NAME.match(name) or name in RESERVED:
-                raise UsageProblem(f"target name {name!r} is not allowed", hint="use letters, digits and _; not tile_id, lon, lat or group")
+                raise UsageProblem(
+                    f"target name {name!r} is not allowed",
+                    hint="use letters, digits and _; not tile_id, lon, lat or group",
+                )
         if len(set(names)) != len(names):
             raise UsageProblem("two --raster targets have the same name", hint="give each target its own NAME")
 
@@ -92,20 +113,26 @@ class LabelResult:
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def label(config: LabelConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> LabelResult:
+def label(
+    config: LabelConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None
+) -> LabelResult:
     config.check()
     inputs = (config.tiles, *(r.path for r in config.rasters)) + ((config.table,) if config.table else ())
     with artifacts.writing(config.out, "labels", overwrite=config.overwrite, inputs=inputs):
         return _label(config, progress, run)
 
 
-def _label(config: LabelConfig, progress: Callable[[int, int], None] | None, run: artifacts.RunInfo | None) -> LabelResult:
+def _label(
+    config: LabelConfig, progress: Callable[[int, int], None] | None, run: artifacts.RunInfo | None
+) -> LabelResult:
     tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles", columns=TILE_COLUMNS)
     tiles = tiles_ds.remove_columns([c for c in ("image",) if c in tiles_ds.column_names]).to_pandas()
     # gsd is per stored pixel; width/height are source pixels, which --resize may have changed
     resize = manifest_fields.field(tiles_manifest, config.tiles, "params.resize.value", int)
     if resize is not None and resize < 1:
-        raise manifest_fields.damaged(config.tiles, tiles_manifest, f"'params.resize.value' is {resize}, not a positive number of pixels")
+        raise manifest_fields.damaged(
+            config.tiles, tiles_manifest, f"'params.resize.value' is {resize}, not a positive number of pixels"
+        )
     tiles["ground_w"] = tiles["gsd"].astype("float64") * (resize or tiles["width"])
     tiles["ground_h"] = tiles["gsd"].astype("float64") * (resize or tiles["height"])
     counts: dict[str, int] = {}
@@ -118,24 +145,44 @@ def _label(config: LabelConfig, progress: Callable[[int, int], None] | None, run
     masks: dict[str, list[bytes]] = {}
     for target in config.rasters:
         if target.agg == "mask":
-            values, target_counts, info = _mask_target(tiles, target, config.mask_size, resize, lambda n: report(done + n, total))
+            values, target_counts, info = _mask_target(
+                tiles, target, config.mask_size, resize, lambda n, done=done: report(done + n, total)
+            )
         else:
-            (values, target_counts), info = _raster_target(tiles, target, lambda n: report(done + n, total)), {}
+            (values, target_counts), info = (
+                _raster_target(tiles, target, lambda n, done=done: report(done + n, total)),
+                {},
+            )
         done += len(tiles)
         for name in values:
             if name in columns or name in masks:
-                raise UsageProblem(f"two targets produce the column {name!r}", hint="rename one of the --raster targets")
+                raise UsageProblem(
+                    f"two targets produce the column {name!r}", hint="rename one of the --raster targets"
+                )
         (masks if target.agg == "mask" else columns).update(values)
         counts.update({f"{k}_{target.name}": v for k, v in target_counts.items() if v})
-        sources[target.name] = {"from": "raster", "path": str(target.path), "agg": target.agg, "columns": sorted(values), **info}
+        sources[target.name] = {
+            "from": "raster",
+            "path": str(target.path),
+            "agg": target.agg,
+            "columns": sorted(values),
+            **info,
+        }
     if config.table is not None:
         values, table_counts = _table_targets(tiles, config)
         for name in values:
             if name in columns or name in masks or name in RESERVED:
-                raise UsageProblem(f"table column {name!r} clashes with another target", hint="pick columns with --columns")
+                raise UsageProblem(
+                    f"table column {name!r} clashes with another target", hint="pick columns with --columns"
+                )
         columns.update(values)
         counts.update({k: v for k, v in table_counts.items() if v})
-        sources.update({name: {"from": "table", "path": str(config.table), "join": "id" if config.id_column else "nearest"} for name in values})
+        sources.update(
+            {
+                name: {"from": "table", "path": str(config.table), "join": "id" if config.id_column else "nearest"}
+                for name in values
+            }
+        )
         report(total, total)
     for name, col in columns.items():
         missing = int(np.isnan(col).sum())
@@ -153,7 +200,12 @@ def _label(config: LabelConfig, progress: Callable[[int, int], None] | None, run
         **masks,
     }
     features = datasets.Features(
-        {"tile_id": datasets.Value("string"), "lon": datasets.Value("float64"), "lat": datasets.Value("float64"), "group": datasets.Value("string")}
+        {
+            "tile_id": datasets.Value("string"),
+            "lon": datasets.Value("float64"),
+            "lat": datasets.Value("float64"),
+            "group": datasets.Value("string"),
+        }
         | {name: datasets.Value("float64") for name in columns}
         | {name: datasets.Value("binary") for name in masks}
     )
@@ -167,7 +219,10 @@ def _label(config: LabelConfig, progress: Callable[[int, int], None] | None, run
         inputs=inputs,
         rows=ds.num_rows,
         counts=counts,
-        extra={"targets": sources, "tiles_artifact": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str)},
+        extra={
+            "targets": sources,
+            "tiles_artifact": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str),
+        },
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
     return LabelResult(config.out, ds.num_rows, [*columns, *masks], counts, manifest)
@@ -290,7 +345,8 @@ def _class_ids(values: np.ma.MaskedArray, target: RasterTarget, tile_id: str) ->
         if lo < 0 or hi >= MASK_IGNORE or not whole:
             bad = seen[(seen < 0) | (seen >= MASK_IGNORE) | (seen != np.round(seen))][0]
             raise InputError(
-                f"{target.path}: value {bad:g} under tile {tile_id} is not a class id that fits a mask (whole numbers 0–254; 255 marks nodata)",
+                f"{target.path}: value {bad:g} under tile {tile_id} is not a class id that fits a mask (whole "
+                "numbers 0–254; 255 marks nodata)",
                 hint="a mask needs a categorical raster; set its nodata (e.g. gdal_edit.py -a_nodata 255), "
                 f"or use :mean or :fractions for {target.name}",
             )
@@ -311,7 +367,9 @@ def _read_table(path: Path):
         if path.suffix.lower() in (".csv", ".txt", ".tsv"):
             return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
     except Exception as exc:  # pandas/pyarrow raise many parser error types
-        raise InputError(f"cannot read table {path}: {exc}", hint="check that it is a valid CSV or parquet file") from None
+        raise InputError(
+            f"cannot read table {path}: {exc}", hint="check that it is a valid CSV or parquet file"
+        ) from None
     raise InputError(f"unsupported table format: {path}", hint="use .csv, .tsv or .parquet")
 
 
@@ -330,10 +388,15 @@ def _table_targets(tiles, config: LabelConfig) -> tuple[dict[str, np.ndarray], d
     if config.columns:
         unknown = [c for c in config.columns if c not in table.columns]
         if unknown:
-            raise InputError(f"{config.table} has no column {', '.join(map(repr, unknown))}", hint=f"its columns are: {', '.join(map(str, table.columns))}")
+            raise InputError(
+                f"{config.table} has no column {', '.join(map(repr, unknown))}",
+                hint=f"its columns are: {', '.join(map(str, table.columns))}",
+            )
         value_cols = list(config.columns)
     else:
-        value_cols = [c for c in table.columns if c not in skip and c not in RESERVED and pd.api.types.is_numeric_dtype(table[c])]
+        value_cols = [
+            c for c in table.columns if c not in skip and c not in RESERVED and pd.api.types.is_numeric_dtype(table[c])
+        ]
     if not value_cols:
         raise InputError(f"{config.table} has no numeric columns to use as targets", hint="name them with --columns")
     for c in value_cols:
@@ -355,17 +418,21 @@ def _join_by_id(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[str
     if matched == 0:
         raise InputError(
             f"no tile id appears in column {config.id_column!r} of {config.table}",
-            hint=f"tile ids look like {tiles['tile_id'].iloc[0]!r}, the table's like {ids.iloc[0] if len(ids) else None!r}; "
+            hint=f"tile ids look like {tiles['tile_id'].iloc[0]!r}, the table's like "
+            f"{ids.iloc[0] if len(ids) else None!r}; "
             "or join by location (omit --id-column)",
         )
-    counts = {"table_unmatched_tiles": len(tiles) - matched, "table_duplicate_rows": duplicates, "table_unused_rows": int(len(merged) - matched)}
+    counts = {
+        "table_unmatched_tiles": len(tiles) - matched,
+        "table_duplicate_rows": duplicates,
+        "table_unused_rows": int(len(merged) - matched),
+    }
     return {str(c): aligned[c].to_numpy(np.float64) for c in value_cols}, counts
 
 
 def _join_nearest(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    from sklearn.neighbors import BallTree
-
     import pandas as pd
+    from sklearn.neighbors import BallTree
 
     coords = [config.lat_column, config.lon_column]
     table[coords] = table[coords].apply(pd.to_numeric, errors="coerce")
@@ -376,17 +443,25 @@ def _join_nearest(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[s
     duplicates = len(table) - len(merged)
     table, points = merged, merged[coords].to_numpy(np.float64)
     if len(points) == 0:
-        raise InputError(f"{config.table} has no rows with numeric {config.lon_column}/{config.lat_column}", hint="or join by id with --id-column")
+        raise InputError(
+            f"{config.table} has no rows with numeric {config.lon_column}/{config.lat_column}",
+            hint="or join by id with --id-column",
+        )
     lonlat = tiles[["lat", "lon"]].to_numpy(np.float64)
     located = np.isfinite(lonlat).all(axis=1)
     if not located.any():
-        raise InputError("the tiles have no lon/lat to join by location", hint="join by id with --id-column, or tile with --locations")
+        raise InputError(
+            "the tiles have no lon/lat to join by location",
+            hint="join by id with --id-column, or tile with --locations",
+        )
     if config.max_distance is not None:
         limits = np.full(len(tiles), config.max_distance)
     else:
         limits = tiles["ground_w"].to_numpy(np.float64) / 2
         if not np.isfinite(limits[located]).any():
-            raise UsageProblem("tiles have no ground sample distance to size the search", hint="pass --max-distance METRES")
+            raise UsageProblem(
+                "tiles have no ground sample distance to size the search", hint="pass --max-distance METRES"
+            )
     tree = BallTree(np.radians(points), metric="haversine")
     dist, idx = tree.query(np.radians(lonlat[located]), k=1)
     dist_m = np.full(len(tiles), np.inf)
@@ -398,6 +473,9 @@ def _join_nearest(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[s
         col = np.full(len(tiles), np.nan)
         col[hit] = table[c].to_numpy(np.float64)[nearest[hit]]
         values[str(c)] = col
-    counts = {"table_no_location": int((~located).sum()), "table_too_far": int((located & ~hit).sum()), "table_duplicate_rows": duplicates}
+    counts = {
+        "table_no_location": int((~located).sum()),
+        "table_too_far": int((located & ~hit).sum()),
+        "table_duplicate_rows": duplicates,
+    }
     return values, counts
-

@@ -18,9 +18,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UrbanlnError, UsageProblem
@@ -66,8 +67,10 @@ class PretrainConfig:
     overwrite: bool = False
 
     def check(self) -> None:
-        numbers = {k: getattr(self, k) for k in ("lr", "weight_decay", "grad_clip", "short_weight", "distill_weight",
-                                                  "momentum", "consensus_prob")}
+        numbers = {
+            k: getattr(self, k)
+            for k in ("lr", "weight_decay", "grad_clip", "short_weight", "distill_weight", "momentum", "consensus_prob")
+        }
         bad = [k for k, v in numbers.items() if not math.isfinite(v)]
         if bad:
             raise UsageProblem(f"--{bad[0].replace('_', '-')} must be a finite number, not {numbers[bad[0]]}")
@@ -76,15 +79,21 @@ class PretrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageProblem("--max-steps must be at least 1")
         if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name or os.sep in self.name):
-            raise UsageProblem(f"--name {self.name!r} must be one folder name, without '/' or '..'",
-                               hint="the run goes to runs/NAME; use -o PATH for another place")
+            raise UsageProblem(
+                f"--name {self.name!r} must be one folder name, without '/' or '..'",
+                hint="the run goes to runs/NAME; use -o PATH for another place",
+            )
         if self.name == "latest":
-            raise UsageProblem("--name latest is taken: runs/latest names the last finished run", hint="choose another --name")
+            raise UsageProblem(
+                "--name latest is taken: runs/latest names the last finished run", hint="choose another --name"
+            )
         if self.resume and self.overwrite:
             raise UsageProblem("--resume continues a run and --overwrite starts one again: pass one of them")
         if self.queue_size % self.batch_size:
-            raise UsageProblem(f"--queue-size {self.queue_size} must be a multiple of --batch-size {self.batch_size}",
-                               hint="the queue is refilled one global batch at a time")
+            raise UsageProblem(
+                f"--queue-size {self.queue_size} must be a multiple of --batch-size {self.batch_size}",
+                hint="the queue is refilled one global batch at a time",
+            )
         if not 0 <= self.consensus_prob <= 1 or not 0 <= self.distill_weight <= 1:
             raise UsageProblem("--consensus-prob and --distill-weight are between 0 and 1")
         if self.export not in ("student", "teacher"):
@@ -128,16 +137,22 @@ def _run_to_resume() -> Path:
         return RUNS / max(unfinished)[1]
     latest = RUNS / "latest"
     if not latest.exists():
-        raise InputError("--resume: there is no unfinished run and no runs/latest to resume", hint="name the run with --name or -o")
+        raise InputError(
+            "--resume: there is no unfinished run and no runs/latest to resume", hint="name the run with --name or -o"
+        )
     return RUNS / latest.resolve().name
 
 
-def pretrain(config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig, progress: Callable[..., None] | None = None, run: artifacts.RunInfo | None = None
+) -> PretrainResult:
     """Train (or resume) the run in ``run_folder(config)``; rank 0 holds the folder's lock."""
     config.check()
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and config.out is None and config.name is None and not config.resume:
-        raise UsageProblem("under torchrun every process must write the same run folder, and a name from the clock may differ",
-                           hint="name the run with --name or -o")
+        raise UsageProblem(
+            "under torchrun every process must write the same run folder, and a name from the clock may differ",
+            hint="name the run with --name or -o",
+        )
     out = run_folder(config)
     if int(os.environ.get("RANK", 0)) != 0:
         return _pretrain(config, progress, run)
@@ -152,8 +167,10 @@ def _guard(out: Path, config: PretrainConfig) -> None:
     """Write only into a new or empty folder or a run folder; never an input, ``.``, home or ``/``."""
     artifacts.guard_path(out, inputs=(config.tiles, config.corpus))
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_run(out))):
-        raise OutputExistsError(f"{out} exists and is not an urbanln run folder, so pretrain will not write into it",
-                                hint="choose another --name/-o, or remove it yourself")
+        raise OutputExistsError(
+            f"{out} exists and is not an urbanln run folder, so pretrain will not write into it",
+            hint="choose another --name/-o, or remove it yourself",
+        )
 
 
 def _is_run(out: Path) -> bool:
@@ -163,10 +180,14 @@ def _is_run(out: Path) -> bool:
     return (out / "checkpoints" / "plan.json").is_file()  # a run killed before this version wrote manifests first
 
 
-def _pretrain(config: PretrainConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None) -> PretrainResult:
+def _pretrain(
+    config: PretrainConfig, progress: Callable[..., None] | None, run: artifacts.RunInfo | None
+) -> PretrainResult:
     import torch.distributed as dist
 
-    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    rank, world, local_rank = (
+        int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+    )
     from urbanln_cli.models.step import pick_device
 
     device = pick_device(config.device, local_rank)
@@ -184,7 +205,6 @@ def _pretrain(config: PretrainConfig, progress: Callable[..., None] | None, run:
             dist.destroy_process_group()
 
 
-
 class _Trainer:
     def __init__(self, config: PretrainConfig, device, rank: int, world: int, progress, run_info):
         self.config, self.device, self.rank, self.world = config, device, rank, world
@@ -198,21 +218,30 @@ class _Trainer:
         tiles, tiles_manifest = artifacts.read_dataset(self.config.tiles, "tiles")
         corpus, corpus_manifest = artifacts.read_dataset(self.config.corpus, "corpus")
         if corpus.num_rows == 0:
-            raise InputError(f"{self.config.corpus} is empty", hint="check the fuse step's counts with `urbanln inspect`")
+            raise InputError(
+                f"{self.config.corpus} is empty", hint="check the fuse step's counts with `urbanln inspect`"
+            )
         rows = {t: i for i, t in enumerate(tiles.data.column("tile_id").to_pylist())}
         corpus_ids = corpus.data.column("tile_id").to_pylist()
         missing = [t for t in corpus_ids if t not in rows]
         if missing:
             raise InputError(
-                f"{len(missing)} of {len(corpus_ids)} corpus tiles are not in {self.config.tiles} (e.g. {missing[0]!r})",
+                f"{len(missing)} of {len(corpus_ids)} corpus tiles are not in {self.config.tiles} "
+                f"(e.g. {missing[0]!r})",
                 hint="pass the tiles the corpus was captioned from with --tiles",
             )
         if corpus.num_rows < self.config.batch_size:
-            raise UsageProblem(f"the corpus has {corpus.num_rows} tiles, fewer than --batch-size {self.config.batch_size}",
-                               hint="lower --batch-size")
+            raise UsageProblem(
+                f"the corpus has {corpus.num_rows} tiles, fewer than --batch-size {self.config.batch_size}",
+                hint="lower --batch-size",
+            )
         columns = corpus.column_names
-        shorts = corpus.data.column("caption_short").to_pylist() if "caption_short" in columns else [None] * corpus.num_rows
-        candidates = corpus.data.column("candidates").to_pylist() if "candidates" in columns else [None] * corpus.num_rows
+        shorts = (
+            corpus.data.column("caption_short").to_pylist() if "caption_short" in columns else [None] * corpus.num_rows
+        )
+        candidates = (
+            corpus.data.column("candidates").to_pylist() if "candidates" in columns else [None] * corpus.num_rows
+        )
         from urbanln_cli.training.data import candidates_of
 
         parsed = []
@@ -220,15 +249,39 @@ class _Trainer:
             try:
                 parsed.append(candidates_of(value))
             except ValueError as exc:
-                raise InputError(f"corpus row {tile_id!r}: cannot read its candidates ({exc})",
-                                 hint="candidates are a list of {model, caption, score}, or its JSON") from None
-        return (tiles, [rows[t] for t in corpus_ids], corpus.data.column("caption").to_pylist(), shorts,
-                parsed, tiles_manifest, corpus_manifest)
+                raise InputError(
+                    f"corpus row {tile_id!r}: cannot read its candidates ({exc})",
+                    hint="candidates are a list of {model, caption, score}, or its JSON",
+                ) from None
+        return (
+            tiles,
+            [rows[t] for t in corpus_ids],
+            corpus.data.column("caption").to_pylist(),
+            shorts,
+            parsed,
+            tiles_manifest,
+            corpus_manifest,
+        )
 
     def _plan(self, tiles_manifest, corpus_manifest, arch_config) -> dict[str, Any]:
         """What must not change under a resume: the data and the architecture."""
-        keep = ("arch", "context_length", "keep", "batch_size", "queue_size", "seed", "epochs", "lr", "warmup_steps",
-                "weight_decay", "stage1_epochs", "distill_weight", "short_weight", "momentum", "consensus_prob")
+        keep = (
+            "arch",
+            "context_length",
+            "keep",
+            "batch_size",
+            "queue_size",
+            "seed",
+            "epochs",
+            "lr",
+            "warmup_steps",
+            "weight_decay",
+            "stage1_epochs",
+            "distill_weight",
+            "short_weight",
+            "momentum",
+            "consensus_prob",
+        )
         return {
             "tiles": tiles_manifest.get("artifact_id"),
             "corpus": corpus_manifest.get("artifact_id"),
@@ -244,7 +297,13 @@ class _Trainer:
         from torch.utils.data import DataLoader
 
         from urbanln_cli.imagery import max_pixels_of
-        from urbanln_cli.models import UrbanLNStep, create_model, export_open_clip, parameter_groups, stretch_text_positions
+        from urbanln_cli.models import (
+            UrbanLNStep,
+            create_model,
+            export_open_clip,
+            parameter_groups,
+            stretch_text_positions,
+        )
         from urbanln_cli.models.longclip import long_tokenizer as long_tokenizer_for
         from urbanln_cli.models.step import distill_alpha
         from urbanln_cli.training import checkpoint
@@ -272,16 +331,27 @@ class _Trainer:
             stretch_text_positions(model, config.context_length, config.keep)
         model.to(self.device).train()
         cuda = self.device.type == "cuda"
-        step_module = UrbanLNStep(model, batch_size=config.batch_size, queue_size=config.queue_size, momentum=config.momentum,
-                                  distill_weight=config.distill_weight, short_weight=config.short_weight,
-                                  device=self.device, dtype=torch.bfloat16 if cuda else None).to(self.device)
+        step_module = UrbanLNStep(
+            model,
+            batch_size=config.batch_size,
+            queue_size=config.queue_size,
+            momentum=config.momentum,
+            distill_weight=config.distill_weight,
+            short_weight=config.short_weight,
+            device=self.device,
+            dtype=torch.bfloat16 if cuda else None,
+        ).to(self.device)
         trainable = step_module
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             # teacher and queues are buffers or frozen: no gradient sync, and ranks keep them identical themselves
-            trainable = DistributedDataParallel(step_module, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False)
-        optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=cuda)
+            trainable = DistributedDataParallel(
+                step_module, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False
+            )
+        optimizer = torch.optim.AdamW(
+            parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=cuda
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config.warmup_steps, total_steps))
 
         step, resumed_from = 0, 0
@@ -295,25 +365,43 @@ class _Trainer:
                 _set_rng(state["rng"], cuda)
                 step = resumed_from = int(state["progress"]["step"])
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-                raise InputError(f"checkpoint {last} does not fit this run: {str(exc).splitlines()[0][:200]}",
-                                 hint="remove that checkpoint folder to resume from the one before") from None
+                raise InputError(
+                    f"checkpoint {last} does not fit this run: {str(exc).splitlines()[0][:200]}",
+                    hint="remove that checkpoint folder to resume from the one before",
+                ) from None
             if self.rank == 0:
                 _truncate_metrics(self.out / "metrics.jsonl", step)  # steps after the checkpoint are run again
 
         long_tokenizer = long_tokenizer_for(config.arch, config.context_length)
         short_tokenizer = long_tokenizer_for(config.arch, 77)  # short captions at their own length: a cheaper branch
-        dataset = CaptionedTiles(tiles.data.column("image"), image_rows, captions, shorts, candidates, preprocess_train,
-                                 long_tokenizer, short_tokenizer, config.consensus_prob, config.seed,
-                                 max_pixels_of(tiles_manifest))
+        dataset = CaptionedTiles(
+            tiles.data.column("image"),
+            image_rows,
+            captions,
+            shorts,
+            candidates,
+            preprocess_train,
+            long_tokenizer,
+            short_tokenizer,
+            config.consensus_prob,
+            config.seed,
+            max_pixels_of(tiles_manifest),
+        )
         local_batch = config.batch_size // self.world
         if config.short_weight > 0 and local_batch <= step_module.short_caption.components + 1:
-            log.warning("the short-caption branch keeps %d principal components over each process's batch; with %d "
-                        "tiles per process it reconstructs the features unchanged (use --batch-size of at least %d)",
-                        step_module.short_caption.components, local_batch, (step_module.short_caption.components + 2) * self.world)
+            log.warning(
+                "the short-caption branch keeps %d principal components over each process's batch; with %d "
+                "tiles per process it reconstructs the features unchanged (use --batch-size of at least %d)",
+                step_module.short_caption.components,
+                local_batch,
+                (step_module.short_caption.components + 2) * self.world,
+            )
         self.progress(step, stop_at, loss=None)
         metrics = self.out / "metrics.jsonl"
         last_terms: dict[str, float] = {}
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # any non-finite loss or gradient since the last check
+        nonfinite = torch.zeros(
+            (), dtype=torch.bool, device=self.device
+        )  # any non-finite loss or gradient since the last check
 
         def check_finite() -> None:
             """Collective under DDP: every rank stops together."""
@@ -322,34 +410,59 @@ class _Trainer:
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             if flag.item():
                 last_good = checkpoint.latest(self.checkpoints)
-                kept = f"the last good checkpoint ({last_good.name}) is kept" if last_good else "no checkpoint was written"
+                kept = (
+                    f"the last good checkpoint ({last_good.name}) is kept" if last_good else "no checkpoint was written"
+                )
                 raise TrainingDiverged(
                     f"the loss became NaN or infinite before step {step}; nothing was exported, and {kept}",
-                    hint=f"lower --lr (now {config.lr:g}) and start again with --overwrite, or check the corpus")
+                    hint=f"lower --lr (now {config.lr:g}) and start again with --overwrite, or check the corpus",
+                )
 
         def save() -> None:
             check_finite()  # never a checkpoint of broken weights
             if self.rank == 0:
-                checkpoint.save(self.checkpoints, step, {
-                    "step_module": step_module.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _get_rng(cuda),
-                    "progress": {"step": step, "epoch": step // steps_per_epoch},
-                })
+                checkpoint.save(
+                    self.checkpoints,
+                    step,
+                    {
+                        "step_module": step_module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": _get_rng(cuda),
+                        "progress": {"step": step, "epoch": step // steps_per_epoch},
+                    },
+                )
 
         in_step = False  # a Ctrl-C inside a step leaves teacher/queues ahead of the optimizer: keep the last checkpoint
         try:
             while step < stop_at:
                 epoch, in_epoch = divmod(step, steps_per_epoch)
                 dataset.set_epoch(epoch)
-                sampler = EpochSampler(len(dataset), config.batch_size, config.seed, epoch, in_epoch * config.batch_size, self.rank, self.world)
-                loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=config.workers,
-                                    drop_last=True, pin_memory=cuda)
+                sampler = EpochSampler(
+                    len(dataset),
+                    config.batch_size,
+                    config.seed,
+                    epoch,
+                    in_epoch * config.batch_size,
+                    self.rank,
+                    self.world,
+                )
+                loader = DataLoader(
+                    dataset,
+                    batch_size=local_batch,
+                    sampler=sampler,
+                    num_workers=config.workers,
+                    drop_last=True,
+                    pin_memory=cuda,
+                )
                 started = time.perf_counter()
                 for images, long_tokens, short_tokens, ids in loader:
                     if epoch < config.stage1_epochs:
                         alpha = 0.0  # stage 1: align long and short captions while the teacher warms up
                     else:
-                        alpha = distill_alpha(config.distill_weight, epoch - config.stage1_epochs, step % steps_per_epoch, steps_per_epoch)
+                        alpha = distill_alpha(
+                            config.distill_weight, epoch - config.stage1_epochs, step % steps_per_epoch, steps_per_epoch
+                        )
                     in_step = True
                     terms = trainable(images, long_tokens, short_tokens, ids, alpha=alpha)
                     optimizer.zero_grad(set_to_none=True)
@@ -362,7 +475,9 @@ class _Trainer:
                     in_step = False
                     if step % config.log_every == 0 or step == stop_at:
                         check_finite()
-                        last_terms = self._log(metrics, terms, step, epoch, scheduler.get_last_lr()[0], local_batch, started)
+                        last_terms = self._log(
+                            metrics, terms, step, epoch, scheduler.get_last_lr()[0], local_batch, started
+                        )
                         started = time.perf_counter()
                     self.progress(step, stop_at, loss=last_terms.get("loss"))
                     if step % config.save_every == 0:
@@ -374,16 +489,31 @@ class _Trainer:
         except KeyboardInterrupt:
             if not in_step:
                 save()
-            raise Interrupted(f"pretraining stopped at step {step}; the last checkpoint is in {self.checkpoints}",
-                              hint=f"continue it with the same options and -o {self.out} (or --resume)") from None
+            raise Interrupted(
+                f"pretraining stopped at step {step}; the last checkpoint is in {self.checkpoints}",
+                hint=f"continue it with the same options and -o {self.out} (or --resume)",
+            ) from None
         if step % config.save_every and step % steps_per_epoch:
             save()
         check_finite()
-        return self._finish(step_module, model, arch_config, plan, step, resumed_from, last_terms, tiles_manifest, corpus_manifest, export_open_clip)
+        return self._finish(
+            step_module,
+            model,
+            arch_config,
+            plan,
+            step,
+            resumed_from,
+            last_terms,
+            tiles_manifest,
+            corpus_manifest,
+            export_open_clip,
+        )
 
     # ------------------------------------------------------------ output
 
-    def _log(self, path: Path, terms, step: int, epoch: int, lr: float, local_batch: int, started: float) -> dict[str, float]:
+    def _log(
+        self, path: Path, terms, step: int, epoch: int, lr: float, local_batch: int, started: float
+    ) -> dict[str, float]:
         import torch
         import torch.distributed as dist
 
@@ -394,8 +524,13 @@ class _Trainer:
             values = {k: float(v) / self.world for k, v in zip(sorted(values), packed.tolist())}
         if self.rank == 0:
             seconds = max(1e-9, time.perf_counter() - started)
-            record = {"step": step, "epoch": epoch, "lr": lr, **values,
-                      "samples_per_s": round(self.config.log_every * local_batch * self.world / seconds, 2)}
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "lr": lr,
+                **values,
+                "samples_per_s": round(self.config.log_every * local_batch * self.world / seconds, 2),
+            }
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         return values
@@ -414,14 +549,19 @@ class _Trainer:
             raise InputError(f"corrupt {old_plan_file}: {exc}", hint="start the run again with --overwrite") from None
         if old_plan is not None and old_plan != json.loads(json.dumps(plan, default=str)):
             if not self.config.overwrite:
-                changed = sorted(k for k in plan if not isinstance(old_plan, dict)
-                                 or old_plan.get(k) != json.loads(json.dumps(plan[k], default=str)))
+                changed = sorted(
+                    k
+                    for k in plan
+                    if not isinstance(old_plan, dict) or old_plan.get(k) != json.loads(json.dumps(plan[k], default=str))
+                )
                 raise InputError(
                     f"{self.out} holds a run with other {', '.join(changed)}; it cannot be resumed with these",
                     hint="choose another --name/-o, or pass --overwrite to start it again",
                 )
             return "restart"
-        exported = (self.out / "open_clip_model.safetensors").is_file() and (manifest or {}).get("status", "finished") == "finished"
+        exported = (self.out / "open_clip_model.safetensors").is_file() and (manifest or {}).get(
+            "status", "finished"
+        ) == "finished"
         if manifest is not None and old_plan is not None and exported:
             same_export = manifest.get("models", {}).get("export") == self.config.export
             steps = manifest.get("steps", 0)
@@ -452,11 +592,29 @@ class _Trainer:
             inputs=[artifacts.fingerprint(self.config.tiles), artifacts.fingerprint(self.config.corpus)],
             rows=steps,
             models={"arch": self.config.arch, "pretrained": self.config.pretrained, "export": self.config.export},
-            extra={"status": status, "steps": steps, "resumed_from": resumed_from, "final": final, "plan": plan,
-                   "open_clip": f"open_clip.create_model_and_transforms('local-dir:{self.out}')"},
+            extra={
+                "status": status,
+                "steps": steps,
+                "resumed_from": resumed_from,
+                "final": final,
+                "plan": plan,
+                "open_clip": f"open_clip.create_model_and_transforms('local-dir:{self.out}')",
+            },
         )
 
-    def _finish(self, step_module, model, arch_config, plan, step, resumed_from, final, tiles_manifest, corpus_manifest, export_open_clip):
+    def _finish(
+        self,
+        step_module,
+        model,
+        arch_config,
+        plan,
+        step,
+        resumed_from,
+        final,
+        tiles_manifest,
+        corpus_manifest,
+        export_open_clip,
+    ):
         if self.rank != 0:
             return PretrainResult(self.out, step, resumed_from, False, final)
         exported = step_module.teacher.model if self.config.export == "teacher" else model
@@ -470,7 +628,11 @@ class _Trainer:
 def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     tmp = path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
@@ -490,8 +652,12 @@ def _get_rng(cuda: bool) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if cuda else []}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+    }
 
 
 def _set_rng(state: dict[str, Any], cuda: bool) -> None:

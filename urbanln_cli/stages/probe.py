@@ -19,9 +19,10 @@ and the manifest ``urbanln.json``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,14 @@ class TargetRun:
     n: int
 
     def table_row(self, model: str, split: str, log_target: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {"target": self.target, "embeddings": self.embeddings, "model": model, "split": split, "n": self.n, "folds": len(self.folds)}
+        row: dict[str, Any] = {
+            "target": self.target,
+            "embeddings": self.embeddings,
+            "model": model,
+            "split": split,
+            "n": self.n,
+            "folds": len(self.folds),
+        }
         for name in metrics.NAMES:
             row[f"{name}_mean"] = self.metrics[name]["mean"]
             row[f"{name}_std"] = self.metrics[name]["std"]
@@ -165,11 +173,15 @@ def probe_metrics(
     """
     if not isinstance(target, str):
         target = ",".join(target)
-    config = ProbeConfig(target=target, embeddings=tuple(Path(p) for p in embeddings), labels=Path(labels), plots=False, **settings)
+    config = ProbeConfig(
+        target=target, embeddings=tuple(Path(p) for p in embeddings), labels=Path(labels), plots=False, **settings
+    )
     return evaluate(config, progress).table
 
 
-def probe(config: ProbeConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> ProbeResult:
+def probe(
+    config: ProbeConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None
+) -> ProbeResult:
     """Evaluate, then write the probe folder atomically (see the module docstring)."""
     config.check()
     out = config.output()
@@ -185,7 +197,9 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
     spec = splits.SplitSpec.parse(config.split)
     labels, labels_manifest = _read_labels(config.labels)
     targets = _resolve_targets(config.target, labels, config.labels)
-    sources = [_read_embeddings(path, name, labels, config) for path, name in zip(config.embeddings, _names(config.embeddings))]
+    sources = [
+        _read_embeddings(path, name, labels, config) for path, name in zip(config.embeddings, _names(config.embeddings))
+    ]
     counts: dict[str, int] = {}
     for src in sources:
         counts[f"matched_{src.name}"] = src.info["matched"]
@@ -214,6 +228,7 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
     runs: list[TargetRun] = []
     for plan in plans:
         for src in sources:
+
             def step(_k: int) -> None:
                 nonlocal done
                 done += 1
@@ -234,10 +249,19 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
             "block_km": config.block_km,
             "inner_folds": config.inner_folds,
             "seed": config.seed,
-            **({"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)} if spec.kind == "transfer" else {}),
+            **(
+                {"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)}
+                if spec.kind == "transfer"
+                else {}
+            ),
         },
         "model": _model_info(config),
-        "settings": {"log_target": config.log_target, "skew_limit": SKEW_LIMIT, "drop_zero": config.drop_zero, "min_rows": config.min_rows},
+        "settings": {
+            "log_target": config.log_target,
+            "skew_limit": SKEW_LIMIT,
+            "drop_zero": config.drop_zero,
+            "min_rows": config.min_rows,
+        },
         "labels": {"path": str(config.labels), "rows": len(labels), "artifact_id": labels_manifest.get("artifact_id")},
         "embeddings": [{"name": s.name, "path": str(s.path), **s.info} for s in sources],
         "targets_info": {
@@ -273,14 +297,20 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
 
 def _read_labels(path: Path):
     ds, manifest = artifacts.read_dataset(path, "labels")
-    masks = [name for name, feature in ds.features.items() if getattr(feature, "dtype", None) == "binary"]  # label --raster NAME=PATH:mask
+    masks = [
+        name for name, feature in ds.features.items() if getattr(feature, "dtype", None) == "binary"
+    ]  # label --raster NAME=PATH:mask
     frame = ds.remove_columns(masks).to_pandas()
     if "tile_id" not in frame.columns:
-        raise WrongArtifactError(f"{path} has no tile_id column", hint=f"re-create it with `{artifacts.PRODUCERS['labels']}`")
+        raise WrongArtifactError(
+            f"{path} has no tile_id column", hint=f"re-create it with `{artifacts.PRODUCERS['labels']}`"
+        )
     frame["tile_id"] = frame["tile_id"].astype(str)
     duplicated = int(frame["tile_id"].duplicated().sum())
     if duplicated:
-        raise InputError(f"{path} has {duplicated} duplicate tile ids", hint="re-create the labels from one tiles dataset")
+        raise InputError(
+            f"{path} has {duplicated} duplicate tile ids", hint="re-create the labels from one tiles dataset"
+        )
     for column in ("lon", "lat"):
         if column not in frame.columns:
             frame[column] = np.nan
@@ -294,14 +324,22 @@ def _resolve_targets(text: str, labels, path: Path) -> list[str]:
 
     from urbanln_cli.config import suggest
 
-    available = [c for c in labels.columns if c not in RESERVED and pd.api.types.is_numeric_dtype(labels[c]) and not pd.api.types.is_bool_dtype(labels[c])]
+    available = [
+        c
+        for c in labels.columns
+        if c not in RESERVED and pd.api.types.is_numeric_dtype(labels[c]) and not pd.api.types.is_bool_dtype(labels[c])
+    ]
     if text.strip() == "all":
         if not available:
-            raise InputError(f"{path} has no target columns", hint=f"add targets with `{artifacts.PRODUCERS['labels']}`")
+            raise InputError(
+                f"{path} has no target columns", hint=f"add targets with `{artifacts.PRODUCERS['labels']}`"
+            )
         return available
     wanted = [t.strip() for t in text.split(",") if t.strip()]
     if not wanted:
-        raise UsageProblem("--target is empty", hint=f"name a target ({', '.join(available) or 'none in the labels'}) or 'all'")
+        raise UsageProblem(
+            "--target is empty", hint=f"name a target ({', '.join(available) or 'none in the labels'}) or 'all'"
+        )
     for name in wanted:
         if name not in available:
             raise UsageProblem(
@@ -327,22 +365,35 @@ def _read_embeddings(path: Path, name: str, labels, config: ProbeConfig) -> Embe
     arrays, meta, manifest = artifacts.read_tensors(path, "embeddings")
     if "embeddings" not in arrays:
         raise WrongArtifactError(
-            f"{path} has no 'embeddings' tensor (it has {', '.join(arrays) or 'none'})", hint=f"re-create it with `{artifacts.PRODUCERS['embeddings']}`"
+            f"{path} has no 'embeddings' tensor (it has {', '.join(arrays) or 'none'})",
+            hint=f"re-create it with `{artifacts.PRODUCERS['embeddings']}`",
         )
     vectors = np.asarray(arrays["embeddings"])
     if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise InputError(f"{path}: embeddings have shape {list(vectors.shape)}, expected [tiles, dim]", hint="re-create the embeddings")
+        raise InputError(
+            f"{path}: embeddings have shape {list(vectors.shape)}, expected [tiles, dim]",
+            hint="re-create the embeddings",
+        )
     vectors = vectors.astype(np.float32, copy=False)
     ids = meta.get("tile_ids")
     if not isinstance(ids, list) or len(ids) != len(vectors):
         got = "none" if ids is None else (f"{len(ids)}" if isinstance(ids, list) else type(ids).__name__)
-        raise InputError(f"{path}: tile_ids metadata ({got}) does not line up with its {len(vectors)} rows", hint="re-create the embeddings")
+        raise InputError(
+            f"{path}: tile_ids metadata ({got}) does not line up with its {len(vectors)} rows",
+            hint="re-create the embeddings",
+        )
     ids = [str(i) for i in ids]
     if len(set(ids)) != len(ids):
-        raise InputError(f"{path} has {len(ids) - len(set(ids))} duplicate tile ids", hint="re-create the embeddings from one tiles dataset")
+        raise InputError(
+            f"{path} has {len(ids) - len(set(ids))} duplicate tile ids",
+            hint="re-create the embeddings from one tiles dataset",
+        )
     bad = int((~np.isfinite(vectors).all(axis=1)).sum())
     if bad:
-        raise InputError(f"{path} has {bad} rows with NaN or infinite values", hint="re-create the embeddings; check the model's weights")
+        raise InputError(
+            f"{path} has {bad} rows with NaN or infinite values",
+            hint="re-create the embeddings; check the model's weights",
+        )
     label_row = pd.Index(labels["tile_id"]).get_indexer(ids)
     matched = int((label_row >= 0).sum())
     needed = max(config.min_rows, config.folds)
@@ -350,8 +401,10 @@ def _read_embeddings(path: Path, name: str, labels, config: ProbeConfig) -> Embe
         example_e, example_l = ids[0], labels["tile_id"].iloc[0] if len(labels) else None
         what = "no tile id" if matched == 0 else f"only {matched} of {len(ids)} tile ids"
         raise InputError(
-            f"{what} in {path} matched a row of {config.labels} ({len(labels)} rows); {matched} matched, at least {needed} are needed",
-            hint=f"embed and label the same tiles (ids look like {example_e!r} in the embeddings, {example_l!r} in the labels)",
+            f"{what} in {path} matched a row of {config.labels} ({len(labels)} rows); {matched} matched, at least "
+            f"{needed} are needed",
+            hint=f"embed and label the same tiles (ids look like {example_e!r} in the embeddings, {example_l!r} in "
+            "the labels)",
         )
     info = {
         "rows": int(len(vectors)),
@@ -368,7 +421,9 @@ def _read_embeddings(path: Path, name: str, labels, config: ProbeConfig) -> Embe
 # ---------------------------------------------------------------- planning one target
 
 
-def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, config: ProbeConfig, counts: dict[str, int]) -> dict[str, Any]:
+def _plan(
+    target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, config: ProbeConfig, counts: dict[str, int]
+) -> dict[str, Any]:
     """Which label rows a target uses, its transform, and its folds (the same for every embeddings file)."""
     y = labels[target].to_numpy(np.float64)
     usable = covered.copy()
@@ -392,7 +447,8 @@ def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, conf
     if len(rows) < needed:
         detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in dropped.items() if n)
         raise InputError(
-            f"target {target!r} has {len(rows)} usable rows, fewer than {needed}" + (f" (dropped: {detail})" if detail else ""),
+            f"target {target!r} has {len(rows)} usable rows, fewer than {needed}"
+            + (f" (dropped: {detail})" if detail else ""),
             hint="check the labels for NaN values, or probe another target",
         )
 
@@ -400,11 +456,21 @@ def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, conf
     skew = metrics.skewness(values)
     nonneg = bool(values.min() >= 0)
     if config.log_target == "yes" and not nonneg:
-        raise UsageProblem(f"--log-target yes: target {target!r} has negative values (min {values.min():g})", hint="use --log-target no")
+        raise UsageProblem(
+            f"--log-target yes: target {target!r} has negative values (min {values.min():g})",
+            hint="use --log-target no",
+        )
     use_log = config.log_target == "yes" or (config.log_target == "auto" and nonneg and skew > SKEW_LIMIT)
 
     fold, fold_info = splits.outer_folds(
-        spec, lon[rows], lat[rows], group[rows], folds=config.folds, block_km=config.block_km, seed=config.seed, what=f"target {target!r}"
+        spec,
+        lon[rows],
+        lat[rows],
+        group[rows],
+        folds=config.folds,
+        block_km=config.block_km,
+        seed=config.seed,
+        what=f"target {target!r}",
     )
     units = _inner_units(rows, lon, lat, spec, config)
     inner = splits.shuffled_unit_folds(units, config.inner_folds, config.seed + 1)
@@ -424,7 +490,8 @@ def _plan(target: str, labels, covered: np.ndarray, spec: splits.SplitSpec, conf
 
 
 def _inner_units(rows, lon, lat, spec: splits.SplitSpec, config: ProbeConfig) -> np.ndarray:
-    """Units the inner folds are drawn over: rows for a random split, else spatial blocks (rows without lon/lat alone)."""
+    """Units the inner folds are drawn over: rows for a random split, else spatial blocks (rows without lon/lat
+    alone)."""
     n = len(rows)
     if spec.kind == "random":
         return np.arange(n)
@@ -437,7 +504,12 @@ def _inner_units(rows, lon, lat, spec: splits.SplitSpec, config: ProbeConfig) ->
 
 def _model_info(config: ProbeConfig) -> dict[str, Any]:
     if config.model == "ridge":
-        return {"kind": "ridge", "standardise": True, "alphas": list(config.alphas), "alpha_search": f"{config.inner_folds}-fold inner CV, mean MSE"}
+        return {
+            "kind": "ridge",
+            "standardise": True,
+            "alphas": list(config.alphas),
+            "alpha_search": f"{config.inner_folds}-fold inner CV, mean MSE",
+        }
     return {
         "kind": "mlp",
         "layers": f"D->{config.hidden}->1",
@@ -467,8 +539,19 @@ def _run_one(plan: dict[str, Any], src: Embeddings, config: ProbeConfig, step: C
     if config.model == "ridge":
         pred_z, records = ridge_cv(X, z, fold, inner, config.alphas, on_fold=step)
     else:
-        pred_z, records = mlp_cv(X, z, fold, inner, seed=config.seed, hidden=config.hidden, max_epochs=config.max_epochs, patience=config.patience,
-                                 lr=config.lr, weight_decay=config.weight_decay, on_fold=step)
+        pred_z, records = mlp_cv(
+            X,
+            z,
+            fold,
+            inner,
+            seed=config.seed,
+            hidden=config.hidden,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            on_fold=step,
+        )
     for _ in skipped:
         step(-1)
     pred = np.full(len(y), np.nan)
@@ -550,7 +633,15 @@ def _write(config: ProbeConfig, out: Path, result: Evaluation, run: artifacts.Ru
                 scatter = f"scatter_{_safe(target)}.png"
                 plotting.scatter_figure(
                     staging / scatter,
-                    [(r.embeddings, r.y_true, r.y_pred, f"R2 {r.metrics['r2']['mean']:.3f} ± {r.metrics['r2']['std']:.3f}") for r in runs],
+                    [
+                        (
+                            r.embeddings,
+                            r.y_true,
+                            r.y_pred,
+                            f"R2 {r.metrics['r2']['mean']:.3f} ± {r.metrics['r2']['std']:.3f}",
+                        )
+                        for r in runs
+                    ],
                     target,
                     log_scale=log_scale,
                 )
@@ -577,7 +668,12 @@ def _write(config: ProbeConfig, out: Path, result: Evaluation, run: artifacts.Ru
             inputs=inputs,
             rows=int(len(predictions)),
             counts=result.counts,
-            extra={"targets": report["targets"], "model": report["model"], "split": report["split"], "table": report["table"]},
+            extra={
+                "targets": report["targets"],
+                "model": report["model"],
+                "split": report["split"],
+                "table": report["table"],
+            },
         )
         artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, manifest)
     return ProbeResult(out, result.table, report, plots, result.counts, manifest)

@@ -25,9 +25,10 @@ Library use::
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -63,11 +64,15 @@ class SegmentConfig:
     def encoder(self):
         from urbanln_cli.models.loading import EncoderSpec
 
-        return EncoderSpec(model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed)
+        return EncoderSpec(
+            model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed
+        )
 
     def check(self) -> None:
         if self.baseline == "pixels":
-            raise UsageProblem("the pixel baseline has no patch tokens to segment with", hint="use --baseline random, or a model")
+            raise UsageProblem(
+                "the pixel baseline has no patch tokens to segment with", hint="use --baseline random, or a model"
+            )
         self.encoder().check()
         splits.SplitSpec.parse(self.split)
         if self.folds < 2:
@@ -77,12 +82,18 @@ class SegmentConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.examples < 0:
             raise UsageProblem("--epochs and --batch-size must be at least 1, and examples at least 0")
         if not self.lr > 0 or self.weight_decay < 0:
-            raise UsageProblem(f"--lr {self.lr:g} must be positive and --weight-decay {self.weight_decay:g} not negative")
+            raise UsageProblem(
+                f"--lr {self.lr:g} must be positive and --weight-decay {self.weight_decay:g} not negative"
+            )
         if not self.mask.strip():
             raise UsageProblem("--mask is empty", hint="name a mask target of the labels, e.g. --mask landcover")
 
     def output(self) -> Path:
-        return Path(self.out) if self.out is not None else Path("probe") / f"{self.mask.removesuffix('_mask')}-segmentation"
+        return (
+            Path(self.out)
+            if self.out is not None
+            else Path("probe") / f"{self.mask.removesuffix('_mask')}-segmentation"
+        )
 
 
 @dataclass
@@ -118,7 +129,9 @@ class _Data:
 # ---------------------------------------------------------------- public API
 
 
-def segment(config: SegmentConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None) -> SegmentResult:
+def segment(
+    config: SegmentConfig, progress: Callable[[int, int], None] | None = None, run: artifacts.RunInfo | None = None
+) -> SegmentResult:
     """Evaluate, then write the output folder atomically (see the module docstring)."""
     config.check()
     out = config.output()
@@ -129,8 +142,8 @@ def segment(config: SegmentConfig, progress: Callable[[int, int], None] | None =
 
 def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None = None) -> SegmentEvaluation:
     """Read, extract tokens, fit a head per fold and score; nothing is written."""
-    from urbanln_cli.models.step import pick_device
     from urbanln_cli.models.loading import load_encoder
+    from urbanln_cli.models.step import pick_device
 
     config.check()
     report_progress = progress or (lambda done, total: None)
@@ -142,8 +155,15 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
     fold_ids = sorted(int(f) for f in np.unique(data.fold) if f != splits.TRAIN_ONLY)
     total = len(data.tile_ids) + len(fold_ids) * config.epochs
     report_progress(0, total)
-    feats, token_info = _tokens(model, tiles.data.column("image"), data.tile_rows, config, device, lambda n: report_progress(n, total),
-                                max_pixels=imagery.max_pixels_of(tiles_manifest))
+    feats, token_info = _tokens(
+        model,
+        tiles.data.column("image"),
+        data.tile_rows,
+        config,
+        device,
+        lambda n: report_progress(n, total),
+        max_pixels=imagery.max_pixels_of(tiles_manifest),
+    )
     del model
 
     done = len(data.tile_ids)
@@ -164,7 +184,8 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
         "metrics": {"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"]},
         "iou": summary["iou"],
         "pooled": seg.scores(pooled, data.classes),
-        "miou_convention": "mean IoU over the classes present in a fold's held-out truth or prediction; pixels whose truth is 255 (nodata) are not scored",
+        "miou_convention": "mean IoU over the classes present in a fold's held-out truth or prediction; pixels "
+        "whose truth is 255 (nodata) are not scored",
         "folds": per_fold,
         "split": {
             "kind": spec.kind,
@@ -173,7 +194,11 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
             "block_km": config.block_km,
             "seed": config.seed,
             **{k: v for k, v in data.fold_info.items() if k != "test_group"},
-            **({"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)} if spec.kind == "transfer" else {}),
+            **(
+                {"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)}
+                if spec.kind == "transfer"
+                else {}
+            ),
         },
         "model": source,
         "tokens": token_info,
@@ -191,7 +216,13 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
         "counts": dict(sorted(data.counts.items())),
     }
     shown = [
-        {"tile_id": data.tile_ids[r], "tile_row": int(data.tile_rows[r]), "truth": data.masks[r], "pred": examples[r], "fold": int(data.fold[r])}
+        {
+            "tile_id": data.tile_ids[r],
+            "tile_row": int(data.tile_rows[r]),
+            "truth": data.masks[r],
+            "pred": examples[r],
+            "fold": int(data.fold[r]),
+        }
         for r in sorted(show, key=lambda r: data.tile_ids[r])
         if r in examples
     ]
@@ -199,14 +230,25 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
 
 
 def _folds(feats, data: _Data, fold_ids: list[int], show: set[int], config: SegmentConfig, device, step):
-    """Fit a head per fold and score its held-out tiles: (fold records, pooled confusion, predictions of the tiles to show)."""
+    """Fit a head per fold and score its held-out tiles: (fold records, pooled confusion, predictions of the tiles to
+    show)."""
     k_classes = len(data.classes)
     examples: dict[int, np.ndarray] = {}
     per_fold, pooled = [], np.zeros((k_classes, k_classes), np.int64)
     for k in fold_ids:
         train, test = np.flatnonzero(data.fold != k), np.flatnonzero(data.fold == k)
-        head, loss = pixel_head.fit(feats, data.masks, train, k_classes, epochs=config.epochs, lr=config.lr,
-                                    weight_decay=config.weight_decay, device=device, seed=config.seed + k, step=step)
+        head, loss = pixel_head.fit(
+            feats,
+            data.masks,
+            train,
+            k_classes,
+            epochs=config.epochs,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            device=device,
+            seed=config.seed + k,
+            step=step,
+        )
         conf = np.zeros((k_classes, k_classes), np.int64)
         for rows, preds in pixel_head.predict(head, feats, data.masks, test):
             for row, pred in zip(rows, preds):
@@ -214,7 +256,13 @@ def _folds(feats, data: _Data, fold_ids: list[int], show: set[int], config: Segm
                 if int(row) in show:
                     examples[int(row)] = pred
         pooled += conf
-        record = {"fold": k, "n_train": int(len(train)), "n_test": int(len(test)), "final_loss": loss, **seg.scores(conf, data.classes)}
+        record = {
+            "fold": k,
+            "n_train": int(len(train)),
+            "n_test": int(len(test)),
+            "final_loss": loss,
+            **seg.scores(conf, data.classes),
+        }
         if k in data.fold_info.get("test_group", {}):
             record["test_group"] = data.fold_info["test_group"][k]
         per_fold.append(record)
@@ -234,10 +282,14 @@ def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
         masks = [c for c, f in labels.features.items() if getattr(f, "dtype", None) == "binary"]
         raise InputError(
             f"{config.labels} has no mask column {column!r}; its columns are {', '.join(labels.column_names)}",
-            hint=(f"pick one with --mask {masks[0].removesuffix('_mask')}, or make it with " if masks else "make it with ")
+            hint=(
+                f"pick one with --mask {masks[0].removesuffix('_mask')}, or make it with " if masks else "make it with "
+            )
             + f"`urbanln label --raster {name}=PATH:mask`",
         )
-    frame = labels.remove_columns([c for c in labels.column_names if c not in ("tile_id", "lon", "lat", "group")]).to_pandas()
+    frame = labels.remove_columns(
+        [c for c in labels.column_names if c not in ("tile_id", "lon", "lat", "group")]
+    ).to_pandas()
     for col in ("lon", "lat"):
         if col not in frame.columns:
             frame[col] = np.nan
@@ -251,7 +303,8 @@ def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
     if matched < needed:
         what = "no tile id" if matched == 0 else f"only {matched} of {len(label_ids)} tile ids"
         raise InputError(
-            f"{what} in {config.labels} matched a tile of {config.tiles} ({len(tile_ids)} tiles); {matched} matched, at least {needed} are needed",
+            f"{what} in {config.labels} matched a tile of {config.tiles} ({len(tile_ids)} tiles); {matched} "
+            f"matched, at least {needed} are needed",
             hint=f"label the tiles you segment (ids look like {label_ids[0] if label_ids else None!r} in the labels, "
             f"{tile_ids[0] if tile_ids else None!r} in the tiles)",
         )
@@ -268,7 +321,10 @@ def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
             with imagery.open_image(png, None, "the mask") as img:  # ImageTooLarge is a ValueError
                 raw[int(i)] = np.asarray(img, np.uint8)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{config.labels}: the {column} of {label_ids[i]} is not a readable PNG ({exc})", hint="re-create the labels") from None
+            raise InputError(
+                f"{config.labels}: the {column} of {label_ids[i]} is not a readable PNG ({exc})",
+                hint="re-create the labels",
+            ) from None
     valid = [i for i, m in raw.items() if (m != seg.IGNORE).any()]
     if matched - len(valid):
         counts["no_valid_pixels"] = matched - len(valid)
@@ -281,11 +337,20 @@ def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
     rows = np.flatnonzero(usable)
     if len(rows) < needed:
         raise InputError(
-            f"{len(rows)} tiles have a usable {column} (valid pixels" + (", a location" if spec.kind == "spatial" else "") + f"), fewer than {needed}",
+            f"{len(rows)} tiles have a usable {column} (valid pixels"
+            + (", a location" if spec.kind == "spatial" else "")
+            + f"), fewer than {needed}",
             hint="check the mask raster covers the tiles (`urbanln inspect` the labels)",
         )
     fold, fold_info = splits.outer_folds(
-        spec, lon[rows], lat[rows], group[rows], folds=config.folds, block_km=config.block_km, seed=config.seed, what=f"mask {name!r}"
+        spec,
+        lon[rows],
+        lat[rows],
+        group[rows],
+        folds=config.folds,
+        block_km=config.block_km,
+        seed=config.seed,
+        what=f"mask {name!r}",
     )
     seen = np.zeros(256, bool)
     for r in rows:
@@ -305,7 +370,12 @@ def _read(config: SegmentConfig, spec: splits.SplitSpec, tiles) -> _Data:
         fold=fold,
         fold_info=fold_info,
         counts=counts,
-        labels_info={"path": str(config.labels), "rows": len(label_ids), "column": column, "artifact_id": manifest.get("artifact_id")},
+        labels_info={
+            "path": str(config.labels),
+            "rows": len(label_ids),
+            "column": column,
+            "artifact_id": manifest.get("artifact_id"),
+        },
         palette=palette,
         names=names,
     )
@@ -334,7 +404,8 @@ def _token_grid(model) -> tuple[Any, tuple[int, int], tuple[int, int]]:
 
 
 def token_grid(tokens, grid: tuple[int, int]):
-    """Patch tokens ``[tiles, gh·gw, dim]`` (or ``gh·gw + 1`` with the class token in front) as ``[tiles, dim, gh, gw]``.
+    """Patch tokens ``[tiles, gh·gw, dim]`` (or ``gh·gw + 1`` with the class token in front) as ``[tiles, dim, gh,
+    gw]``.
 
     open_clip's ViT flattens its patch embedding ``[tiles, dim, gh, gw]`` row by row
     (``x.reshape(tiles, dim, -1).permute(0, 2, 1)`` in ``VisionTransformer._embeds``),
@@ -348,8 +419,9 @@ def token_grid(tokens, grid: tuple[int, int]):
     return tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2), dropped
 
 
-def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device, on_progress,
-            max_pixels: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def _tokens(
+    model, images, tile_rows: np.ndarray, config: SegmentConfig, device, on_progress, max_pixels: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Patch tokens of every tile, [tiles, dim, grid_h, grid_w] (float16 on the CPU), from the frozen image tower."""
     import torch
     from PIL import Image
@@ -366,12 +438,17 @@ def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device,
                 batch = []
                 for row in tile_rows[start : start + config.batch_size]:
                     try:
-                        with imagery.open_image(images[int(row)]["bytes"].as_py(), max_pixels, f"tile row {int(row)}: its image") as img:
+                        with imagery.open_image(
+                            images[int(row)]["bytes"].as_py(), max_pixels, f"tile row {int(row)}: its image"
+                        ) as img:
                             rgb = img.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
                     except imagery.ImageTooLarge as exc:  # an oversize tile is a bad tile: never decoded
                         raise InputError(str(exc), hint=imagery.OVERSIZE_HINT) from None
                     except (OSError, ValueError) as exc:
-                        raise InputError(f"tile row {int(row)}: cannot decode its image ({exc})", hint="re-create the tiles with `urbanln tile`") from None
+                        raise InputError(
+                            f"tile row {int(row)}: cannot decode its image ({exc})",
+                            hint="re-create the tiles with `urbanln tile`",
+                        ) from None
                     batch.append(torch.from_numpy(np.asarray(rgb, np.float32) / 255.0).permute(2, 0, 1))
                 x = ((torch.stack(batch) - mean) / std).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -381,7 +458,8 @@ def _tokens(model, images, tile_rows: np.ndarray, config: SegmentConfig, device,
                     got = "none" if tokens is None else f"shape {list(tokens.shape)}"
                     raise UsageProblem(
                         f"the model's image tower gives no {gh}×{gw} grid of patch tokens ({got})",
-                        hint="use a plain ViT architecture (e.g. --arch ViT-B-16); attention-pooled towers have no token grid",
+                        hint="use a plain ViT architecture (e.g. --arch ViT-B-16); attention-pooled towers have no "
+                        "token grid",
                     )
                 grid, dropped = token_grid(tokens.float(), (gh, gw))
                 class_token = class_token or dropped
@@ -422,9 +500,13 @@ def _write(config: SegmentConfig, out: Path, result: SegmentEvaluation, run: art
                 classes = np.asarray(report["classes"] + [seg.IGNORE] * (256 - len(report["classes"])), np.int64)
                 panels.append((ex["tile_id"], rgb, classes[ex["truth"]], classes[ex["pred"]]))
             iou = {int(c): v["mean"] for c, v in report["iou"].items()}
-            title = f"{report['mask']}: held-out tiles, truth and prediction (mIoU {report['metrics']['miou']['mean']:.3f})"
+            title = (
+                f"{report['mask']}: held-out tiles, truth and prediction (mIoU {report['metrics']['miou']['mean']:.3f})"
+            )
             names = {int(c): n for c, n in report["class_names"].items()}
-            plots.segmentation_figure(staging / "examples.png", panels, report["classes"], iou, title, palette=result.palette, names=names)
+            plots.segmentation_figure(
+                staging / "examples.png", panels, report["classes"], iou, title, palette=result.palette, names=names
+            )
             files["examples"] = "examples.png"
         report["files"] = files
         report = json_finite(report)
@@ -436,7 +518,12 @@ def _write(config: SegmentConfig, out: Path, result: SegmentEvaluation, run: art
             rows=report["n"],
             counts=result.counts,
             models={"source": report["model"]},
-            extra={"task": "segmentation", "mask": report["mask"], "split": report["split"], "metrics": report["metrics"]},
+            extra={
+                "task": "segmentation",
+                "mask": report["mask"],
+                "split": report["split"],
+                "metrics": report["metrics"],
+            },
         )
         artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, manifest)
     return SegmentResult(out, report, result.counts, manifest)

@@ -15,9 +15,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from urbanln_cli import __version__, artifacts, imagery
 from urbanln_cli.errors import InputError, Interrupted, UsageProblem
@@ -73,7 +74,6 @@ class TileConfig:
     overwrite: bool = False
     max_pixels: int = imagery.DEFAULT_MAX_PIXELS  # image files with more pixels are skipped; tiles may not have more
 
-
     def check(self) -> None:
         if not self.inputs:
             raise UsageProblem("no input given", hint="urbanln tile city.tif [more.tif folder/ xyz/]")
@@ -96,7 +96,8 @@ class TileConfig:
         for option, side in (("--size", self.size), ("--resize", self.resize)):
             if side is not None and side * side > self.max_pixels:
                 raise UsageProblem(
-                    f"{option} {side} makes tiles of {side * side:,} pixels, over the limit of {self.max_pixels:,} (--max-pixels)",
+                    f"{option} {side} makes tiles of {side * side:,} pixels, over the limit of {self.max_pixels:,} "
+                    "(--max-pixels)",
                     hint="tiles are usually 256 to 1024 pixels a side; raise --max-pixels for larger ones",
                 )
 
@@ -130,7 +131,9 @@ def _tile(config: TileConfig, progress: Progress | None, run: artifacts.RunInfo 
         percentiles=config.percentiles,
     )
     _check_unique_ids(plan)
-    options = imagery.RenderOptions(config.size, config.resize, config.format, config.min_valid, config.crop, config.max_pixels)
+    options = imagery.RenderOptions(
+        config.size, config.resize, config.format, config.min_valid, config.crop, config.max_pixels
+    )
     shards = [plan.jobs[i : i + SHARD_SIZE] for i in range(0, len(plan.jobs), SHARD_SIZE)]
     inputs = [artifacts.fingerprint(p) for p in plan.inputs]
     if config.locations:
@@ -172,7 +175,9 @@ def _tile(config: TileConfig, progress: Progress | None, run: artifacts.RunInfo 
             _render_in_pool(plan, options, shards, todo, store, finished, workers)
     except KeyboardInterrupt:
         finished_now = sum(store.is_done(i) for i in range(len(shards)))
-        raise Interrupted(f"tiling interrupted: {finished_now} of {len(shards)} shards are kept in {store.dir}") from None
+        raise Interrupted(
+            f"tiling interrupted: {finished_now} of {len(shards)} shards are kept in {store.dir}"
+        ) from None
 
     counts = dict(plan.counts)
     problems = list(plan.problems)
@@ -192,8 +197,10 @@ def _tile(config: TileConfig, progress: Progress | None, run: artifacts.RunInfo 
             f"no tiles kept from {len(plan.jobs)} candidates ({why}){first}",
             hint="lower --min-valid (0 keeps every tile), or check the input's nodata value and bands"
             if counts.get("skipped_below_min_valid")
-            else f"raise --max-pixels above {config.max_pixels} to keep them, or tile a large TIFF as its own input to cut it into windows"
-            if counts.get("skipped_oversize") else "check that the images are complete and readable",
+            else f"raise --max-pixels above {config.max_pixels} to keep them, or tile a large TIFF as its own "
+            "input to cut it into windows"
+            if counts.get("skipped_oversize")
+            else "check that the images are complete and readable",
         )
     counts["tiles"] = rows
     counts = {k: v for k, v in counts.items() if v}
@@ -324,8 +331,9 @@ def _render_in_process(plan, options, shards, todo, store, finished) -> None:
 def _render_in_pool(plan, options, shards, todo, store, finished, workers: int) -> None:
     # spawn, not fork: the parent may hold threads (rich's progress refresh) whose locks fork would copy.
     context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(workers, context, initializer=_init_worker,
-                                  initargs=(plan.rasters, plan.pictures, options, os.getpid()))
+    pool = cf.ProcessPoolExecutor(
+        workers, context, initializer=_init_worker, initargs=(plan.rasters, plan.pictures, options, os.getpid())
+    )
     try:
         futures = [pool.submit(_render_shard, *_shard_args(store, shards, i)) for i in todo]
         for future in cf.as_completed(futures):

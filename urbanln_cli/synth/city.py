@@ -18,9 +18,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,9 +59,14 @@ class SynthConfig:
 
     def check(self) -> None:
         if not 256 <= self.size <= 65536:
-            raise UsageProblem(f"--size {self.size} is out of range", hint="use 256 to 65536 pixels; 4096 is the default")
+            raise UsageProblem(
+                f"--size {self.size} is out of range", hint="use 256 to 65536 pixels; 4096 is the default"
+            )
         if not 0.1 <= self.gsd <= 10:
-            raise UsageProblem(f"--gsd {self.gsd} is out of range", hint="use 0.1 to 10 metres per pixel; the city is drawn for about 1 m")
+            raise UsageProblem(
+                f"--gsd {self.gsd} is out of range",
+                hint="use 0.1 to 10 metres per pixel; the city is drawn for about 1 m",
+            )
         if self.seed < 0:
             raise UsageProblem(f"--seed {self.seed} must be 0 or more")
         if self.style not in STYLES:
@@ -77,7 +83,9 @@ class SynthResult:
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def synth_city(config: SynthConfig, progress: Progress | None = None, run: artifacts.RunInfo | None = None) -> SynthResult:
+def synth_city(
+    config: SynthConfig, progress: Progress | None = None, run: artifacts.RunInfo | None = None
+) -> SynthResult:
     """Generate the scene, draw it and write every file of the city into ``config.out``."""
     config.check()
     with artifacts.writing(config.out, "synth", overwrite=config.overwrite):
@@ -118,7 +126,12 @@ def _synth_city(config: SynthConfig, progress: Progress | None, run: artifacts.R
             inputs=[],
             rows=counts["buildings"],
             counts=counts,
-            extra={"crs": scene.crs, "transform": list(scene.transform), "totals": totals, "files": sorted(p.name for p in staging.iterdir())},
+            extra={
+                "crs": scene.crs,
+                "transform": list(scene.transform),
+                "totals": totals,
+                "files": sorted(p.name for p in staging.iterdir()),
+            },
         )
         artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, manifest)
     return SynthResult(config.out, counts, totals, manifest)
@@ -148,11 +161,17 @@ def _write_rasters(staging: Path, scene, data: render.RenderData, config: SynthC
     from rasterio.windows import Window
 
     size = scene.size
-    rgb_profile = _profile(scene, 3, "uint8", scene.transform, size, size) | {"photometric": "RGB", "interleave": "pixel"}
+    rgb_profile = _profile(scene, 3, "uint8", scene.transform, size, size) | {
+        "photometric": "RGB",
+        "interleave": "pixel",
+    }
     lc_profile = _profile(scene, 1, "uint8", scene.transform, size, size)
     nb = data.blocks
     total = nb * nb
-    with rasterio.open(staging / "imagery.tif", "w", **rgb_profile) as rgb, rasterio.open(staging / "landcover.tif", "w", **lc_profile) as lc:
+    with (
+        rasterio.open(staging / "imagery.tif", "w", **rgb_profile) as rgb,
+        rasterio.open(staging / "landcover.tif", "w", **lc_profile) as lc,
+    ):
         rgb.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         lc.write_colormap(1, {k: (*v, 255) for k, v in LANDCOVER_COLOURS.items()})
         lc.update_tags(1, **{f"class_{k}": v for k, v in CLASSES.items()})

@@ -43,8 +43,10 @@ NAMES = ("population", "carbon", "gdp", "nightlight")
 def formulas() -> dict:
     """The formulas and constants, as recorded in scene.json."""
     return {
-        "noise": f"each object's value is multiplied by its own noise factor exp({NOISE_SIGMA}*z - {NOISE_SIGMA}**2/2), z ~ N(0,1) (mean 1), stored in its 'noise'",
-        "floor_area_m2": "footprint_m2 * storeys, storeys = max(1, round(height_m / storey_m)), storey_m = 3 residential, 4 commercial, 6 industrial",
+        "noise": f"each object's value is multiplied by its own noise factor exp({NOISE_SIGMA}*z - "
+        f"{NOISE_SIGMA}**2/2), z ~ N(0,1) (mean 1), stored in its 'noise'",
+        "floor_area_m2": "footprint_m2 * storeys, storeys = max(1, round(height_m / storey_m)), storey_m = 3 "
+        "residential, 4 commercial, 6 industrial",
         "population": {
             "expr": "building: floor_area_m2 * occupancy[zone] * noise.population if use == 'residential' else 0",
             "occupancy_per_m2": OCCUPANCY,
@@ -52,7 +54,8 @@ def formulas() -> dict:
             "unit": "people per cell",
         },
         "carbon": {
-            "expr": "building: floor_area_m2 * carbon_per_m2[use] * noise.carbon; road: length_m * lanes * traffic_per_lane_m[class] * noise.carbon",
+            "expr": "building: floor_area_m2 * carbon_per_m2[use] * noise.carbon; road: length_m * lanes * "
+            "traffic_per_lane_m[class] * noise.carbon",
             "carbon_per_m2": CARBON_PER_M2,
             "traffic_per_lane_m": TRAFFIC_CARBON_PER_LANE_M,
             "cell_m": GRIDS_M["carbon"],
@@ -65,7 +68,8 @@ def formulas() -> dict:
             "unit": "USD per year per cell",
         },
         "nightlight": {
-            "expr": "building: footprint_m2 * light_per_m2[use] * noise.nightlight; road: length_m * width_m * road_light_per_m2[class] * noise.nightlight; then a Gaussian blur, rescaled to keep the total",
+            "expr": "building: footprint_m2 * light_per_m2[use] * noise.nightlight; road: length_m * width_m * "
+            "road_light_per_m2[class] * noise.nightlight; then a Gaussian blur, rescaled to keep the total",
             "light_per_m2": LIGHT_PER_M2,
             "road_light_per_m2": ROAD_LIGHT_PER_M2,
             "blur_sigma_m": NIGHTLIGHT_BLUR_M,
@@ -100,8 +104,12 @@ def attach(scene: Scene) -> None:
     for road in scene.roads:
         noise = _noise(rng, 2)
         road["length_m"] = round(geo.polyline_length(road["line"]), 2)
-        road["carbon"] = round(road["length_m"] * road["lanes"] * TRAFFIC_CARBON_PER_LANE_M[road["class"]] * float(noise[0]), 3)
-        road["nightlight"] = round(road["length_m"] * road["width_m"] * ROAD_LIGHT_PER_M2[road["class"]] * float(noise[1]), 3)
+        road["carbon"] = round(
+            road["length_m"] * road["lanes"] * TRAFFIC_CARBON_PER_LANE_M[road["class"]] * float(noise[0]), 3
+        )
+        road["nightlight"] = round(
+            road["length_m"] * road["width_m"] * ROAD_LIGHT_PER_M2[road["class"]] * float(noise[1]), 3
+        )
         road["noise"] = {"carbon": float(noise[0]), "nightlight": float(noise[1])}
 
 

@@ -47,7 +47,9 @@ GROUND = {
 }
 TEXTURE = np.array([0.03, 0.14, 0.05, 0.06, 0.06, 0.06, 0.12, 0.07, 0.10, 0.12])  # by class: grain strength
 SHADOW_RGB = np.array([0.46, 0.49, 0.6])
-VEHICLE_COLOURS = np.array([(235, 235, 232), (30, 30, 34), (170, 172, 176), (150, 40, 36), (40, 64, 120), (110, 112, 116), (200, 190, 170)])
+VEHICLE_COLOURS = np.array(
+    [(235, 235, 232), (30, 30, 34), (170, 172, 176), (150, 40, 36), (40, 64, 120), (110, 112, 116), (200, 190, 170)]
+)
 VEHICLE_P = np.array([0.3, 0.2, 0.2, 0.08, 0.08, 0.1, 0.04])
 
 
@@ -102,11 +104,19 @@ class RenderData:
 def _bbox_of(polys: list[np.ndarray], pad: float = 1.0) -> np.ndarray:
     if not polys:
         return np.zeros((0, 4))
-    return np.array([(p[:, 0].min() - pad, p[:, 1].min() - pad, p[:, 0].max() + pad, p[:, 1].max() + pad) for p in polys])
+    return np.array(
+        [(p[:, 0].min() - pad, p[:, 1].min() - pad, p[:, 0].max() + pad, p[:, 1].max() + pad) for p in polys]
+    )
 
 
 def _jitter(rng, base, n, amount=8.0) -> np.ndarray:
-    return np.clip(np.asarray(base, np.float64)[None] + rng.uniform(-amount, amount, (n, 1)) + rng.uniform(-amount / 3, amount / 3, (n, 3)), 0, 255)
+    return np.clip(
+        np.asarray(base, np.float64)[None]
+        + rng.uniform(-amount, amount, (n, 1))
+        + rng.uniform(-amount / 3, amount / 3, (n, 3)),
+        0,
+        255,
+    )
 
 
 def prepare(scene: Scene, block: int = 512) -> RenderData:
@@ -126,17 +136,55 @@ def prepare(scene: Scene, block: int = 512) -> RenderData:
 
     def poly_layer(name, polys, colours, classes, extra=None):
         polys = [px(p) for p in polys]
-        layers[name] = Layer("poly", _bbox_of(polys), {"polys": polys, "colour": colours, "cls": np.asarray(classes, np.uint8), **(extra or {})})
+        layers[name] = Layer(
+            "poly",
+            _bbox_of(polys),
+            {"polys": polys, "colour": colours, "cls": np.asarray(classes, np.uint8), **(extra or {})},
+        )
 
-    poly_layer("ground", [p for p, _ in scene.ground], _jitter(rng, (0, 0, 0), len(scene.ground), 6) + np.array([GROUND[ZONES[z]][0] for _, z in scene.ground]).reshape(-1, 3), [GROUND[ZONES[z]][1] for _, z in scene.ground])
+    poly_layer(
+        "ground",
+        [p for p, _ in scene.ground],
+        _jitter(rng, (0, 0, 0), len(scene.ground), 6)
+        + np.array([GROUND[ZONES[z]][0] for _, z in scene.ground]).reshape(-1, 3),
+        [GROUND[ZONES[z]][1] for _, z in scene.ground],
+    )
     crop_rgb = {name: rgb for name, rgb in CROPS}
-    poly_layer("fields", [f["polygon"] for f in scene.fields], np.array([crop_rgb[f["crop"]] for f in scene.fields]).reshape(-1, 3) + rng.uniform(-10, 10, (len(scene.fields), 1)), [6] * len(scene.fields), {"crop": [f["crop"] for f in scene.fields]})
+    poly_layer(
+        "fields",
+        [f["polygon"] for f in scene.fields],
+        np.array([crop_rgb[f["crop"]] for f in scene.fields]).reshape(-1, 3)
+        + rng.uniform(-10, 10, (len(scene.fields), 1)),
+        [6] * len(scene.fields),
+        {"crop": [f["crop"] for f in scene.fields]},
+    )
     paved_rgb = {"lane": (172, 170, 162), "parking": (108, 108, 110)}
-    poly_layer("paved", [p["polygon"] for p in scene.paved], _jitter(rng, (0, 0, 0), len(scene.paved), 5) + np.array([paved_rgb[p["kind"]] for p in scene.paved]).reshape(-1, 3), [7] * len(scene.paved))
-    poly_layer("parks", [p["polygon"] for p in scene.parks], _jitter(rng, (86, 122, 64), len(scene.parks), 5), [1] * len(scene.parks))
-    poly_layer("sports", [p["polygon"] for p in scene.sports_fields], np.tile([(168, 92, 72)], (len(scene.sports_fields), 1)), [1] * len(scene.sports_fields))
+    poly_layer(
+        "paved",
+        [p["polygon"] for p in scene.paved],
+        _jitter(rng, (0, 0, 0), len(scene.paved), 5)
+        + np.array([paved_rgb[p["kind"]] for p in scene.paved]).reshape(-1, 3),
+        [7] * len(scene.paved),
+    )
+    poly_layer(
+        "parks",
+        [p["polygon"] for p in scene.parks],
+        _jitter(rng, (86, 122, 64), len(scene.parks), 5),
+        [1] * len(scene.parks),
+    )
+    poly_layer(
+        "sports",
+        [p["polygon"] for p in scene.sports_fields],
+        np.tile([(168, 92, 72)], (len(scene.sports_fields), 1)),
+        [1] * len(scene.sports_fields),
+    )
     water_rgb = {"river": (50, 76, 86), "lake": (44, 78, 90)}
-    poly_layer("water", [w["polygon"] for w in scene.water], np.array([water_rgb[w["kind"]] for w in scene.water]).reshape(-1, 3), [0] * len(scene.water))
+    poly_layer(
+        "water",
+        [w["polygon"] for w in scene.water],
+        np.array([water_rgb[w["kind"]] for w in scene.water]).reshape(-1, 3),
+        [0] * len(scene.water),
+    )
 
     # linear features as quads per segment (+ round joints): rail, then sidewalks, then roads
     segs = {"a": [], "b": [], "w": [], "colour": [], "cls": [], "layer": []}
@@ -155,53 +203,120 @@ def prepare(scene: Scene, block: int = 512) -> RenderData:
         add_line(r["line"], r["width_m"] / g, (122, 114, 104), 9, 0)
     road_rgb = {"highway": (80, 82, 86), "arterial": (88, 89, 92), "local": (100, 100, 100)}
     marks = []
-    order = sorted(range(len(scene.roads)), key=lambda i: ("local", "arterial", "highway").index(scene.roads[i]["class"]))
+    order = sorted(
+        range(len(scene.roads)), key=lambda i: ("local", "arterial", "highway").index(scene.roads[i]["class"])
+    )
     for i in order:
         r = scene.roads[i]
         if r["class"] != "highway" and r["width_m"] >= 8:
             add_line(r["line"], (r["width_m"] + 5) / g, (166, 164, 158), 7, 1)
     for i in order:
         r = scene.roads[i]
-        base = road_rgb[r["class"]] if r["width_m"] >= 7 else ((146, 140, 126) if r["width_m"] >= 6 else (150, 136, 112))
+        base = (
+            road_rgb[r["class"]] if r["width_m"] >= 7 else ((146, 140, 126) if r["width_m"] >= 6 else (150, 136, 112))
+        )
         tone = rng.uniform(-7, 7)
         add_line(r["line"], r["width_m"] / g - 2 * LC_SHRINK, tuple(np.clip(np.add(base, tone), 0, 255)), 2, 2)
         marks.append(_markings(r, px, 1 / g))
     a, b = np.asarray(segs["a"]).reshape(-1, 2), np.asarray(segs["b"]).reshape(-1, 2)
     w = np.asarray(segs["w"])
     bbox = np.concatenate([np.minimum(a, b) - w[:, None] / 2 - 1, np.maximum(a, b) + w[:, None] / 2 + 1], axis=1)
-    layers["lines"] = Layer("lines", bbox, {"a": a, "b": b, "w": w, "colour": np.asarray(segs["colour"]).reshape(-1, 3), "cls": np.asarray(segs["cls"], np.uint8)})
+    layers["lines"] = Layer(
+        "lines",
+        bbox,
+        {
+            "a": a,
+            "b": b,
+            "w": w,
+            "colour": np.asarray(segs["colour"]).reshape(-1, 3),
+            "cls": np.asarray(segs["cls"], np.uint8),
+        },
+    )
     m = np.concatenate([x for x in marks if len(x)]) if any(len(x) for x in marks) else np.zeros((0, 6))
-    layers["marks"] = Layer("marks", np.concatenate([np.minimum(m[:, 0:2], m[:, 2:4]) - 2, np.maximum(m[:, 0:2], m[:, 2:4]) + 2], axis=1), {"m": m})
+    layers["marks"] = Layer(
+        "marks",
+        np.concatenate([np.minimum(m[:, 0:2], m[:, 2:4]) - 2, np.maximum(m[:, 0:2], m[:, 2:4]) + 2], axis=1),
+        {"m": m},
+    )
 
     t = scene.trees
     tx, ty, tr = px(t["x"]), px(t["y"]), t["crown"] / g / 2
     tree_shadow = tr * 1.6 * per_m * g  # trees about 1.6 crowns tall
     layers["trees"] = Layer(
         "trees",
-        np.stack([tx - tr - 1 + np.minimum(0, shadow[0] * tree_shadow), ty - tr - 1 + np.minimum(0, shadow[1] * tree_shadow), tx + tr + 1 + np.maximum(0, shadow[0] * tree_shadow), ty + tr + 1 + np.maximum(0, shadow[1] * tree_shadow)], axis=1).reshape(-1, 4),
+        np.stack(
+            [
+                tx - tr - 1 + np.minimum(0, shadow[0] * tree_shadow),
+                ty - tr - 1 + np.minimum(0, shadow[1] * tree_shadow),
+                tx + tr + 1 + np.maximum(0, shadow[0] * tree_shadow),
+                ty + tr + 1 + np.maximum(0, shadow[1] * tree_shadow),
+            ],
+            axis=1,
+        ).reshape(-1, 4),
         {"x": tx, "y": ty, "r": tr, "sh": tree_shadow, "colour": _jitter(rng, (54, 84, 46), len(tx), 10)},
     )
 
     bd = scene.buildings
     corners = px(scene.footprints()) if len(bd["cx"]) else np.zeros((0, 4, 2))
-    lc_corners = px(geo.rect_corners(bd["cx"], bd["cy"], np.maximum(bd["length"] - 2 * LC_SHRINK * g, 0.1), np.maximum(bd["depth"] - 2 * LC_SHRINK * g, 0.1), bd["angle"])) if len(bd["cx"]) else corners
-    off = np.stack([shadow[0] * bd["height"] * g, shadow[1] * bd["height"] * g], axis=1) if len(bd["cx"]) else np.zeros((0, 2))
+    lc_corners = (
+        px(
+            geo.rect_corners(
+                bd["cx"],
+                bd["cy"],
+                np.maximum(bd["length"] - 2 * LC_SHRINK * g, 0.1),
+                np.maximum(bd["depth"] - 2 * LC_SHRINK * g, 0.1),
+                bd["angle"],
+            )
+        )
+        if len(bd["cx"])
+        else corners
+    )
+    off = (
+        np.stack([shadow[0] * bd["height"] * g, shadow[1] * bd["height"] * g], axis=1)
+        if len(bd["cx"])
+        else np.zeros((0, 2))
+    )
     lo = np.minimum(corners.min(axis=1), corners.min(axis=1) + off) - 2
     hi = np.maximum(corners.max(axis=1), corners.max(axis=1) + off) + 2
-    colours = np.array([rgb for _, rgb in ROOF_COLOURS], np.float64)[bd["colour"]] * (1 + 0.07 * bd["tone"]) if len(bd["cx"]) else np.zeros((0, 3))
+    colours = (
+        np.array([rgb for _, rgb in ROOF_COLOURS], np.float64)[bd["colour"]] * (1 + 0.07 * bd["tone"])
+        if len(bd["cx"])
+        else np.zeros((0, 3))
+    )
     layers["buildings"] = Layer(
         "buildings",
         np.concatenate([lo, hi], axis=1).reshape(-1, 4),
-        {"corners": corners, "lc": lc_corners, "off": off, "colour": np.clip(colours, 0, 255), "cls": USE_CLASS[bd["use"]] if len(bd["cx"]) else np.zeros(0, np.uint8), "material": bd["material"], "angle": bd["angle"], "length": bd["length"] / g, "depth": bd["depth"] / g, "cx": px(bd["cx"]), "cy": px(bd["cy"]), "height": bd["height"]},
+        {
+            "corners": corners,
+            "lc": lc_corners,
+            "off": off,
+            "colour": np.clip(colours, 0, 255),
+            "cls": USE_CLASS[bd["use"]] if len(bd["cx"]) else np.zeros(0, np.uint8),
+            "material": bd["material"],
+            "angle": bd["angle"],
+            "length": bd["length"] / g,
+            "depth": bd["depth"] / g,
+            "cx": px(bd["cx"]),
+            "cy": px(bd["cy"]),
+            "height": bd["height"],
+        },
     )
 
     v = scene.vehicles
     n = len(v["x"])
     sizes = np.array([VEHICLE_SIZE[k] for k in VEHICLE_KINDS])[v["kind"]] / g if n else np.zeros((0, 2))
-    vc = geo.rect_corners(px(v["x"]), px(v["y"]), sizes[:, 0], sizes[:, 1], np.radians(v["heading"])) if n else np.zeros((0, 4, 2))
+    vc = (
+        geo.rect_corners(px(v["x"]), px(v["y"]), sizes[:, 0], sizes[:, 1], np.radians(v["heading"]))
+        if n
+        else np.zeros((0, 4, 2))
+    )
     colour = VEHICLE_COLOURS[rng.choice(len(VEHICLE_COLOURS), size=n, p=VEHICLE_P)] if n else np.zeros((0, 3))
     colour[v["kind"] == 1] = (206, 196, 120)
-    layers["vehicles"] = Layer("vehicles", np.concatenate([vc.min(axis=1) - 2, vc.max(axis=1) + 2], axis=1).reshape(-1, 4), {"corners": vc, "colour": colour, "sizes": sizes, "heading": np.radians(v["heading"]), "kind": v["kind"]})
+    layers["vehicles"] = Layer(
+        "vehicles",
+        np.concatenate([vc.min(axis=1) - 2, vc.max(axis=1) + 2], axis=1).reshape(-1, 4),
+        {"corners": vc, "colour": colour, "sizes": sizes, "heading": np.radians(v["heading"]), "kind": v["kind"]},
+    )
 
     data = RenderData(scene.size, block, scene.seed, g, layers, shadow, toward_sun)
     for layer in layers.values():
@@ -244,7 +359,17 @@ def _markings(road: dict, px, px_per_m: float) -> np.ndarray:
             if len(s) < 2:
                 continue
             p, q = along(s[:-1], off), along(s[1:], off)
-            out.append(np.concatenate([p, q, np.full((len(p), 1), 2 if cls == "highway" else 1), np.full((len(p), 1), 2 if cls == "highway" else 1)], axis=1))
+            out.append(
+                np.concatenate(
+                    [
+                        p,
+                        q,
+                        np.full((len(p), 1), 2 if cls == "highway" else 1),
+                        np.full((len(p), 1), 2 if cls == "highway" else 1),
+                    ],
+                    axis=1,
+                )
+            )
             continue
         if len(starts):
             p, q = along(starts, off), along(starts + dash, off)
@@ -273,8 +398,8 @@ def _hash_noise(x0: int, y0: int, w: int, h: int, cell: float, seed: int) -> np.
     lattice = hval.astype(np.float64) / 2**31 - 1.0
     fx, fy = xs - np.floor(xs), ys - np.floor(ys)
     fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
-    cx = (np.floor(xs).astype(np.int64) - ix0)
-    cy = (np.floor(ys).astype(np.int64) - iy0)
+    cx = np.floor(xs).astype(np.int64) - ix0
+    cy = np.floor(ys).astype(np.int64) - iy0
     v00 = lattice[cy][:, cx]
     v10 = lattice[cy][:, cx + 1]
     v01 = lattice[cy + 1][:, cx]
@@ -423,7 +548,16 @@ def _quad(a: np.ndarray, b: np.ndarray, w: float) -> list:
     if n < 1e-9:
         return [a[0], a[1], a[0], a[1], a[0], a[1]]
     off = np.array([-d[1], d[0]]) / n * w / 2
-    return [a[0] + off[0], a[1] + off[1], b[0] + off[0], b[1] + off[1], b[0] - off[0], b[1] - off[1], a[0] - off[0], a[1] - off[1]]
+    return [
+        a[0] + off[0],
+        a[1] + off[1],
+        b[0] + off[0],
+        b[1] + off[1],
+        b[0] - off[0],
+        b[1] - off[1],
+        a[0] - off[0],
+        a[1] - off[1],
+    ]
 
 
 def _pitch(draw, poly: np.ndarray, gsd: float) -> None:
@@ -466,7 +600,7 @@ def _roof(draw, d: dict, i: int, origin: np.ndarray, data: RenderData) -> None:
     c = d["corners"][i] - origin
     colour = d["colour"][i]
     material = ROOF_MATERIALS[d["material"][i]]
-    l, w = d["length"][i], d["depth"][i]
+    span, w = d["length"][i], d["depth"][i]
     ang = d["angle"][i]
     ctr = np.array([d["cx"][i], d["cy"][i]]) - origin
     u = np.array([math.cos(ang), math.sin(ang)])
@@ -475,15 +609,20 @@ def _roof(draw, d: dict, i: int, origin: np.ndarray, data: RenderData) -> None:
     def tone(f):
         return tuple(int(min(255, max(0, x * f))) for x in colour)
 
-    if material == "tile" or (material == "metal" and min(l, w) < 14):
+    if material == "tile" or (material == "metal" and min(span, w) < 14):
         # a gable roof: the half facing the sun is lighter, the ridge runs along the long side
         draw.polygon(c.ravel().tolist(), fill=tone(0.78))
-        axis = v if l >= w else u
-        long_axis = u if l >= w else v
-        half_l = max(l, w) / 2
-        half_w = min(l, w) / 2
+        axis = v if span >= w else u
+        long_axis = u if span >= w else v
+        half_l = max(span, w) / 2
+        half_w = min(span, w) / 2
         side = 1.0 if float(axis @ np.asarray(data.light)) > 0 else -1.0
-        p = [ctr + long_axis * half_l, ctr - long_axis * half_l, ctr - long_axis * half_l + axis * side * half_w, ctr + long_axis * half_l + axis * side * half_w]
+        p = [
+            ctr + long_axis * half_l,
+            ctr - long_axis * half_l,
+            ctr - long_axis * half_l + axis * side * half_w,
+            ctr + long_axis * half_l + axis * side * half_w,
+        ]
         draw.polygon(np.ravel(p).tolist(), fill=tone(1.12))
         draw.line([*(ctr + long_axis * half_l), *(ctr - long_axis * half_l)], fill=tone(1.25), width=1)
         return
@@ -491,7 +630,7 @@ def _roof(draw, d: dict, i: int, origin: np.ndarray, data: RenderData) -> None:
         draw.polygon(c.ravel().tolist(), fill=tone(1.0))
         step = 2.2 / data.gsd
         if step >= 1.5:
-            for s in np.arange(-l / 2 + step, l / 2, step):
+            for s in np.arange(-span / 2 + step, span / 2, step):
                 a = ctr + u * s - v * (w / 2 - 0.5)
                 b = ctr + u * s + v * (w / 2 - 0.5)
                 draw.line([*a, *b], fill=tone(0.9), width=1)
@@ -499,19 +638,19 @@ def _roof(draw, d: dict, i: int, origin: np.ndarray, data: RenderData) -> None:
     # flat roofs: a parapet, the deck, and plant boxes on larger roofs
     draw.polygon(c.ravel().tolist(), fill=tone(0.72))
     inset = 1.0 / data.gsd
-    if l > 3 * inset and w > 3 * inset:
-        inner = geo.rect_corners(ctr[0], ctr[1], l - 2 * inset, w - 2 * inset, ang)[0]
+    if span > 3 * inset and w > 3 * inset:
+        inner = geo.rect_corners(ctr[0], ctr[1], span - 2 * inset, w - 2 * inset, ang)[0]
         deck = 1.06 if material == "membrane" else 0.95 if material == "gravel" else 1.0
         draw.polygon(inner.ravel().tolist(), fill=tone(deck))
-    area_m2 = l * w * data.gsd**2
+    area_m2 = span * w * data.gsd**2
     if area_m2 > 250:
         h = (i * 2654435761) & 0xFFFFFFFF
-        for k in range(1 + int(area_m2 // 900) % 4):
+        for _ in range(1 + int(area_m2 // 900) % 4):
             h = (h * 1103515245 + 12345) & 0xFFFFFFFF
             fu = ((h >> 8) % 1000) / 1000 - 0.5
             fv = ((h >> 18) % 1000) / 1000 - 0.5
             size = (2.5 + (h % 5)) / data.gsd
-            p = ctr + u * fu * (l - size - 2) + v * fv * (w - size - 2)
+            p = ctr + u * fu * (span - size - 2) + v * fv * (w - size - 2)
             box = geo.rect_corners(p[0], p[1], size, size * 0.7, ang)[0]
             draw.polygon((box + np.asarray(data.shadow) * 2.5 * data.gsd).ravel().tolist(), fill=tone(0.55))
             draw.polygon(box.ravel().tolist(), fill=(200, 200, 196))

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,16 @@ CLASSES = {
 }
 USES = ("residential", "commercial", "industrial")
 USE_CLASS = np.array([3, 4, 5], np.uint8)
-ZONES = ("centre", "residential_high", "residential_mid", "residential_low", "industrial", "park", "village", "farmland")
+ZONES = (
+    "centre",
+    "residential_high",
+    "residential_mid",
+    "residential_low",
+    "industrial",
+    "park",
+    "village",
+    "farmland",
+)
 Z = {name: i for i, name in enumerate(ZONES)}
 ROOF_COLOURS = (
     ("light grey", (186, 186, 182)),
@@ -144,7 +154,9 @@ class _Builder:
         self.b: dict[str, list] = {k: [] for k in ("cx", "cy", "length", "depth", "angle", "height", "use", "zone")}
         self.trees: dict[str, list] = {"x": [], "y": [], "crown": []}
         self.parked: list[tuple[float, float, float]] = []
-        self.scene_lists: dict[str, list] = {k: [] for k in ("parks", "water", "sports_fields", "fields", "paved", "rail", "zones")}
+        self.scene_lists: dict[str, list] = {
+            k: [] for k in ("parks", "water", "sports_fields", "fields", "paved", "rail", "zones")
+        }
         self.ground: list[tuple[np.ndarray, int]] = []
         self.lakes: list[tuple[float, float, float]] = []
         self.lake_park = None
@@ -185,7 +197,12 @@ class _Builder:
         ok = np.ones(len(pts), bool)
         if not len(pts):
             return ok
-        near = (self._obox[:, 0] <= box[2]) & (self._obox[:, 2] >= box[0]) & (self._obox[:, 1] <= box[3]) & (self._obox[:, 3] >= box[1])
+        near = (
+            (self._obox[:, 0] <= box[2])
+            & (self._obox[:, 2] >= box[0])
+            & (self._obox[:, 1] <= box[3])
+            & (self._obox[:, 3] >= box[1])
+        )
         if near.any():
             d = geo.segment_distance(pts, self._oa[near], self._ob[near]) - self._ohw[near][None]
             ok &= (d >= radius[:, None]).all(axis=1)
@@ -198,7 +215,9 @@ class _Builder:
     def river(self) -> None:
         rng = self.rng
         L = self.L
-        angle = self.axis_angle + (rng.uniform(-0.15, 0.15) if self.style == "linear" else rng.uniform(0.5, math.pi - 0.5))
+        angle = self.axis_angle + (
+            rng.uniform(-0.15, 0.15) if self.style == "linear" else rng.uniform(0.5, math.pi - 0.5)
+        )
         a = np.array([math.cos(angle), math.sin(angle)])
         n = np.array([-a[1], a[0]])
         offset = rng.uniform(0.12, 0.3) * self.R * rng.choice([-1, 1])
@@ -241,7 +260,9 @@ class _Builder:
     def railway(self) -> None:
         rng = self.rng
         L = self.L
-        angle = self.axis_angle + (rng.uniform(-0.1, 0.1) if self.style == "linear" else rng.uniform(0.3, math.pi - 0.3))
+        angle = self.axis_angle + (
+            rng.uniform(-0.1, 0.1) if self.style == "linear" else rng.uniform(0.3, math.pi - 0.3)
+        )
         a = np.array([math.cos(angle), math.sin(angle)])
         n = np.array([-a[1], a[0]])
         offset = rng.uniform(0.25, 0.45) * self.R * rng.choice([-1, 1])
@@ -321,7 +342,9 @@ class _Builder:
             half = 0.58 * R if L >= 3000 else 0.9 * L
             sq = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)], np.float64) * half
             corners = c[None] + sq[:, 0:1] * a[None] + sq[:, 1:2] * n[None]
-            dense = np.concatenate([np.linspace(p, q, 30, endpoint=False) for p, q in zip(corners[:-1], corners[1:])] + [corners[-1:]])
+            dense = np.concatenate(
+                [np.linspace(p, q, 30, endpoint=False) for p, q in zip(corners[:-1], corners[1:])] + [corners[-1:]]
+            )
             for run in clip(dense):
                 self.add_road("highway", 8, 36.0, run)
         else:
@@ -375,7 +398,12 @@ class _Builder:
                 continue
             a, b = seg
             # clip_line_convex returns the whole line inside the frame; keep the ridge's own span
-            t = np.clip([0.0, 1.0], *sorted(((a - p) @ (q - p) / max((q - p) @ (q - p), 1e-9), (b - p) @ (q - p) / max((q - p) @ (q - p), 1e-9))))
+            t = np.clip(
+                [0.0, 1.0],
+                *sorted(
+                    ((a - p) @ (q - p) / max((q - p) @ (q - p), 1e-9), (b - p) @ (q - p) / max((q - p) @ (q - p), 1e-9))
+                ),
+            )
             a, b = p + t[0] * (q - p), p + t[1] * (q - p)
             if np.hypot(*(b - a)) < 5:
                 continue
@@ -505,7 +533,7 @@ class _Builder:
         rows: list[tuple] = []  # local-frame buildings: u, v, length, depth, height, use
         extras: list[tuple] = []  # local-frame paved rects: u, v, length, depth, kind
         tree_pts: list[np.ndarray] = []
-        for (u0, v0, u1, v1) in info["blocks"]:
+        for u0, v0, u1, v1 in info["blocks"]:
             inset = half + SETBACK_M
             bu0, bv0, bu1, bv1 = u0 + inset, v0 + inset, u1 - inset, v1 - inset
             if bu1 - bu0 < 12 or bv1 - bv0 < 12:
@@ -516,7 +544,9 @@ class _Builder:
                 tree_pts.append(self.block_trees(zone, (u0, v0, u1, v1), half, rows[before:]))
         if not rows and not extras:
             return
-        box = np.array([poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max()]) + np.array([-150, -150, 150, 150])
+        box = np.array([poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max()]) + np.array(
+            [-150, -150, 150, 150]
+        )
         angle = math.atan2(a[1], a[0])
         if rows:
             arr = np.asarray(rows, np.float64)
@@ -535,13 +565,16 @@ class _Builder:
             self.b["use"].append(arr[:, 5].astype(np.int64))
             self.b["zone"].append(np.full(len(arr), Z[zone]))
         inner = None
-        for u, v, l, d, kind in extras:
+        for u, v, span, d, kind in extras:
             wc = centre + u * a + v * n
-            corners = geo.rect_corners(wc[0], wc[1], l, d, angle)[0]
+            corners = geo.rect_corners(wc[0], wc[1], span, d, angle)[0]
             if kind == "parking":  # cars stand on it, so it must be whole and off every road
-                if geo.inside_convex(corners, poly, margin=14.0).all() and self.rects_clear(wc[None], np.array([l]), np.array([d]), angle, box)[0]:
+                if (
+                    geo.inside_convex(corners, poly, margin=14.0).all()
+                    and self.rects_clear(wc[None], np.array([span]), np.array([d]), angle, box)[0]
+                ):
                     self.scene_lists["paved"].append({"kind": kind, "polygon": corners})
-                    self.parking_cars(wc, l, d, angle)
+                    self.parking_cars(wc, span, d, angle)
                 continue
             inner = _shrink(poly, 12.0) if inner is None else inner
             clipped = geo.clip_polygon_convex(corners, inner) if len(inner) >= 3 else np.zeros((0, 2))
@@ -554,7 +587,9 @@ class _Builder:
                 ok = geo.inside_convex(w, poly, margin=8.0) & self.clear_of_obstacles(w, pts[:, 2] / 2, box)
                 self.add_trees(w[ok], pts[ok, 2])
 
-    def rects_clear(self, centres: np.ndarray, length: np.ndarray, depth: np.ndarray, angle, box: np.ndarray) -> np.ndarray:
+    def rects_clear(
+        self, centres: np.ndarray, length: np.ndarray, depth: np.ndarray, angle, box: np.ndarray
+    ) -> np.ndarray:
         """Whether rotated rectangles keep clear of obstacles, tested with a cover of small circles.
 
         One circle per cell of at most 6 m: a road at least 4 m wide cannot slip between them,
@@ -593,19 +628,21 @@ class _Builder:
                 for j in range(nv):
                     if rng.random() < 0.06:
                         continue
-                    l = min(70.0, pw * rng.uniform(0.6, 0.85))
+                    span = min(70.0, pw * rng.uniform(0.6, 0.85))
                     d = min(60.0, ph * rng.uniform(0.6, 0.85))
                     height = float(np.clip(rng.lognormal(math.log(55), 0.55), 14, 240))
-                    cu = u0 + (i + 0.5) * pw + rng.uniform(-0.5, 0.5) * (pw - l)
+                    cu = u0 + (i + 0.5) * pw + rng.uniform(-0.5, 0.5) * (pw - span)
                     cv = v0 + (j + 0.5) * ph + rng.uniform(-0.5, 0.5) * (ph - d)
-                    rows.append((cu, cv, l, d, height, self.pick_use(zone)[0]))
+                    rows.append((cu, cv, span, d, height, self.pick_use(zone)[0]))
         elif zone == "residential_high":
             if rng.random() < 0.3:  # point towers
                 s = rng.uniform(22, 30)
                 gap = rng.uniform(28, 40)
                 for cu in np.arange(u0 + s / 2, u1 - s / 2 + 1e-6, s + gap):
                     for cv in np.arange(v0 + s / 2, v1 - s / 2 + 1e-6, s + gap):
-                        rows.append((cu, cv, s, s * rng.uniform(0.85, 1.0), rng.uniform(60, 120), self.pick_use(zone)[0]))
+                        rows.append(
+                            (cu, cv, s, s * rng.uniform(0.85, 1.0), rng.uniform(60, 120), self.pick_use(zone)[0])
+                        )
             else:
                 d = rng.uniform(14, 18)
                 length = rng.uniform(38, 62)
@@ -642,26 +679,35 @@ class _Builder:
                 for cu in np.arange(u0 + lot_w / 2, u1 - lot_w / 2 + 1e-6, lot_w):
                     if rng.random() < 0.08:
                         continue
-                    l, d = rng.uniform(9, min(15, lot_w - 4)), rng.uniform(8, 12)  # 2 m of jitter room: no overlaps
+                    span, d = rng.uniform(9, min(15, lot_w - 4)), rng.uniform(8, 12)  # 2 m of jitter room: no overlaps
                     if d > h / 2 - 2:
                         continue
                     v = cv + d / 2 if side == 0 else cv - d / 2
-                    rows.append((cu + rng.uniform(-1, 1), v, l, d, rng.uniform(6, 10), self.pick_use(zone)[0]))
+                    rows.append((cu + rng.uniform(-1, 1), v, span, d, rng.uniform(6, 10), self.pick_use(zone)[0]))
         elif zone == "industrial":
             parts = max(1, min(4, int(w // 55)))
             pw = w / parts
             for i in range(parts):
                 if rng.random() < 0.05:
                     continue
-                l = min(180.0, pw * rng.uniform(0.55, 0.88))
+                span = min(180.0, pw * rng.uniform(0.55, 0.88))
                 d = min(120.0, h * rng.uniform(0.4, 0.75))
                 cu = u0 + (i + 0.5) * pw
                 cv = v0 + d / 2 + rng.uniform(0, max(0.0, h - d - 26))
                 use = self.pick_use(zone)[0]
-                rows.append((cu, cv, l, d, rng.uniform(8, 17), use))
+                rows.append((cu, cv, span, d, rng.uniform(8, 17), use))
                 if v1 - (cv + d / 2) > 26 and rng.random() < 0.6:
                     ol, od = min(pw * 0.5, rng.uniform(18, 30)), rng.uniform(10, 14)
-                    rows.append((cu + rng.uniform(-0.2, 0.2) * (pw - ol), v1 - od / 2 - 3, ol, od, rng.uniform(10, 24), rng.choice(3, p=[0.0, 0.5, 0.5])))
+                    rows.append(
+                        (
+                            cu + rng.uniform(-0.2, 0.2) * (pw - ol),
+                            v1 - od / 2 - 3,
+                            ol,
+                            od,
+                            rng.uniform(10, 24),
+                            rng.choice(3, p=[0.0, 0.5, 0.5]),
+                        )
+                    )
                 elif v1 - (cv + d / 2) > 24:
                     extras.append((cu, v1 - 10, min(pw * 0.7, 60), 16, "parking"))
 
@@ -678,9 +724,15 @@ class _Builder:
             out += [(u0 + off, along), (u1 - off, along)]
         pts = np.asarray(out, np.float64).reshape(-1, 2)
         pts = pts[rng.random(len(pts)) < (0.75 if zone != "centre" else 0.6)]
-        density = {"centre": 0.0004, "residential_high": 0.0022, "residential_mid": 0.0025, "residential_low": 0.003}[zone]
+        density = {"centre": 0.0004, "residential_high": 0.0022, "residential_mid": 0.0025, "residential_low": 0.003}[
+            zone
+        ]
         m = rng.poisson(density * (u1 - u0) * (v1 - v0))
-        inner = np.stack([rng.uniform(u0 + off + 3, u1 - off - 3, m), rng.uniform(v0 + off + 3, v1 - off - 3, m)], axis=1) if m else np.zeros((0, 2))
+        inner = (
+            np.stack([rng.uniform(u0 + off + 3, u1 - off - 3, m), rng.uniform(v0 + off + 3, v1 - off - 3, m)], axis=1)
+            if m
+            else np.zeros((0, 2))
+        )
         if len(inner) and rows:
             r = np.asarray(rows, np.float64)
             du = np.abs(inner[:, None, 0] - r[None, :, 0]) - r[None, :, 2] / 2
@@ -691,12 +743,12 @@ class _Builder:
         crown = rng.uniform(3.5, 7.5, len(pts))
         return np.concatenate([pts, crown[:, None]], axis=1)
 
-    def parking_cars(self, centre: np.ndarray, l: float, d: float, angle: float) -> None:
+    def parking_cars(self, centre: np.ndarray, span: float, d: float, angle: float) -> None:
         rng = self.rng
         a = np.array([math.cos(angle), math.sin(angle)])
         n = np.array([-a[1], a[0]])
         for row in (-d / 2 + 2.8, d / 2 - 2.8):
-            for u in np.arange(-l / 2 + 1.6, l / 2 - 1.6, 2.6):
+            for u in np.arange(-span / 2 + 1.6, span / 2 - 1.6, 2.6):
                 if rng.random() < 0.65:
                     p = centre + u * a + row * n
                     self.parked.append((p[0], p[1], math.degrees(angle) + 90 + (180 if rng.random() < 0.5 else 0)))
@@ -716,7 +768,10 @@ class _Builder:
             ang = rng.uniform(0, math.pi)
             c = inner.mean(axis=0) + rng.uniform(-20, 20, 2)
             rect = geo.rect_corners(c[0], c[1], 120, 78, ang)[0]
-            if geo.inside_convex(rect, inner, 3).all() and self.clear_of_obstacles(c[None], np.array([72.0]), box + [-150, -150, 150, 150])[0]:
+            if (
+                geo.inside_convex(rect, inner, 3).all()
+                and self.clear_of_obstacles(c[None], np.array([72.0]), box + [-150, -150, 150, 150])[0]
+            ):
                 self.scene_lists["sports_fields"].append({"polygon": rect})
                 sports = rect
         m = rng.poisson(area * 0.02)
@@ -759,7 +814,9 @@ class _Builder:
                     rect = geo.rect_corners(c[0], c[1], cw - 3, sh - 2.5, angle)[0]
                     clipped = geo.clip_polygon_convex(rect, inner)
                     if len(clipped) >= 3 and geo.polygon_area(clipped) > 150:
-                        self.scene_lists["fields"].append({"crop": CROPS[int(rng.integers(crops))][0], "polygon": clipped})
+                        self.scene_lists["fields"].append(
+                            {"crop": CROPS[int(rng.integers(crops))][0], "polygon": clipped}
+                        )
                 v += sh
             # windbreak of trees along some field columns
             if rng.random() < 0.25:
@@ -794,8 +851,8 @@ class _Builder:
                 wob = radius * (1 + 0.25 * math.sin(3 * math.atan2(cv, cu) + rng.uniform(0, 1)))
                 if math.hypot(cu, cv) > wob or rng.random() < 0.22:
                     continue
-                l, d = rng.uniform(7, min(13, cell_u - 2.5)), rng.uniform(6, min(10, cell_v - 2.5))
-                rows.append((cu + rng.uniform(-1, 1), cv + rng.uniform(-1, 1), l, d, rng.uniform(3.5, 7.5)))
+                span, d = rng.uniform(7, min(13, cell_u - 2.5)), rng.uniform(6, min(10, cell_v - 2.5))
+                rows.append((cu + rng.uniform(-1, 1), cv + rng.uniform(-1, 1), span, d, rng.uniform(3.5, 7.5)))
         if not rows:
             return
         arr = np.asarray(rows)
@@ -855,7 +912,9 @@ class _Builder:
                 p = line[idx] + t[:, None] * seg[idx]
                 d = seg[idx] / np.maximum(seglen[idx], 1e-9)[:, None]
                 p = p + offset * np.stack([-d[:, 1], d[:, 0]], axis=1)
-                heading = np.degrees(np.arctan2(d[:, 1], d[:, 0])) + (180.0 if offset < 0 or (lanes == 1 and rng.random() < 0.5) else 0.0)
+                heading = np.degrees(np.arctan2(d[:, 1], d[:, 0])) + (
+                    180.0 if offset < 0 or (lanes == 1 and rng.random() < 0.5) else 0.0
+                )
                 kind = rng.choice(3, size=len(p), p=[0.86, 0.06, 0.08] if cls != "local" else [0.96, 0.01, 0.03])
                 xs.append(p[:, 0])
                 ys.append(p[:, 1])
@@ -872,7 +931,12 @@ class _Builder:
         x, y = np.concatenate(xs), np.concatenate(ys)
         keep = (x > 2) & (y > 2) & (x < self.L - 2) & (y < self.L - 2)
         # no cars in rivers: bridges carry only what fits on them, which these roads do
-        return {"x": x[keep], "y": y[keep], "kind": np.concatenate(kinds)[keep], "heading": (np.concatenate(heads)[keep] % 360)}
+        return {
+            "x": x[keep],
+            "y": y[keep],
+            "kind": np.concatenate(kinds)[keep],
+            "heading": (np.concatenate(heads)[keep] % 360),
+        }
 
 
 CROPS = (
@@ -973,7 +1037,12 @@ def write_scene_json(scene: Scene, path, classes: dict, formulas: dict, extra: d
 
     def bbox(a: np.ndarray) -> list:
         a = np.asarray(a, np.float64)
-        return [round(ox + float(a[:, 0].min()), 2), round(oy - float(a[:, 1].max()), 2), round(ox + float(a[:, 0].max()), 2), round(oy - float(a[:, 1].min()), 2)]
+        return [
+            round(ox + float(a[:, 0].min()), 2),
+            round(oy - float(a[:, 1].max()), 2),
+            round(ox + float(a[:, 0].max()), 2),
+            round(oy - float(a[:, 1].min()), 2),
+        ]
 
     head = {
         "version": 1,
@@ -1041,25 +1110,60 @@ def write_scene_json(scene: Scene, path, classes: dict, formulas: dict, extra: d
 
         def polys(items, prefix, keys=()):
             for i, item in enumerate(items):
-                yield {"id": f"{prefix}{i}", **{k: item[k] for k in keys}, "polygon": pts(item["polygon"]), "bbox": bbox(item["polygon"])}
+                yield {
+                    "id": f"{prefix}{i}",
+                    **{k: item[k] for k in keys},
+                    "polygon": pts(item["polygon"]),
+                    "bbox": bbox(item["polygon"]),
+                }
 
         section("buildings", buildings())
         section("roads", roads())
-        section("rail", ({"id": f"rl{i}", "width_m": r["width_m"], "line": pts(r["line"]), "bbox": bbox(r["line"])} for i, r in enumerate(scene.rail)))
+        section(
+            "rail",
+            (
+                {"id": f"rl{i}", "width_m": r["width_m"], "line": pts(r["line"]), "bbox": bbox(r["line"])}
+                for i, r in enumerate(scene.rail)
+            ),
+        )
         section("parks", polys(scene.parks, "p"))
         section("water", polys(scene.water, "w", ("kind",)))
         section("sports_fields", polys(scene.sports_fields, "s"))
         section("fields", polys(scene.fields, "f", ("crop",)))
         section("paved", polys(scene.paved, "pv", ("kind",)))
         t = scene.trees
-        section("trees", ({"id": f"t{i}", "x": round(ox + float(t["x"][i]), 2), "y": round(oy - float(t["y"][i]), 2), "crown_m": float(t["crown"][i])} for i in range(len(t["x"]))))
+        section(
+            "trees",
+            (
+                {
+                    "id": f"t{i}",
+                    "x": round(ox + float(t["x"][i]), 2),
+                    "y": round(oy - float(t["y"][i]), 2),
+                    "crown_m": float(t["crown"][i]),
+                }
+                for i in range(len(t["x"]))
+            ),
+        )
         v = scene.vehicles  # local headings run clockwise from east; scene.json holds compass bearings
         section(
             "vehicles",
             (
-                {"id": f"v{i}", "x": round(ox + float(v["x"][i]), 2), "y": round(oy - float(v["y"][i]), 2), "kind": VEHICLE_KINDS[v["kind"][i]], "heading_deg": round((90.0 + float(v["heading"][i])) % 360.0, 1)}
+                {
+                    "id": f"v{i}",
+                    "x": round(ox + float(v["x"][i]), 2),
+                    "y": round(oy - float(v["y"][i]), 2),
+                    "kind": VEHICLE_KINDS[v["kind"][i]],
+                    "heading_deg": round((90.0 + float(v["heading"][i])) % 360.0, 1),
+                }
                 for i in range(len(v["x"]))
             ),
         )
-        section("zones", ({"id": f"z{i}", "name": z["name"], "polygon": pts(z["polygon"]), "bbox": bbox(z["polygon"])} for i, z in enumerate(scene.zones)), last=True)
+        section(
+            "zones",
+            (
+                {"id": f"z{i}", "name": z["name"], "polygon": pts(z["polygon"]), "bbox": bbox(z["polygon"])}
+                for i, z in enumerate(scene.zones)
+            ),
+            last=True,
+        )
         f.write("}\n")

@@ -30,23 +30,96 @@ from urbanln_cli.text.clauses import DETERMINERS, Layout, layout
 from urbanln_cli.text.clean import _SCENE_WORDS, _STOP, words
 from urbanln_cli.text.lexicon import NUMBER_WORDS, Lexicon
 
-_APPROX = {"about", "around", "roughly", "approximately", "nearly", "almost", "over", "some", "circa", "approx", "~", "up"}
+_APPROX = {
+    "about",
+    "around",
+    "roughly",
+    "approximately",
+    "nearly",
+    "almost",
+    "over",
+    "some",
+    "circa",
+    "approx",
+    "~",
+    "up",
+}
 _LANES = re.compile(r"\b(\d+|" + "|".join(k for k in NUMBER_WORDS if " " not in k) + r")[- ]lanes?\b")
-_STOREYS = re.compile(r"\b(\d+|" + "|".join(k for k in NUMBER_WORDS if " " not in k) + r")[- ](?:storeys?|stories|story|floors?|levels?)\b")
+_STOREYS = re.compile(
+    r"\b(\d+|"
+    + "|".join(k for k in NUMBER_WORDS if " " not in k)
+    + r")[- ](?:storeys?|stories|story|floors?|levels?)\b"
+)
 _RANGE = re.compile(r"\bfrom (\d+) to (\d+) (?:storeys|stories|floors|levels)\b")
 _TOKEN = re.compile(r"[a-z0-9~]+(?:[-'][a-z0-9]+)*|[,]")
 
 # words that negate the noun phrase they open ("no cars", "without any trees", "lack of parking")
-NEGATORS = frozenset({"no", "without", "zero", "neither", "nor", "lacks", "lacking", "lack", "absence", "devoid", "free", "void", "none", "never", "not"})
+NEGATORS = frozenset(
+    {
+        "no",
+        "without",
+        "zero",
+        "neither",
+        "nor",
+        "lacks",
+        "lacking",
+        "lack",
+        "absence",
+        "devoid",
+        "free",
+        "void",
+        "none",
+        "never",
+        "not",
+    }
+)
 # "not" does not negate these: "not many cars" still says there are cars
-_NOT_EXCEPT = frozenset({"much", "many", "very", "only", "just", "all", "too", "so", "quite", "particularly", "entirely", "far", "fully"})
+_NOT_EXCEPT = frozenset(
+    {"much", "many", "very", "only", "just", "all", "too", "so", "quite", "particularly", "entirely", "far", "fully"}
+)
 # words that may sit between a negator or an attribute and the noun without ending its noun phrase
-_PASS = DETERMINERS | {"visible", "apparent", "obvious", "discernible", "single", "signs", "sign", "traces", "trace", "evidence",
-                       "very", "densely", "sparsely", "mostly", "relatively", "fairly", "quite", "extremely", "highly", "mainly", "largely",
-                       "to", "be", "seen", "any", "approximately", "roughly", "about", "around", "nearly", "almost", "over", "up", "circa", "~"}
+_PASS = DETERMINERS | {
+    "visible",
+    "apparent",
+    "obvious",
+    "discernible",
+    "single",
+    "signs",
+    "sign",
+    "traces",
+    "trace",
+    "evidence",
+    "very",
+    "densely",
+    "sparsely",
+    "mostly",
+    "relatively",
+    "fairly",
+    "quite",
+    "extremely",
+    "highly",
+    "mainly",
+    "largely",
+    "to",
+    "be",
+    "seen",
+    "any",
+    "approximately",
+    "roughly",
+    "about",
+    "around",
+    "nearly",
+    "almost",
+    "over",
+    "up",
+    "circa",
+    "~",
+}
 _ADVERBS = r"(?:(?:mostly|mainly|very|quite|relatively|fairly|largely|predominantly|generally|all|rather)\s+)?"
-_COPULA = (r"^\s*(?:(?:is|are|was|were|appears?|seems?|looks?)(?:\s+to\s+be)?|[^,;.]*?,\s*(?:most|all|many|some|several)\s+of\s+them"
-           r"(?:\s+(?:are|being))?)\s+" + _ADVERBS)
+_COPULA = (
+    r"^\s*(?:(?:is|are|was|were|appears?|seems?|looks?)(?:\s+to\s+be)?|[^,;.]*?,\s*(?:most|all|many|some|several)\s+of\s+them"
+    r"(?:\s+(?:are|being))?)\s+" + _ADVERBS
+)
 _ABSENT_AFTER = re.compile(
     r"^\s*(?:(?:(?:is|are|was|were)\s+(?:not|nowhere)|isn't|aren't|wasn't|weren't)\s+(?:(?:clearly|readily|easily|really)\s+)?"
     r"(?:visible|present|seen|shown|apparent|evident|discernible|observed|found|there|to\s+be\s+(?:seen|found)|in\s+(?:the|this)\s+"
@@ -74,7 +147,8 @@ class Claim:
 
     @property
     def key(self) -> tuple:
-        """The canonical form: (concept or phrase, sorted attributes, count, quantities); an absence claim's concept reads 'no:…'."""
+        """The canonical form: (concept or phrase, sorted attributes, count, quantities); an absence claim's concept
+        reads 'no:…'."""
         name = self.concept or f"phrase:{self.term}"
         return ("no:" + name if self.negated else name, tuple(sorted(self.attributes)), self.count, self.quantities)
 
@@ -101,9 +175,16 @@ class Claim:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "concept": self.concept, "kind": self.kind, "text": self.render(), "attributes": list(self.attributes),
-            "count": self.count, "quantities": dict(self.quantities), "head": self.head, "negated": self.negated,
-            "model": self.model, "sentence": self.sentence,
+            "concept": self.concept,
+            "kind": self.kind,
+            "text": self.render(),
+            "attributes": list(self.attributes),
+            "count": self.count,
+            "quantities": dict(self.quantities),
+            "head": self.head,
+            "negated": self.negated,
+            "model": self.model,
+            "sentence": self.sentence,
         }
 
 
@@ -179,7 +260,8 @@ def _modifiers(low: str, floor: int, span: _Span, attrs: dict[int, tuple[int, st
 
 
 def _predicate(low: str, span: _Span, limit: int, attribute_pattern: re.Pattern) -> bool:
-    """What the sentence says of the thing after naming it: 'the roads are wide and straight', 'cars are not visible' (True)."""
+    """What the sentence says of the thing after naming it: 'the roads are wide and straight', 'cars are not visible'
+    (True)."""
     after = low[span.end : limit]
     if _ABSENT_AFTER.match(after):
         span.negated = True
@@ -205,8 +287,10 @@ def _coordinated(low: str, prev: _Span, span: _Span, lay: Layout) -> bool:
     if lay.segment_at(prev.start) != lay.segment_at(span.start):
         return False
     gap = low[prev.end : span.opener if span.opener >= prev.end else span.start]
-    return re.fullmatch(r"\s*(?:,\s*)?(?:or|nor|and)?\s*(?:,\s*)?", gap) is not None and (span.opener == span.start or not re.search(
-        r"\b(?:a|an|the|some|several|many|lots|plenty)\b", low[span.opener : span.start]))
+    return re.fullmatch(r"\s*(?:,\s*)?(?:or|nor|and)?\s*(?:,\s*)?", gap) is not None and (
+        span.opener == span.start
+        or not re.search(r"\b(?:a|an|the|some|several|many|lots|plenty)\b", low[span.opener : span.start])
+    )
 
 
 def parse_claims(text: str, lexicon: Lexicon, *, model: str = "", sentence: int = -1) -> list[Claim]:
@@ -227,7 +311,9 @@ def parse_claims(text: str, lexicon: Lexicon, *, model: str = "", sentence: int 
         content = [w for w in words(text) if w not in _STOP and w not in _SCENE_WORDS]
         if not content:
             return []
-        return [Claim(None, "phrase", " ".join(content), head=True, model=model, sentence=sentence, spans=((0, len(text)),))]
+        return [
+            Claim(None, "phrase", " ".join(content), head=True, model=model, sentence=sentence, spans=((0, len(text)),))
+        ]
 
     attrs = _attribute_ranges(low, lexicon)
     for i, span in enumerate(spans):
@@ -240,7 +326,8 @@ def parse_claims(text: str, lexicon: Lexicon, *, model: str = "", sentence: int 
         absent = _predicate(low, span, min(nxt, lay.end) if nxt > span.end else seg_end, lexicon.attribute_pattern)
         if i and not span.negated and spans[i - 1].negated and _coordinated(low, spans[i - 1], span, lay):
             span.negated = True
-        # "cars and pedestrians are not visible": the absence said after the last noun covers those coordinated before it
+        # "cars and pedestrians are not visible": the absence said after the last noun covers those coordinated before
+        # it
         j = i
         while absent and j > 0 and not spans[j - 1].negated and _coordinated(low, spans[j - 1], spans[j], lay):
             spans[j - 1].negated = True
@@ -272,13 +359,33 @@ def parse_claims(text: str, lexicon: Lexicon, *, model: str = "", sentence: int 
         old = merged.get(key)
         where = ((span.start, span.end),)
         if old is None:
-            merged[key] = Claim(span.concept, kind, span.term, attrs_, span.count, span.approx, q, head=not merged, model=model,
-                                sentence=sentence, negated=span.negated, spans=where)
+            merged[key] = Claim(
+                span.concept,
+                kind,
+                span.term,
+                attrs_,
+                span.count,
+                span.approx,
+                q,
+                head=not merged,
+                model=model,
+                sentence=sentence,
+                negated=span.negated,
+                spans=where,
+            )
         else:
             merged[key] = Claim(
-                span.concept, kind, span.term if old.count is None and span.count is not None else old.term,
+                span.concept,
+                kind,
+                span.term if old.count is None and span.count is not None else old.term,
                 tuple(dict.fromkeys(old.attributes + attrs_)),
-                old.count if old.count is not None else span.count, old.approx or span.approx,
-                tuple(sorted(dict(old.quantities + q).items())), old.head, model, sentence, span.negated, old.spans + where,
+                old.count if old.count is not None else span.count,
+                old.approx or span.approx,
+                tuple(sorted(dict(old.quantities + q).items())),
+                old.head,
+                model,
+                sentence,
+                span.negated,
+                old.spans + where,
             )
     return list(merged.values())

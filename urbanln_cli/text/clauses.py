@@ -33,31 +33,92 @@ _STRONG = re.compile(
 )
 # a phrase starts at these (a comma, or the space before a preposition or relative word)
 _WEAK_WORDS = (
-    "with", "without", "on", "in", "at", "near", "beside", "besides", "behind", "along", "alongside", "across", "around",
-    "between", "from", "into", "onto", "through", "throughout", "under", "over", "next to", "close to", "surrounded by",
-    "surrounded with", "including", "such as", "where", "which", "that", "who", "whose", "as well as", "among", "amid",
-    "amongst", "toward", "towards", "lined with", "lined by", "dotted with", "covered with", "covered by", "filled with",
-    "located", "situated", "bordered by", "adjacent to", "apart from", "except", "in front of", "on top of", "indicating",
-    "suggesting", "possibly", "probably", "likely", "mostly", "mainly",
+    "with",
+    "without",
+    "on",
+    "in",
+    "at",
+    "near",
+    "beside",
+    "besides",
+    "behind",
+    "along",
+    "alongside",
+    "across",
+    "around",
+    "between",
+    "from",
+    "into",
+    "onto",
+    "through",
+    "throughout",
+    "under",
+    "over",
+    "next to",
+    "close to",
+    "surrounded by",
+    "surrounded with",
+    "including",
+    "such as",
+    "where",
+    "which",
+    "that",
+    "who",
+    "whose",
+    "as well as",
+    "among",
+    "amid",
+    "amongst",
+    "toward",
+    "towards",
+    "lined with",
+    "lined by",
+    "dotted with",
+    "covered with",
+    "covered by",
+    "filled with",
+    "located",
+    "situated",
+    "bordered by",
+    "adjacent to",
+    "apart from",
+    "except",
+    "in front of",
+    "on top of",
+    "indicating",
+    "suggesting",
+    "possibly",
+    "probably",
+    "likely",
+    "mostly",
+    "mainly",
 )
-_WEAK = re.compile(r"\s*,\s*|\s+(?=(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in _WEAK_WORDS) + r")\b)", re.I)
+_WEAK = re.compile(
+    r"\s*,\s*|\s+(?=(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in _WEAK_WORDS) + r")\b)", re.I
+)
 _END = re.compile(r"[\s.!?…\"')\]]*$")
 
 # words a kept piece may not end with: the cut would leave a phrase without its object
-DANGLING = frozenset("""
-is are was were be been being am 's a an the of to with without and or nor but by in on at from into onto near beside besides
+DANGLING = frozenset(
+    """
+is are was were be been being am 's a an the of to with without and or nor but by in on at from into onto near beside
+besides
 behind along alongside across around between through throughout under over that which where who whose while as such
-including indicating suggesting showing surrounded lined dotted covered filled located situated bordered next close there
+including indicating suggesting showing surrounded lined dotted covered filled located situated bordered next close
+there
 it its their some many several few no not any both either neither than like for whether if because so also mostly mainly
 primarily likely possibly probably very quite seems appears appear seem looks look has have had can could may might will
 would should must goes go passes pass crosses cross contains contain includes include features feature shows show
 depicts depict consists consist composed made part piece lots plenty number variety mix
-""".split())
+""".split()
+)
 # words that may stand before a noun in its own noun phrase (with attributes and numbers)
-DETERMINERS = frozenset("""
+DETERMINERS = frozenset(
+    """
 a an the some several many few numerous multiple various other more most all both each every any no lots plenty of
 its their this that these those one single
-""".split())
+""".split()
+)
 _WORD = re.compile(r"[A-Za-z0-9~]+(?:[-'][A-Za-z0-9]+)*")
 
 
@@ -107,7 +168,12 @@ def layout(text: str) -> Layout:
         start, body_start, first, marker = s, e, is_strong, text[s:e].strip().lower()
     segments.append(Segment(start, body_start, end, clause, first, marker))
     opening = _WORD.search(text, 0, segments[0].end)
-    if len(segments) > 1 and segments[1].clause == 0 and opening is not None and _opens_phrase(opening.group(0).lower()):
+    if (
+        len(segments) > 1
+        and segments[1].clause == 0
+        and opening is not None
+        and _opens_phrase(opening.group(0).lower())
+    ):
         # "In the background, there are cars": the sentence's core is the phrase and what follows it
         segments[:2] = [Segment(0, 0, segments[1].end, 0, True, "")]
     return Layout(text, end, tuple(segments))
@@ -120,7 +186,8 @@ def _opens_phrase(word: str) -> bool:
 
 _OPENERS = frozenset(w for w in _WEAK_WORDS if " " not in w) | frozenset(
     "in on at of for to by from near along across behind beyond above below beside amid among around "
-    "overall additionally also furthermore moreover however meanwhile besides then".split())
+    "overall additionally also furthermore moreover however meanwhile besides then".split()
+)
 
 
 @dataclass
@@ -166,7 +233,9 @@ def cut(lay: Layout, spans: list[tuple[tuple[int, int], ...]], dropped: set[int]
     merged = _merge([(s, e) for s, e, _ in ranges])
     out = Cut(_assemble(text, lay.end, merged), merged)
     for pos in dropped:
-        out.removed_by[pos] = " ".join(text[s:e].strip(" ,;") for s, e in _merge([(s, e) for s, e, p in ranges if p == pos])).strip()
+        out.removed_by[pos] = " ".join(
+            text[s:e].strip(" ,;") for s, e in _merge([(s, e) for s, e, p in ranges if p == pos])
+        ).strip()
     for i, sp in enumerate(spans):
         if i in dropped or not sp:
             continue
@@ -229,7 +298,7 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _assemble(text: str, end: int, removed: list[tuple[int, int]]) -> str:
     body, last = [], 0
     for s, e in removed:
-        body.append(text[last:min(s, end)])
+        body.append(text[last : min(s, end)])
         last = max(last, e)
     body.append(text[last:end])
     kept = "".join(body)
@@ -245,7 +314,7 @@ def _np_start(text: str, floor: int, start: int, modifier) -> int:
     words = list(_WORD.finditer(text, floor, start))
     begin = start
     for w in reversed(words):
-        if text[w.end():begin].strip(" "):  # punctuation between: the phrase ends there
+        if text[w.end() : begin].strip(" "):  # punctuation between: the phrase ends there
             break
         low = w.group(0).lower()
         if low in DETERMINERS or low.isdigit() or modifier(low) or re.fullmatch(r"\d+(?:-\w+)?", low):
@@ -260,11 +329,11 @@ def _last_conjunct(text: str, seg: Segment, start: int, end: int, modifier) -> t
     if _WORD.search(text, end, seg.end):
         return None
     np = _np_start(text, seg.body, start, modifier)
-    m = re.search(r"(\s*,)?\s+(?:and|or|nor|as well as)\s+$|\s*,\s*$", text[seg.body:np], re.I)
+    m = re.search(r"(\s*,)?\s+(?:and|or|nor|as well as)\s+$|\s*,\s*$", text[seg.body : np], re.I)
     if m is None:
         return None
     cut_at = seg.body + m.start()
-    before = text[seg.body:cut_at]
+    before = text[seg.body : cut_at]
     if not _WORD.search(before) or re.search(r"\b(?:between|both|neither|either|from)\b", before, re.I):
         return None
     last = _WORD.findall(before)[-1].lower()

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 REASONS = ("refusal", "boilerplate", "filler", "repeated", "repetition", "too_short", "too_long")
 
 # a sentence ends at . ! ? before a capital (with a space, or without one after a word: "background.The")
-_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[a-z]{3}[.!?])(?=[A-Z][a-z])|\n\s*\n|\n(?=\s*[-*•\d])")
+_SPLIT = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[a-z]{3}[.!?])(?=[A-Z][a-z])|\n\s*\n|\n(?=\s*[-*•\d])"
+)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 _REFUSAL = re.compile(
@@ -36,7 +38,8 @@ _BOILER_PREFIX = re.compile(
 # essence of a lively city", "(The scene is) captured from an aerial perspective, providing a view of …"
 _ABOUT_THE_PICTURE = re.compile(
     r"^\s*(?:the (?:essence|spirit|beauty|charm|atmosphere) of|an? (?:sense|feeling|glimpse|snapshot) of"
-    r"|(?:captured|taken|seen|viewed|photographed|shot) from (?:an? |the )?(?:aerial|overhead|bird'?s[- ]eye|above|high|satellite|top-down)"
+    r"|(?:captured|taken|seen|viewed|photographed|shot) from (?:an? |the )?(?:aerial|overhead|bird'?s[- "
+    r"]eye|above|high|satellite|top-down)"
     r"|(?:providing|offering|giving) (?:an? |the )?(?:\w+ )?(?:view|overview|glimpse|look))\b",
     re.I,
 )
@@ -55,16 +58,23 @@ _STOP = frozenset(
 # clauses that pad a sentence without asserting anything about the place
 # Each ends where its clause ends (punctuation or the end of the text), so it never cuts a word in two.
 _CLAUSE_END = r"(?=\s*(?:[,.;:!?]|$))"
-FILLER = tuple(p + _CLAUSE_END for p in (
-    r",?\s*(?:as (?:can be |is )?(?:seen|visible|shown|evident|observed) (?:in|from) (?:the|this) (?:image|picture|photo|photograph|view|scene|above))",
-    r",\s*which (?:is|are) (?:clearly |easily |also )?(?:visible|seen|discernible)(?: from above| in the image)?",
-    r",\s*giving (?:the|this) (?:scene|area|image|landscape|place) an? [\w\s-]{1,40}?(?:character|feel|look|atmosphere|appearance|vibe)s?",
-    r",\s*in a way that is typical of [\w\s-]{1,40}",
-    r",\s*adding to the [\w\s-]{1,40}?(?:texture|character|charm|feel|atmosphere|appeal)s?(?: of the [\w\s-]{1,30})?",
-    r",\s*(?:creating|contributing to|making for) an? [\w\s-]{1,40}?(?:scene|atmosphere|environment|landscape|feel)s?",
-    r",\s*(?:possibly|probably|likely) (?:indicating|suggesting) [\w\s-]{1,120}",
-    r",\s*it seems",
-))
+FILLER = tuple(
+    p + _CLAUSE_END
+    for p in (
+        r",?\s*(?:as (?:can be |is )?(?:seen|visible|shown|evident|observed) (?:in|from) (?:the|this) "
+        r"(?:image|picture|photo|photograph|view|scene|above))",
+        r",\s*which (?:is|are) (?:clearly |easily |also )?(?:visible|seen|discernible)(?: from above| in the image)?",
+        r",\s*giving (?:the|this) (?:scene|area|image|landscape|place) an? "
+        r"[\w\s-]{1,40}?(?:character|feel|look|atmosphere|appearance|vibe)s?",
+        r",\s*in a way that is typical of [\w\s-]{1,40}",
+        r",\s*adding to the [\w\s-]{1,40}?(?:texture|character|charm|feel|atmosphere|appeal)s?(?: of the "
+        r"[\w\s-]{1,30})?",
+        r",\s*(?:creating|contributing to|making for) an? "
+        r"[\w\s-]{1,40}?(?:scene|atmosphere|environment|landscape|feel)s?",
+        r",\s*(?:possibly|probably|likely) (?:indicating|suggesting) [\w\s-]{1,120}",
+        r",\s*it seems",
+    )
+)
 _FILLER = re.compile("|".join(f"(?:{p})" for p in FILLER), re.I)
 
 
@@ -151,7 +161,9 @@ def _runaway(text: str) -> bool:
     return max(grams.count(g) for g in set(grams)) >= 4
 
 
-def clean_caption(caption: str, options: CleanOptions = CleanOptions(), enabled: bool = True) -> tuple[list[Sentence], list[Drop]]:
+def clean_caption(
+    caption: str, options: CleanOptions = CleanOptions(), enabled: bool = True
+) -> tuple[list[Sentence], list[Drop]]:
     """Split and clean a caption; returns the kept sentences and every drop with its reason."""
     raws = split_sentences(caption)
     if not enabled:

@@ -36,9 +36,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from urbanln_cli.errors import InputError
 
@@ -46,13 +47,17 @@ from urbanln_cli.errors import InputError
 # The land-use classes of the public scene benchmarks (UC Merced's 21, AID's 30, NWPU-RESISC45's 45) each
 # have a concept or a term; tests/test_lexicon.py lists them. Terms are whole words, longest match first, so
 # "mobile home park" is mobile_home_park and "power plants" power_station while "plants" alone is vegetation.
+# Hand-packed data tables (many terms a line): the formatter leaves them as written.
+# fmt: off
 _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # land use
     "residential": ("land_use", "residential area", (
-        "residential", "residential area", "residential district", "residential neighbourhood", "residential neighborhood",
+        "residential", "residential area", "residential district", "residential neighbourhood", "residential "
+            "neighborhood",
         "residential zone", "housing", "housing estate", "homes", "houses", "house", "dwellings", "suburb", "suburbs",
         "suburban area", "apartment blocks", "apartment buildings", "residential blocks", "residential buildings",
-        "residential community", "residential complex", "residential complexes", "apartment complex", "apartment complexes",
+        "residential community", "residential complex", "residential complexes", "apartment complex",
+            "apartment complexes",
         "housing complex", "housing complexes", "housing area", "housing development", "apartments", "residences",
         "villa", "villas", "residential areas")),
     "commercial": ("land_use", "commercial area", (
@@ -61,23 +66,27 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "commercial areas", "commercial zone", "commercial centre", "commercial center", "commercial complex",
         "shopping mall", "shopping malls", "malls", "shopping centres", "shopping centers", "store", "stores",
         "supermarket", "supermarkets", "market", "marketplace", "hotel", "hotels", "business park", "office park",
-        "office complex", "retail park", "commercial space", "commercial spaces", "retail spaces", "businesses", "gas station", "gas stations", "petrol station", "petrol stations")),
+        "office complex", "retail park", "commercial space", "commercial spaces", "retail spaces", "businesses",
+            "gas station", "gas stations", "petrol station", "petrol stations")),
     "industrial": ("land_use", "industrial area", (
-        "industrial", "industrial area", "industrial zone", "industrial estate", "industrial buildings", "industrial park",
+        "industrial", "industrial area", "industrial zone", "industrial estate", "industrial buildings",
+            "industrial park",
         "factory", "factories", "warehouse", "warehouses", "plant", "depot", "logistics centre",
         "industrial areas", "industrial zones", "industrial district", "industrial complex", "industrial complexes",
         "industrial facility", "industrial facilities", "industrial plants", "chemical plant", "chemical plants",
         "treatment plant", "workshop", "workshops", "factory buildings", "depots", "logistics center", "logistics park",
         "loading dock", "loading docks", "loading bay", "loading bays")),
     "downtown": ("land_use", "city centre", (
-        "city centre", "city center", "downtown", "central business district", "town centre", "town center", "urban core",
+        "city centre", "city center", "downtown", "central business district", "town centre", "town center",
+            "urban core",
         "financial district", "city core")),
     "village": ("land_use", "village", ("village", "hamlet", "rural settlement", "villages", "hamlets")),
     "farmland": ("land_use", "farmland", (
         "farmland", "cropland", "fields", "field", "farm", "farms", "agricultural land", "agricultural fields", "crops",
         "crop fields", "arable land", "paddies", "orchard", "orchards", "greenhouses", "greenhouse",
         "agricultural", "agricultural area", "agricultural areas", "farmlands", "croplands", "farm land", "farm fields",
-        "cultivated land", "cultivated fields", "paddy", "paddy fields", "rice paddies", "rice fields", "terrace", "terraces",
+        "cultivated land", "cultivated fields", "paddy", "paddy fields", "rice paddies", "rice fields", "terrace",
+            "terraces",
         "terraced fields", "rice terraces", "center pivot", "center-pivot", "centre pivot", "pivot irrigation",
         "vineyard", "vineyards", "plantation", "plantations")),
     "park": ("land_use", "park", (
@@ -85,40 +94,49 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "green areas", "city park", "public park", "urban park", "garden", "botanical garden", "recreational area",
         "recreational areas", "recreation area")),
     "open_land": ("land_use", "open land", (
-        "open land", "open field", "open fields", "grassy field", "grassy fields", "grass field", "dirt field", "sparsely built land", "vacant land", "empty land", "bare land", "barren land", "wasteland", "open space",
+        "open land", "open field", "open fields", "grassy field", "grassy fields", "grass field", "dirt field",
+            "sparsely built land", "vacant land", "empty land", "bare land", "barren land", "wasteland", "open space",
         "open spaces", "bare soil", "bare ground", "open ground", "dirt", "dirt area", "dirt lot", "vacant lot",
         "vacant lots", "empty lot", "undeveloped land")),
-    "forest": ("land_use", "forest", ("forest", "woodland", "woods", "wooded area", "forests", "woodlands", "forested area")),
+    "forest": ("land_use", "forest", ("forest", "woodland", "woods", "wooded area", "forests", "woodlands",
+        "forested area")),
     "airport": ("land_use", "airport", ("airport", "airfield", "tarmac", "apron", "airports", "airfields",
                                         "airport terminal", "terminal building", "hangar", "hangars", "control tower")),
     "water_body": ("land_use", "open water", (
         "open water", "water body", "body of water", "waterfront", "water bodies", "water", "waters", "sea", "seas",
         "ocean", "seawater", "sea water", "open sea", "bay", "gulf", "coastal waters", "waves", "foam", "foams")),
     "beach": ("land_use", "beach", (
-        "beach", "beaches", "sandy beach", "shore", "shores", "shoreline", "seashore", "coast", "coastline", "coastal area",
+        "beach", "beaches", "sandy beach", "shore", "shores", "shoreline", "seashore", "coast", "coastline",
+            "coastal area",
         "seaside")),
     "desert": ("land_use", "desert", ("desert", "deserts", "desert area", "dune", "dunes", "sand dunes", "arid land")),
     "grassland": ("land_use", "grassland", (
-        "grassland", "grasslands", "grass", "meadow", "meadows", "lawn", "lawns", "turf", "turfs", "pasture", "pastures",
+        "grassland", "grasslands", "grass", "meadow", "meadows", "lawn", "lawns", "turf", "turfs", "pasture",
+            "pastures",
         "prairie", "grassy area", "weeds")),
-    "shrubland": ("land_use", "shrubland", ("chaparral", "shrubland", "shrublands", "scrubland", "scrub", "brushland", "bushland")),
+    "shrubland": ("land_use", "shrubland", ("chaparral", "shrubland", "shrublands", "scrubland", "scrub", "brushland",
+        "bushland")),
     "wetland": ("land_use", "wetland", (
         "wetland", "wetlands", "marsh", "marshes", "marshland", "swamp", "swamps", "bog", "mudflat", "mudflats",
         "tidal flat", "tidal flats", "reed beds")),
     "mountain": ("land_use", "mountains", (
-        "mountain", "mountains", "mountainous area", "mountainous region", "mountain range", "mountainous terrain", "hill", "hills", "hillside",
+        "mountain", "mountains", "mountainous area", "mountainous region", "mountain range", "mountainous terrain",
+            "hill", "hills", "hillside",
         "hillsides", "hilly area", "hilly terrain", "valley", "valleys", "ridge", "ridges", "slope", "slopes", "peak",
         "peaks", "cliff", "cliffs")),
     "island": ("land_use", "island", ("island", "islands", "islet", "islets")),
     "snow_ice": ("land_use", "snow and ice", (
-        "snow", "snowfield", "snowfields", "sea ice", "ice", "ice floes", "iceberg", "icebergs", "snowberg", "snowbergs",
+        "snow", "snowfield", "snowfields", "sea ice", "ice", "ice floes", "iceberg", "icebergs", "snowberg",
+            "snowbergs",
         "glacier", "glaciers")),
     "golf_course": ("land_use", "golf course", (
-        "golf course", "golf courses", "golf club", "golf links", "fairway", "fairways", "putting green", "putting greens",
+        "golf course", "golf courses", "golf club", "golf links", "fairway", "fairways", "putting green",
+            "putting greens",
         "bunker", "bunkers", "sand trap", "sand traps")),
     "harbor": ("land_use", "harbour", (
         "harbor", "harbors", "harbour", "harbours", "port", "ports", "seaport", "marina", "marinas", "dock", "docks",
-        "pier", "piers", "wharf", "wharves", "quay", "quays", "jetty", "jetties", "container terminal", "container port")),
+        "pier", "piers", "wharf", "wharves", "quay", "quays", "jetty", "jetties", "container terminal",
+            "container port")),
     "mobile_home_park": ("land_use", "mobile home park", (
         "mobile home park", "mobile home parks", "mobile homes", "mobile home", "trailer park", "trailer parks",
         "caravan park", "caravan parks")),
@@ -129,16 +147,19 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "railway_station": ("land_use", "railway station", (
         "railway station", "railway stations", "train station", "train stations", "railroad station", "rail station")),
     "power_station": ("land_use", "power station", (
-        "power station", "power stations", "power plant", "power plants", "thermal power station", "thermal power plant",
+        "power station", "power stations", "power plant", "power plants", "thermal power station",
+            "thermal power plant",
         "coal power plant", "coal-fired power plant", "cooling tower", "cooling towers")),
     "construction_site": ("land_use", "construction site", (
         "construction site", "construction sites", "construction area", "construction areas", "building site",
         "building sites", "construction zone")),
-    "quarry": ("land_use", "quarry", ("quarry", "quarries", "mine", "mines", "open-pit mine", "open pit mine", "mining area", "mining site")),
+    "quarry": ("land_use", "quarry", ("quarry", "quarries", "mine", "mines", "open-pit mine", "open pit mine",
+        "mining area", "mining site")),
     "palace": ("land_use", "palace", ("palace", "palaces", "imperial palace", "royal palace", "castle", "castles")),
     # infrastructure and objects
     "building": ("object", "buildings", (
-        "building", "buildings", "structures", "structure", "block", "blocks", "tower", "towers", "skyscraper", "skyscrapers",
+        "building", "buildings", "structures", "structure", "block", "blocks", "tower", "towers", "skyscraper",
+            "skyscrapers",
         "barn", "barns", "farmhouse", "farmhouses", "shed", "sheds")),
     "road": ("object", "roads", (
         "road", "roads", "street", "streets", "street network", "road network", "avenue", "boulevard",
@@ -150,7 +171,8 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "highway", "highways", "freeway", "expressway", "motorway", "interstate",
         "freeways", "expressways", "motorways", "interchange", "interchanges", "highway interchange", "cloverleaf")),
     "railway": ("object", "railway tracks", (
-        "railway", "railway line", "railway tracks", "rail line", "rail tracks", "railroad", "train tracks", "tracks", "rail",
+        "railway", "railway line", "railway tracks", "rail line", "rail tracks", "railroad", "train tracks", "tracks",
+            "rail",
         "railways", "railroads", "railway lines", "rail lines", "train track", "railway track", "railroad track",
         "railroad tracks", "rail track", "rail yard", "railway yard", "train yard")),
     "river": ("object", "a river", (
@@ -180,42 +202,54 @@ _CONCEPTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "storage_tank": ("object", "storage tanks", (
         "storage tank", "storage tanks", "oil tank", "oil tanks", "fuel tank", "fuel tanks", "oil storage tanks",
         "tank", "tanks", "water tank", "water tanks", "gas tank", "gas tanks")),
-    "runway": ("object", "a runway", ("runway", "runways", "airstrip", "airstrips", "landing strip", "taxiway", "taxiways")),
-    "church": ("object", "a church", ("church", "churches", "cathedral", "chapel", "temple", "temples", "mosque", "mosques")),
-    "roof": ("object", "roofs", ("roof", "roofs", "roofing", "rooftops", "rooftop", "roof terrace", "roof terraces", "rooftop terrace")),
+    "runway": ("object", "a runway", ("runway", "runways", "airstrip", "airstrips", "landing strip", "taxiway",
+        "taxiways")),
+    "church": ("object", "a church", ("church", "churches", "cathedral", "chapel", "temple", "temples", "mosque",
+        "mosques")),
+    "roof": ("object", "roofs", ("roof", "roofs", "roofing", "rooftops", "rooftop", "roof terrace", "roof terraces",
+        "rooftop terrace")),
     "bridge": ("object", "a bridge", (
         "bridge", "bridges", "overpass", "overpasses", "viaduct", "viaducts", "flyover", "flyovers", "footbridge",
         "footbridges", "pedestrian bridge")),
-    "plaza": ("object", "a plaza", ("plaza", "square", "courtyard", "plazas", "squares", "courtyards", "public square")),
+    "plaza": ("object", "a plaza", ("plaza", "square", "courtyard", "plazas", "squares", "courtyards",
+        "public square")),
     "car": ("object", "cars", (
         "car", "cars", "vehicle", "vehicles", "truck", "trucks", "bus", "buses", "traffic",
         "lorry", "lorries", "van", "vans", "taxi", "taxis")),
     "bicycle": ("object", "bicycles", ("bicycle", "bicycles", "bike", "bikes")),
-    "bike_lane": ("object", "a bike lane", ("bike lane", "bike lanes", "cycle lane", "cycle path", "bike path", "bike paths", "cycle lanes", "cycle paths")),
+    "bike_lane": ("object", "a bike lane", ("bike lane", "bike lanes", "cycle lane", "cycle path", "bike path",
+        "bike paths", "cycle lanes", "cycle paths")),
     "road_marking": ("object", "road markings", (
         "road markings", "lane markings", "zebra crossing", "crosswalk", "crosswalks", "pedestrian crossing",
         "markings", "mark lines", "marking lines", "lane lines", "white lines")),
     "person": ("object", "people", (
         "people", "person", "pedestrians", "pedestrian", "crowd", "crowds", "walkers", "residents",
-        "visitors", "tourists", "travelers", "travellers", "commuters", "shoppers", "spectators", "passengers", "drivers",
+        "visitors", "tourists", "travelers", "travellers", "commuters", "shoppers", "spectators", "passengers",
+            "drivers",
         "children", "families", "joggers", "golfers", "locals")),
     "cyclist": ("object", "cyclists", ("cyclist", "cyclists")),
-    "traffic_light": ("object", "traffic lights", ("traffic light", "traffic lights", "traffic signals", "traffic signal")),
-    "road_sign": ("object", "road signs", ("road sign", "road signs", "street sign", "street signs", "signage", "signs")),
-    "street_light": ("object", "street lights", ("street light", "street lights", "streetlights", "lamp posts", "lampposts")),
+    "traffic_light": ("object", "traffic lights", ("traffic light", "traffic lights", "traffic signals",
+        "traffic signal")),
+    "road_sign": ("object", "road signs", ("road sign", "road signs", "street sign", "street signs", "signage",
+        "signs")),
+    "street_light": ("object", "street lights", ("street light", "street lights", "streetlights", "lamp posts",
+        "lampposts")),
     "sidewalk": ("object", "sidewalks", (
         "sidewalk", "sidewalks", "pavement", "pavements", "footpath", "footpaths",
         "path", "paths", "walkway", "walkways", "trail", "trails", "footway")),
     "bench": ("object", "benches", ("bench", "benches", "park bench", "park benches")),
     "fence": ("object", "a fence", ("fence", "fences", "fencing")),
     "airplane": ("object", "airplanes", (
-        "airplane", "airplanes", "aircraft", "aeroplane", "aeroplanes", "plane", "planes", "jet", "jets", "airliner", "airliners")),
+        "airplane", "airplanes", "aircraft", "aeroplane", "aeroplanes", "plane", "planes", "jet", "jets", "airliner",
+            "airliners")),
     "train": ("object", "a train", ("train", "trains", "locomotive", "freight train")),
     "boat": ("object", "boats", (
-        "boat", "boats", "ship", "ships", "vessel", "vessels", "yacht", "yachts", "sailboat", "sailboats", "ferry", "ferries",
+        "boat", "boats", "ship", "ships", "vessel", "vessels", "yacht", "yachts", "sailboat", "sailboats", "ferry",
+            "ferries",
         "barge", "barges", "cargo ship", "cargo ships", "container ship", "container ships")),
     "solar_panel": ("object", "solar panels", (
-        "solar panel", "solar panels", "solar farm", "solar farms", "solar array", "solar arrays", "photovoltaic panels",
+        "solar panel", "solar panels", "solar farm", "solar farms", "solar array", "solar arrays",
+            "photovoltaic panels",
         "solar power station", "solar power plant")),
     "sand": ("object", "sand", ("sand", "sands", "sandy area", "sandbank", "sandbanks", "sandbar", "sandbars")),
     "cloud": ("object", "clouds", ("cloud", "clouds", "cloud cover")),
@@ -252,7 +286,8 @@ _ATTRIBUTES: tuple[str, ...] = (
     "high-density", "mid-density", "low-density", "medium-density", "densely packed", "sparsely built",
     "dense", "sparse", "compact", "scattered", "crowded", "busy",
     "low-rise", "mid-rise", "high-rise", "multi-storey", "single-storey", "tall", "short",
-    "large", "small", "big", "huge", "narrow", "wide", "long", "multi-lane", "main", "major", "minor", "winding", "straight",
+    "large", "small", "big", "huge", "narrow", "wide", "long", "multi-lane", "main", "major", "minor", "winding",
+        "straight",
     "arterial", "local", "secondary", "primary", "residential", "detached", "terraced", "semi-detached",
     "dark grey", "light grey", "grey", "gray", "red", "white", "blue", "green", "brown", "beige", "black", "terracotta",
     "orange", "yellow", "tan", "dark",
@@ -268,6 +303,7 @@ NUMBER_WORDS = {
     "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "dozen": 12, "a dozen": 12,
     "dozens": 24, "hundred": 100, "hundreds": 200,
 }
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -302,11 +338,23 @@ class Lexicon:
 
     def max_gsd(self, concept: str, counted: bool) -> float | None:
         """The coarsest GSD at which a claim about ``concept`` is visible, or None (always)."""
-        limits = [v for k, v in ((concept, self.visibility.get(concept)), (f"{concept}+count", self.visibility.get(f"{concept}+count") if counted else None)) if v is not None]
+        limits = [
+            v
+            for k, v in (
+                (concept, self.visibility.get(concept)),
+                (f"{concept}+count", self.visibility.get(f"{concept}+count") if counted else None),
+            )
+            if v is not None
+        ]
         return min(limits) if limits else None
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "concepts": len(self.concepts), "terms": len(self.term_to_concept), "visibility": dict(sorted(self.visibility.items()))}
+        return {
+            "source": self.source,
+            "concepts": len(self.concepts),
+            "terms": len(self.term_to_concept),
+            "visibility": dict(sorted(self.visibility.items())),
+        }
 
 
 def _norm(text: str) -> str:
@@ -327,17 +375,27 @@ def load_lexicon(path: Path | str | None = None) -> Lexicon:
     data = _read_file(path)
     unknown = sorted(set(data) - {"concepts", "visibility", "attributes"})
     if unknown:
-        raise InputError(f"lexicon {path}: unknown table(s) {', '.join(unknown)}", hint="a lexicon has [concepts.NAME], [visibility] and [attributes] tables")
+        raise InputError(
+            f"lexicon {path}: unknown table(s) {', '.join(unknown)}",
+            hint="a lexicon has [concepts.NAME], [visibility] and [attributes] tables",
+        )
     concepts = dict(lex.concepts)
     for name, spec in (data.get("concepts") or {}).items():
         if not isinstance(spec, Mapping):
-            raise InputError(f"lexicon {path}: concepts.{name} must be a table", hint='e.g. [concepts.boat] terms = ["boat", "ship"]')
+            raise InputError(
+                f"lexicon {path}: concepts.{name} must be a table", hint='e.g. [concepts.boat] terms = ["boat", "ship"]'
+            )
         bad = sorted(set(spec) - {"terms", "kind", "label"})
         if bad:
-            raise InputError(f"lexicon {path}: concepts.{name} has unknown key(s) {', '.join(bad)}", hint="keys are terms, kind and label")
+            raise InputError(
+                f"lexicon {path}: concepts.{name} has unknown key(s) {', '.join(bad)}",
+                hint="keys are terms, kind and label",
+            )
         terms = spec.get("terms", [])
         if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
-            raise InputError(f"lexicon {path}: concepts.{name}.terms must be a list of words", hint='e.g. terms = ["boat", "ship"]')
+            raise InputError(
+                f"lexicon {path}: concepts.{name}.terms must be a list of words", hint='e.g. terms = ["boat", "ship"]'
+            )
         old = concepts.get(name)
         kind = spec.get("kind", old.kind if old else "object")
         if kind not in ("object", "land_use"):
@@ -352,9 +410,13 @@ def load_lexicon(path: Path | str | None = None) -> Lexicon:
     visibility = dict(lex.visibility)
     for name, value in (data.get("visibility") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InputError(f"lexicon {path}: visibility.{name} = {value!r} is not a GSD in metres per pixel (0 = never visible)")
+            raise InputError(
+                f"lexicon {path}: visibility.{name} = {value!r} is not a GSD in metres per pixel (0 = never visible)"
+            )
         if name.removesuffix("+count") not in concepts:
-            raise InputError(f"lexicon {path}: visibility.{name} names no concept", hint="add it under [concepts.NAME] first")
+            raise InputError(
+                f"lexicon {path}: visibility.{name} names no concept", hint="add it under [concepts.NAME] first"
+            )
         visibility[name] = float(value)
     attrs = data.get("attributes") or {}
     words = attrs.get("words", []) if isinstance(attrs, Mapping) else attrs
@@ -376,7 +438,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
             data = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"lexicon {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}", hint="check its syntax") from None
+        raise InputError(
+            f"lexicon {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}",
+            hint="check its syntax",
+        ) from None
     if not isinstance(data, dict):
         raise InputError(f"lexicon {path} must hold a table/object at the top level")
     return data

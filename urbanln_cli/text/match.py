@@ -14,8 +14,8 @@ meaning is too loosely known.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from urbanln_cli.text.claims import Claim
 

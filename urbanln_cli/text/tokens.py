@@ -58,9 +58,10 @@ def bpe_path() -> Path | None:
 
 
 def _model_config(name: str) -> dict | None:
-    """The open_clip model config of ``name`` as ``open_clip.get_model_config`` would see it, read from the JSON files."""
+    """The open_clip model config of ``name`` as ``open_clip.get_model_config`` would see it, read from the JSON
+    files."""
     if name.startswith("local-dir:"):
-        path = Path(name[len("local-dir:"):]) / "open_clip_config.json"
+        path = Path(name[len("local-dir:") :]) / "open_clip_config.json"
         try:
             return json.loads(path.read_text(encoding="utf-8")).get("model_cfg")
         except (OSError, ValueError, AttributeError):
@@ -144,7 +145,9 @@ class ClipBPE:
         self.sot_token_id, self.eot_token_id = self.encoder[special[0]], self.encoder[special[1]]
         self._special = {t: t for t in special}
         self._cache: dict[str, str] = dict(self._special)
-        self.pat = regex.compile("|".join(special) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
+        self.pat = regex.compile(
+            "|".join(special) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE
+        )
         self._punct = str.maketrans("", "", string.punctuation)
 
     def _clean(self, text: str) -> str:

@@ -38,7 +38,11 @@ def flatten(state: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any
     if isinstance(state, dict):
         return {"__dict__": [[_key(k), flatten(v, tensors, f"{path}/{k}")] for k, v in state.items()]}
     if isinstance(state, (list, tuple)):
-        return {"__list__" if isinstance(state, list) else "__tuple__": [flatten(v, tensors, f"{path}/{i}") for i, v in enumerate(state)]}
+        return {
+            "__list__" if isinstance(state, list) else "__tuple__": [
+                flatten(v, tensors, f"{path}/{i}") for i, v in enumerate(state)
+            ]
+        }
     if isinstance(state, (np.integer, np.floating)):
         return state.item()
     return state
@@ -75,7 +79,10 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
         with artifacts.safetensors_os_errors(staging / "state.safetensors"):
             save_file(tensors, str(staging / "state.safetensors"))
         artifacts.write_json_atomic(staging / "state.json", tree)
-        artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, {"schema_version": artifacts.SCHEMA_VERSION, "stage": "checkpoint", "step": step})
+        artifacts.write_json_atomic(
+            staging / artifacts.MANIFEST_NAME,
+            {"schema_version": artifacts.SCHEMA_VERSION, "stage": "checkpoint", "step": step},
+        )
     tmp = folder / ".LATEST.tmp"
     tmp.write_text(final.name)
     os.replace(tmp, folder / "LATEST")
@@ -93,7 +100,9 @@ def latest(folder: Path) -> Path | None:
     name = pointer.read_text(errors="replace").strip() if pointer.is_file() else ""
     if re.fullmatch(r"step-\d+", name) and (folder / name / "state.safetensors").is_file():
         return folder / name
-    steps = sorted(p for p in folder.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "state.safetensors").is_file())
+    steps = sorted(
+        p for p in folder.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "state.safetensors").is_file()
+    )
     if steps and pointer.is_file():
         log.warning("%s names %r; resuming from %s, the newest checkpoint", pointer, name[:80], steps[-1].name)
     return steps[-1] if steps else None
@@ -106,4 +115,6 @@ def load(path: Path) -> dict[str, Any]:
         tensors = load_file(str(path / "state.safetensors"))
         return unflatten(json.loads((path / "state.json").read_text()), tensors)
     except Exception as exc:  # safetensors raises its own SafetensorError for a damaged file
-        raise InputError(f"cannot read checkpoint {path}: {exc}", hint="remove that checkpoint folder to resume from the one before") from None
+        raise InputError(
+            f"cannot read checkpoint {path}: {exc}", hint="remove that checkpoint folder to resume from the one before"
+        ) from None

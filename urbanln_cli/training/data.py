@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import json
 import random
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -55,10 +56,24 @@ def candidates_of(value: Any) -> list[str]:
 class CaptionedTiles(Dataset):
     """Sample i: (image tensor, long tokens, short tokens, tile index)."""
 
-    def __init__(self, images, image_rows: list[int], captions: list[str], shorts: list[str], candidates: list[list[str]],
-                 transform: Callable, long_tokenizer: Callable, short_tokenizer: Callable, consensus_prob: float, seed: int,
-                 max_pixels: int | None = None):
-        self.images, self.image_rows = images, image_rows  # pyarrow column of {bytes, path}, and each sample's row in it
+    def __init__(
+        self,
+        images,
+        image_rows: list[int],
+        captions: list[str],
+        shorts: list[str],
+        candidates: list[list[str]],
+        transform: Callable,
+        long_tokenizer: Callable,
+        short_tokenizer: Callable,
+        consensus_prob: float,
+        seed: int,
+        max_pixels: int | None = None,
+    ):
+        self.images, self.image_rows = (
+            images,
+            image_rows,
+        )  # pyarrow column of {bytes, path}, and each sample's row in it
         self.captions, self.shorts, self.candidates = captions, shorts, candidates
         self.transform, self.long_tokenizer, self.short_tokenizer = transform, long_tokenizer, short_tokenizer
         self.consensus_prob, self.seed, self.epoch = consensus_prob, seed, 0
@@ -96,7 +111,9 @@ class EpochSampler(Sampler[int]):
     tail that does not fill a global batch is dropped, so every step is full.
     """
 
-    def __init__(self, size: int, global_batch: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self, size: int, global_batch: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1
+    ):
         self.size, self.global_batch, self.seed, self.epoch = size, global_batch, seed, epoch
         self.start, self.rank, self.world = start, rank, world
 
