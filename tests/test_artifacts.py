@@ -50,7 +50,7 @@ def test_failed_write_keeps_previous_output(tmp_path, monkeypatch):
     def boom(path, obj):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(artifacts, "write_json_atomic", boom)  # fails after the data is written
+    monkeypatch.setattr(artifacts.outputs, "write_json_atomic", boom)  # fails after the data is written
     with pytest.raises(RuntimeError):
         artifacts.write_dataset(_ds((7, 8, 9)), out, _manifest(rows=3), overwrite=True)
     ds, manifest = artifacts.read_dataset(out, "labels")

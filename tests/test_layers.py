@@ -5,6 +5,7 @@
   ``stages/`` imports a stage, a command or the CLI, not even inside a function, and
   the packages below it have no import cycles.
 - Every third-party package the code imports is declared in pyproject.toml.
+- No module is over 600 lines: a longer one is split along its seams.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "urbanln_cli"
 TOP = ("commands", "stages", "cli", "__main__")  # the layers allowed to import stages
+MAX_LINES = 600
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
@@ -115,3 +117,12 @@ def test_every_imported_package_is_declared():
             if not dists & declared:
                 undeclared.add(f"{top} ({', '.join(sorted(dists))})")
     assert sorted(undeclared) == []
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in _modules().values()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"split these modules (at most {MAX_LINES} lines each): {long}"

@@ -272,6 +272,6 @@ def test_api_is_backward_compatible(tmp_path):
 
 
 def test_the_sim_panels_outside_words_stay_outside():
-    # captioners/sim.py writes these on purpose so that fuse meets words outside the lexicon
+    # captioners/sim/ writes these on purpose so that fuse meets words outside the lexicon
     for word in ("thoroughfare", "townhouses", "bungalows", "watercourse", "automobiles", "teal", "neighbourhood"):
         assert concept_of(word) is None, word

@@ -25,8 +25,9 @@ from typing import Any
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UrbanlnError, UsageProblem
+from urbanln_cli.training.loop_state import cosine_with_warmup, get_rng_state, set_rng_state, truncate_metrics
+from urbanln_cli.training.run_folders import RUNS, is_run, point_latest, run_to_resume
 
-RUNS = Path("runs")
 log = logging.getLogger(__name__)
 
 
@@ -116,31 +117,9 @@ def run_folder(config: PretrainConfig) -> Path:
     if config.out is not None:
         return Path(config.out)
     if config.resume and config.name is None:
-        return _run_to_resume()
+        return run_to_resume()
     name = config.name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return RUNS / name
-
-
-def _run_to_resume() -> Path:
-    """--resume: the newest unfinished run under runs/, else the one runs/latest names (to go past --max-steps)."""
-    unfinished = []
-    for folder in RUNS.glob("*") if RUNS.is_dir() else ():
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        try:
-            manifest = artifacts.read_manifest(folder) or {}
-        except InputError:
-            continue
-        if manifest.get("stage") == "run" and manifest.get("status") == "training":
-            unfinished.append((str(manifest.get("created", "")), folder.name))
-    if unfinished:
-        return RUNS / max(unfinished)[1]
-    latest = RUNS / "latest"
-    if not latest.exists():
-        raise InputError(
-            "--resume: there is no unfinished run and no runs/latest to resume", hint="name the run with --name or -o"
-        )
-    return RUNS / latest.resolve().name
 
 
 def pretrain(
@@ -166,18 +145,11 @@ def pretrain(
 def _guard(out: Path, config: PretrainConfig) -> None:
     """Write only into a new or empty folder or a run folder; never an input, ``.``, home or ``/``."""
     artifacts.guard_path(out, inputs=(config.tiles, config.corpus))
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_run(out))):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_run(out))):
         raise OutputExistsError(
             f"{out} exists and is not an urbanln run folder, so pretrain will not write into it",
             hint="choose another --name/-o, or remove it yourself",
         )
-
-
-def _is_run(out: Path) -> bool:
-    manifest = artifacts.read_manifest(out)
-    if manifest is not None:
-        return manifest.get("stage") == "run"
-    return (out / "checkpoints" / "plan.json").is_file()  # a run killed before this version wrote manifests first
 
 
 def _pretrain(
@@ -352,7 +324,7 @@ class _Trainer:
         optimizer = torch.optim.AdamW(
             parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=cuda
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config.warmup_steps, total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(config.warmup_steps, total_steps))
 
         step, resumed_from = 0, 0
         last = checkpoint.latest(self.checkpoints)
@@ -362,7 +334,7 @@ class _Trainer:
                 step_module.load_state_dict(state["step_module"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
-                _set_rng(state["rng"], cuda)
+                set_rng_state(state["rng"], cuda)
                 step = resumed_from = int(state["progress"]["step"])
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                 raise InputError(
@@ -370,7 +342,7 @@ class _Trainer:
                     hint="remove that checkpoint folder to resume from the one before",
                 ) from None
             if self.rank == 0:
-                _truncate_metrics(self.out / "metrics.jsonl", step)  # steps after the checkpoint are run again
+                truncate_metrics(self.out / "metrics.jsonl", step)  # steps after the checkpoint are run again
 
         long_tokenizer = long_tokenizer_for(config.arch, config.context_length)
         short_tokenizer = long_tokenizer_for(config.arch, 77)  # short captions at their own length: a cheaper branch
@@ -428,7 +400,7 @@ class _Trainer:
                         "step_module": step_module.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": _get_rng(cuda),
+                        "rng": get_rng_state(cuda),
                         "progress": {"step": step, "epoch": step // steps_per_epoch},
                     },
                 )
@@ -621,79 +593,5 @@ class _Trainer:
         export_open_clip(exported, arch_config or self.config.arch, self.out)
         manifest = self._manifest(plan, steps=step, resumed_from=resumed_from, final=final, status="finished")
         artifacts.write_json_atomic(self.out / artifacts.MANIFEST_NAME, manifest)
-        _point_latest(self.out)  # only now: runs/latest always names a finished, exported model
+        point_latest(self.out)  # only now: runs/latest always names a finished, exported model
         return PretrainResult(self.out, step, resumed_from, False, final, manifest)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    if not path.is_file():
-        return
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
-    tmp = path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _cosine_with_warmup(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _get_rng(cuda: bool) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if cuda else [],
-    }
-
-
-def _set_rng(state: dict[str, Any], cuda: bool) -> None:
-    import numpy as np
-    import torch
-
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np.random.set_state(tuple(state["numpy"]))
-    torch.set_rng_state(state["torch"])
-    if cuda and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _point_latest(out: Path) -> None:
-    """runs/latest -> this run, so `urbanln embed` finds it (only for runs under runs/), atomically."""
-    if out.parent.name != RUNS.name:
-        return
-    link = out.parent / "latest"
-    if link.exists() and not link.is_symlink():
-        log.warning("%s is not a link urbanln made; left alone (the model is in %s)", link, out)
-        return
-    for stale in out.parent.glob(".latest.tmp-*"):  # left by a run killed right here
-        if not _alive(stale.name.rpartition("-")[2]):
-            artifacts.remove(stale, "leftover")
-    tmp = out.parent / f".latest.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(out.name)
-    os.replace(tmp, link)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True

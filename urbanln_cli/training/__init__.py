@@ -1,1 +1,1 @@
-"""Training plumbing for ``pretrain``: the tile/caption dataset, resumable sampling, checkpoints."""
+"""Training plumbing for ``pretrain``: the tile/caption dataset, resumable sampling, checkpoints, run folders."""
