@@ -683,6 +683,18 @@ def test_normal_runs_keep_stderr_to_urbanlns_own_lines(in_proj, cli, tmp_path):
             "-o",
             tmp_path / "probe",
         ],
+        "evaluate": [
+            "evaluate",
+            "retrieval",
+            "--tiles",
+            "data/tiles",
+            "--corpus",
+            "data/corpus",
+            "--model",
+            "data/runs/r1",
+        ],
+        "inspect": ["inspect", "data/tiles"],
+        "env": ["env", "--json"],
     }
     for name, args in runs.items():
         with warnings.catch_warnings():
