@@ -378,6 +378,7 @@ def _train_in_worker(settings: dict, embeddings: Path, threads: int):
     # A spawned worker has no CLI logging: keep library and training log lines off the demo's stderr
     # (the parent says what the demo trains; the short-caption note is in docs/synthetic-city.md).
     logging.getLogger().handlers[:] = [logging.NullHandler()]
+    logging.getLogger("urbanln_cli").handlers[:] = [logging.NullHandler()]  # (no handler at all: lastResort prints)
     logging.getLogger("urbanln_cli").propagate = False
     try:
         return "ok", _train_variant(settings, embeddings, threads)
