@@ -197,6 +197,9 @@ def test_remove_refuses_what_urbanln_did_not_make(tmp_path, monkeypatch):
     out = artifacts.write_dataset(_ds(), tmp_path / "labels", _manifest("labels"))
     foreign = tmp_path / "photos"
     foreign.mkdir()
+    (foreign / "a.png").write_bytes(b"x")
+    (tmp_path / ".photos.lock").symlink_to(foreign / "a.png")  # a lock name that is a link
+    (tmp_path / "notes.lock").write_text("mine")
     for path, stage in [
         (foreign, "labels"),
         (out, "tiles"),
@@ -204,9 +207,39 @@ def test_remove_refuses_what_urbanln_did_not_make(tmp_path, monkeypatch):
         (foreign, "partial"),
         (foreign, "leftover"),
         (tmp_path / "..", "labels"),
+        (foreign / "a.png", "staged"),  # not inside a staging folder
+        (foreign, "empty"),  # not empty
+        (tmp_path / ".photos.lock", "lock"),
+        (tmp_path / "notes.lock", "lock"),
+        (tmp_path / "..", "empty"),
     ]:
         with pytest.raises(OutputExistsError):
             artifacts.remove(path, stage)
-    assert foreign.is_dir() and out.is_dir()
+    assert (foreign / "a.png").read_bytes() == b"x" and out.is_dir() and (tmp_path / "notes.lock").exists()
     artifacts.remove(out, "labels")
     assert not out.exists()
+    staging = tmp_path / ".labels.staging-123-0123abcd"
+    staging.mkdir()
+    (staging / "data.arrow").write_bytes(b"x")
+    (tmp_path / "made").mkdir()
+    (tmp_path / ".labels.lock").write_text("123\n")
+    for path, stage in [
+        (staging / "data.arrow", "staged"),
+        (tmp_path / "made", "empty"),
+        (tmp_path / ".labels.lock", "lock"),
+        (staging, "leftover"),
+    ]:
+        artifacts.remove(path, stage)
+        assert not path.exists()
+
+
+def test_atomic_file_leaves_nothing_behind_on_failure(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    with pytest.raises(OSError), artifacts.atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    with artifacts.atomic_file(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["report.json"]

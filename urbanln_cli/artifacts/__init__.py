@@ -28,6 +28,7 @@ from urbanln_cli.artifacts.manifests import (
 )
 from urbanln_cli.artifacts.outputs import (
     PARTIAL_MARK,
+    atomic_file,
     check_output,
     guard_path,
     output_lock,
@@ -72,6 +73,7 @@ __all__ = [
     "staged_dir",
     "write_dataset",
     "write_json_atomic",
+    "atomic_file",
     "write_sharded_dataset",
     "write_tensors",
     "writing",

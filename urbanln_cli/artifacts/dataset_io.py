@@ -12,7 +12,7 @@ from typing import Any
 
 from urbanln_cli.artifacts import outputs
 from urbanln_cli.artifacts.manifests import MANIFEST_NAME, PRODUCERS, check_artifact
-from urbanln_cli.artifacts.outputs import staged_dir
+from urbanln_cli.artifacts.outputs import remove, staged_dir
 from urbanln_cli.errors import InputError, WrongArtifactError
 
 # Columns a reader cannot do without, per stage (readers may ask for more).
@@ -41,7 +41,7 @@ def write_dataset(ds, out: Path | str, manifest: Mapping[str, Any], overwrite: b
                 pass
             return write_sharded_dataset([(empty, 0)], ds.features, out, manifest, overwrite)
         finally:
-            empty.unlink(missing_ok=True)
+            remove(empty, "leftover")
     with staged_dir(out, overwrite, manifest.get("stage")) as staging:
         ds.save_to_disk(str(staging))
         outputs.write_json_atomic(staging / MANIFEST_NAME, dict(manifest))
@@ -70,7 +70,7 @@ def write_sharded_dataset(
         full = [(path, rows) for path, rows in shards if rows] or shards[:1]
         if full:
             for entry in state["_data_files"]:
-                (staging / entry["filename"]).unlink()
+                remove(staging / entry["filename"], "staged")
             names = [f"data-{i:05d}-of-{len(full):05d}.arrow" for i in range(len(full))]
             for (path, _), name in zip(full, names):
                 _link_or_copy(path, staging / name)

@@ -87,37 +87,69 @@ def _check_ours(path: Path, stage: str | None) -> dict[str, Any]:
     return manifest
 
 
-_LEFTOVER = re.compile(r"^\.?(?P<name>.+)\.(?:staging|old|tmp|empty)-[0-9a-f-]+(?:\.arrow)?$")
+_LEFTOVER = re.compile(r"^\.?(?P<name>.+)\.(?P<kind>staging|old|tmp|empty)-[0-9a-f-]+(?:\.arrow)?$")
+_LOCK = re.compile(r"^\..+\.lock$")
 
 
 def remove(path: Path | str, stage: str) -> None:
     """The one way urbanln deletes anything.
 
-    ``stage`` says what ``path`` must be: an artifact of that stage (checked by its
-    manifest), ``"partial"`` (a ``<out>.partial`` folder of resumable work),
-    ``"leftover"`` (a staging, old or temporary sibling that urbanln names
-    ``.<out>.staging-…``) or ``"checkpoint"``. Anything else is refused, as are
-    the current folder, the folders above it, home and ``/``.
+    ``stage`` says what ``path`` must be: an artifact of that stage, checked by its
+    manifest (``"checkpoint"`` too), or one of the things urbanln makes for itself:
+
+    - ``"partial"``: a ``<out>.partial`` folder of resumable work (marked, or empty);
+    - ``"leftover"``: a staging, old, temporary or empty-shard file or folder that
+      urbanln names ``.<out>.staging-…``, ``.<file>.tmp-<pid>``;
+    - ``"staged"``: a file inside one of its staging folders;
+    - ``"lock"``: a ``.<out>.lock`` file (a regular file, never a link);
+    - ``"empty"``: an empty folder (removed with rmdir, so never with anything in it).
+
+    Anything else is refused, as are the current folder, the folders above it, home and ``/``.
+    A path that does not exist is nothing to do.
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return
     _refuse_protected(path, "delete")
-    if stage == "leftover":
-        if not _LEFTOVER.match(path.name):
-            raise OutputExistsError(f"refusing to delete {path}: not an urbanln staging leftover")
-    elif stage == "partial":
-        ours = path.is_dir() and (not any(path.iterdir()) or any((path / name).exists() for name in _PARTIAL_MARKS))
-        if not path.name.endswith(".partial") or not ours:
-            raise OutputExistsError(
-                f"refusing to delete {path}: not an urbanln .partial folder", hint="remove it yourself if it is yours"
-            )
-    else:
+    check = _OWN_KINDS.get(stage)
+    if check is None:
         _check_ours(path, stage)
-    if path.is_dir() and not path.is_symlink():
+    elif not check(path):
+        raise OutputExistsError(
+            f"refusing to delete {path}: not {_KIND_NAMES[stage]}", hint="remove it yourself if it is yours"
+        )
+    if stage == "empty":
+        path.rmdir()
+    elif path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _is_partial(path: Path) -> bool:
+    ours = path.is_dir() and (not any(path.iterdir()) or any((path / name).exists() for name in _PARTIAL_MARKS))
+    return path.name.endswith(".partial") and ours
+
+
+def _is_staged(path: Path) -> bool:
+    match = _LEFTOVER.match(path.parent.name)
+    return bool(match) and match["kind"] == "staging"
+
+
+_OWN_KINDS = {
+    "leftover": lambda p: bool(_LEFTOVER.match(p.name)),
+    "partial": _is_partial,
+    "staged": _is_staged,
+    "lock": lambda p: bool(_LOCK.match(p.name)) and p.is_file() and not p.is_symlink(),
+    "empty": lambda p: p.is_dir() and not p.is_symlink() and not any(p.iterdir()),
+}
+_KIND_NAMES = {
+    "leftover": "an urbanln staging leftover",
+    "partial": "an urbanln .partial folder",
+    "staged": "a file in an urbanln staging folder",
+    "lock": "an urbanln lock file",
+    "empty": "an empty folder",
+}
 
 
 # What marks a <out>.partial folder as ours: resumable stages write one of these first.
@@ -197,11 +229,11 @@ def output_lock(out: Path | str) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(lock_path)
+            remove(lock_path, "lock")
         os.close(fd)
         for folder in created:  # nearest first: a folder made only for the lock, that nothing else filled
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+            with contextlib.suppress(OSError, OutputExistsError):
+                remove(folder, "empty")
 
 
 @contextlib.contextmanager
@@ -259,14 +291,25 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; then fsync it and rename it over ``path``.
+
+    On any failure (a full disk) the temporary file is removed at once and ``path`` is untouched.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove(tmp, "leftover")  # one this process left before (pids are reused)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        if not tmp.is_symlink():
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        remove(tmp, "leftover")  # nothing left after the rename; the half-written file after a failure
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")

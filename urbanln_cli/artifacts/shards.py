@@ -73,7 +73,7 @@ def commit_shard(tmp: Path, final: Path, report_path: Path, report: Mapping[str,
             os.fsync(f.fileno())
         os.replace(tmp, final)
     finally:  # a shard that could not be committed (a full disk) frees its space at once
-        tmp.unlink(missing_ok=True)
+        remove(tmp, "leftover")
 
 
 # ---------------------------------------------------------------- inspection

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from urbanln_cli.artifacts.manifests import PRODUCERS, check_artifact
-from urbanln_cli.artifacts.outputs import check_output
+from urbanln_cli.artifacts.outputs import atomic_file, check_output
 from urbanln_cli.artifacts.safetensors_header import _safetensors_metadata
 from urbanln_cli.errors import InputError
 
@@ -46,15 +46,8 @@ def write_tensors(
             raise ValueError(f"{name}: ids may not contain NUL characters")
         tensors[name] = np.frombuffer("\0".join(values).encode("utf-8"), dtype=np.uint8)
     meta[IDS_IN_TENSORS] = json.dumps({name: len(values) for name, values in (ids or {}).items()})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with safetensors_os_errors(tmp):
-            save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, safetensors_os_errors(tmp):
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

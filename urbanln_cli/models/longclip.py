@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from urbanln_cli.artifacts import safetensors_os_errors
+from urbanln_cli.artifacts import atomic_file, safetensors_os_errors
 from urbanln_cli.errors import InputError, ServiceUnavailable, UsageProblem
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -432,10 +432,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with safetensors_os_errors(tmp):
-            write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, safetensors_os_errors(tmp):
+        write(tmp)

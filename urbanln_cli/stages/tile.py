@@ -305,7 +305,7 @@ def _render_shard(index: int, jobs: list, tmp: str, final: str, report_path: str
             if batch:
                 writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
     except BaseException:  # a failed shard (a full disk) is garbage: free its space now, not on the next run
-        Path(tmp).unlink(missing_ok=True)
+        artifacts.remove(tmp, "leftover")
         raise
     report = {"index": index, "rows": rows, "counts": counts, "problems": problems}
     artifacts.commit_shard(Path(tmp), Path(final), Path(report_path), report)

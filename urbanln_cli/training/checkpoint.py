@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -83,9 +82,8 @@ def save(folder: Path, step: int, state: dict[str, Any]) -> Path:
             staging / artifacts.MANIFEST_NAME,
             {"schema_version": artifacts.SCHEMA_VERSION, "stage": "checkpoint", "step": step},
         )
-    tmp = folder / ".LATEST.tmp"
-    tmp.write_text(final.name)
-    os.replace(tmp, folder / "LATEST")
+    with artifacts.atomic_file(folder / "LATEST") as tmp:
+        tmp.write_text(final.name)
     for old in sorted(p for p in folder.glob("step-*") if p.is_dir() and p != final)[:-KEEP]:
         try:
             artifacts.remove(old, "checkpoint")

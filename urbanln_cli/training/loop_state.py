@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any
+
+from urbanln_cli import artifacts
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -18,9 +19,8 @@ def truncate_metrics(path: Path, step: int) -> None:
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip() and json.loads(line).get("step", 0) <= step
     ]
-    tmp = path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    with artifacts.atomic_file(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def cosine_with_warmup(warmup: int, total: int):

@@ -53,10 +53,8 @@ def point_latest(out: Path) -> None:
     for stale in out.parent.glob(".latest.tmp-*"):  # left by a run killed right here
         if not _alive(stale.name.rpartition("-")[2]):
             artifacts.remove(stale, "leftover")
-    tmp = out.parent / f".latest.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(out.name)
-    os.replace(tmp, link)
+    with artifacts.atomic_file(link) as tmp:
+        tmp.symlink_to(out.name)
 
 
 def _alive(pid: str) -> bool:
