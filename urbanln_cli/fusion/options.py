@@ -42,16 +42,16 @@ class FusionOptions:
     visibility: bool = True
     support: bool = True
     consensus: bool = True
+    # With 4 models a claim needs 1 of the 3 others (1/3 >= 0.3); with 3 models 1 of 2; with 2, the other one.
     min_support: float = 0.3
     soft_threshold: float = 0.5
     count_tolerance: float = 0.25
     min_words: int = 2
     max_words: int = 80
-    max_tokens: int = 248
-    short_tokens: int = 77
-    filter_trusted: bool = (
-        False  # apply visibility, support and the image check to trusted (human-checked) captions too
-    )
+    max_tokens: int = 248  # long caption, Long-CLIP's context
+    short_tokens: int = 77  # short caption, CLIP's context
+    # visibility, support and the image check also for captions marked trusted (human-checked)
+    filter_trusted: bool = False
 
     @classmethod
     def of(cls, config: Any) -> FusionOptions:

@@ -35,8 +35,15 @@ from urbanln_cli.captioners import GenerationOptions
 from urbanln_cli.captioners.ollama import DEFAULT_HOST
 from urbanln_cli.captioners.runner import RetryPolicy
 from urbanln_cli.errors import InputError, Interrupted, UsageProblem
-from urbanln_cli.fusion import REASONS, ClaimRef, FusionOptions, Rewrite, TileFusion, Tools
-from urbanln_cli.fusion import fuse_tile as _fuse_tile
+from urbanln_cli.fusion import (
+    REASONS,
+    ClaimRef,
+    FusionOptions,
+    Rewrite,
+    TileFusion,
+    Tools,
+    fuse_tile,  # re-exported: a FuseConfig is a FusionOptions
+)
 from urbanln_cli.image_check import ClaimQuery, Verdict
 from urbanln_cli.stages.fuse_inputs import (
     Panel,
@@ -60,24 +67,14 @@ CLIP_CHUNK_TILES = 1024
 
 
 @dataclass(frozen=True)
-class FuseConfig:
+class FuseConfig(FusionOptions):
+    """The stage's settings: the per-tile steps' (inherited from ``FusionOptions``), inputs, image steps, client."""
+
     captions: tuple[Path, ...] = (Path("captions"),)
     tiles: Path | None = Path("tiles")  # for each tile's GSD (visibility) and image (check, refine); None: not used
     gsd: float | None = None  # metres per pixel of tiles without one (no tiles artifact, or a tile it lacks)
     out: Path = Path("corpus")
     lexicon: Path | None = None  # TOML or JSON extending the built-in lexicon
-    clean: bool = True
-    visibility: bool = True
-    support: bool = True
-    consensus: bool = True
-    # With 4 models a claim needs 1 of the 3 others (1/3 >= 0.3); with 3 models 1 of 2; with 2, the other one.
-    min_support: float = 0.3
-    soft_threshold: float = 0.5
-    count_tolerance: float = 0.25
-    min_words: int = 2
-    max_words: int = 80
-    max_tokens: int = 248  # long caption, Long-CLIP's context
-    short_tokens: int = 77  # short caption, CLIP's context
     tokenizer: str = "ViT-B-16"  # open_clip tokenizer that counts tokens
     # step 5, image check
     image_check: str = "none"  # none | clip | vlm (--check)
@@ -96,7 +93,6 @@ class FuseConfig:
     image_size: int = 672
     seed: int = 0
     overwrite: bool = False
-    filter_trusted: bool = False  # visibility, support and the image check also for captions marked trusted
 
     def fusion(self) -> FusionOptions:
         """The options of the per-tile steps."""
@@ -164,18 +160,6 @@ class FuseResult:
     rows: int
     counts: dict[str, Any]
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-def fuse_tile(
-    tile_id: str,
-    captions: dict[str, str],
-    gsd: float | None,
-    config: FuseConfig,
-    tools: Tools,
-    trusted: frozenset[str] | set[str] = frozenset(),
-) -> dict[str, Any] | None:
-    """Fuse one tile's captions (model -> text) with the deterministic steps only; None when cleaning left nothing."""
-    return _fuse_tile(tile_id, captions, gsd, config.fusion(), tools, trusted)
 
 
 def _tools(config: FuseConfig) -> Tools:
