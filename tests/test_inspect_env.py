@@ -1,6 +1,7 @@
 """`urbanln inspect` on every kind of artifact, and `urbanln env`."""
 
 import json
+from importlib import metadata
 
 import numpy as np
 
@@ -53,6 +54,8 @@ def test_env_reports_versions_and_ollama_down(cli):
     for key in ("urbanln", "python", "torch", "open_clip_torch", "datasets", "rasterio", "cuda"):
         assert key in info
     assert info["ollama"].startswith("not reachable")
+    # the client's version is reported beside the server's status, not overwritten by it
+    assert info["ollama_client"] == metadata.version("ollama")
 
 
 def test_env_lists_ollama_models(cli):

@@ -9,14 +9,24 @@ from typing import Any
 
 from urbanln_cli import __version__
 
+PACKAGES = {  # distribution -> report key
+    "torch": "torch",
+    "open_clip_torch": "open_clip_torch",
+    "transformers": "transformers",
+    "datasets": "datasets",
+    "rasterio": "rasterio",
+    "ollama": "ollama_client",
+}
+
 
 def report(host: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
     info: dict[str, Any] = {"urbanln": __version__, "python": platform.python_version()}
-    for name in ("torch", "open_clip_torch", "transformers", "datasets", "rasterio", "ollama"):
+    # the Python client is "ollama_client": "ollama" is the server's status, set below
+    for name, key in PACKAGES.items():
         try:
-            info[name] = metadata.version(name)
+            info[key] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            info[name] = "not installed"
+            info[key] = "not installed"
     info.update(_gpu())
     info.update(ollama_status(host, timeout))
     return info
