@@ -295,3 +295,243 @@ def test_mask_refuses_values_that_are_not_class_ids(tmp_path, cli):
 
     with pytest.raises(UsageProblem, match="--mask-size"):
         LabelConfig(tiles=tiles, rasters=(RasterTarget.parse("lc=x.tif:mask"),), mask_size=0).check()
+
+
+# ---------------------------------------------------------------- categorical targets
+
+
+def _manifest(path):
+    return json.loads((path / "urbanln.json").read_text())
+
+
+def test_table_text_column_is_a_categorical_target(tmp_path):
+    tiles = _tiles(tmp_path, size=50, width=200, height=100)  # 8 tiles, 100 m a side
+    table = tmp_path / "t.csv"
+    table.write_text(
+        "tile,landuse,price,note\n"
+        "city/r0_c0, forest ,1.5,a\n"
+        "city/r0_c0,forest,2.5,b\n"  # a duplicate that agrees once the spaces are gone
+        "city/r0_c50,water,-,c\n"  # "-" is a missing price, not text
+        "city/r0_c100,NA,3,d\n"
+        "city/r0_c150,,4,e\n"
+        "city/r50_c0,  NA ,5,f\n"
+        "city/r50_c50,water,6,g\n"
+        "city/r50_c100,forest,7,h\n"
+        "city/r50_c100,water,8,i\n"
+        "city/r50_c100,water,9,j\n"  # duplicates that disagree: the most common class wins
+    )
+    result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", table=table, id_column="tile"))
+    assert result.targets == ["landuse", "price"] and result.categorical == ["landuse"]
+    assert len(result.warnings) == 1 and "'note'" in result.warnings[0] and "--columns" in result.warnings[0]
+    ds = datasets.load_from_disk(str(tmp_path / "l"))
+    assert ds.features["landuse"] == datasets.Value("string") and ds.features["price"] == datasets.Value("float64")
+    got = dict(zip(ds["tile_id"], ds["landuse"]))
+    assert got == {
+        "city/r0_c0": "forest",
+        "city/r0_c50": "water",
+        "city/r0_c100": None,
+        "city/r0_c150": None,
+        "city/r50_c0": None,
+        "city/r50_c50": "water",
+        "city/r50_c100": "water",
+        "city/r50_c150": None,  # not in the table
+    }
+    price = dict(zip(ds["tile_id"], ds["price"]))
+    assert price["city/r0_c0"] == 2.0 and price["city/r50_c100"] == 8.0 and math.isnan(price["city/r0_c50"])
+    manifest = _manifest(tmp_path / "l")
+    assert manifest["categorical"] == {
+        "landuse": {"classes": ["forest", "water"], "counts": {"forest": 1, "water": 3}, "missing": 4}
+    }
+    assert manifest["targets"]["landuse"]["kind"] == "categorical" and manifest["targets"]["price"]["kind"] == "numeric"
+    assert "note" in manifest["skipped_table_columns"]
+    counts = manifest["counts"]
+    assert counts["nan_landuse"] == 4 and counts["nan_price"] == 2 and counts["table_conflicts_landuse"] == 1
+    # --dup first takes the first class given; naming the id-like column takes it
+    label(
+        LabelConfig(
+            tiles=tiles, out=tmp_path / "f", table=table, id_column="tile", dup="first", columns=("landuse", "note")
+        )
+    )
+    first = _labels(tmp_path / "f")
+    assert first.loc["city/r50_c100", "landuse"] == "forest" and first.loc["city/r0_c0", "note"] == "a"
+    assert _manifest(tmp_path / "f")["categorical"]["note"]["counts"]["a"] == 1
+
+
+def test_categorical_join_by_nearest_point_and_parquet(tmp_path):
+    import pandas as pd
+
+    tiles = _tiles(tmp_path, size=100, width=200, height=100)
+    centres = datasets.load_from_disk(str(tiles)).to_pandas()
+    a, b = centres.iloc[0], centres.iloc[1]
+    table = tmp_path / "t.parquet"
+    pd.DataFrame(
+        {
+            "lon": [a.lon, a.lon, b.lon, b.lon],
+            "lat": [a.lat, a.lat, b.lat + 0.01, b.lat + 0.01],  # b's point is ~1 km away, farther than half a tile
+            "zone": pd.Categorical(["park", "park", "port", "port"]),
+        }
+    ).to_parquet(table)
+    result = label(LabelConfig(tiles=tiles, out=tmp_path / "l", table=table))
+    labels = _labels(tmp_path / "l")
+    assert result.categorical == ["zone"] and labels.loc[a.tile_id, "zone"] == "park"
+    assert pd.isna(labels.loc[b.tile_id, "zone"]) and result.counts["table_too_far"] == 1
+    assert result.counts["table_duplicate_rows"] == 2
+
+
+def test_cli_table_mixing_numbers_and_text_is_an_error(tmp_path, cli):
+    tiles = _tiles(tmp_path, size=100, width=200, height=100)
+    table = tmp_path / "t.csv"
+    table.write_text("tile,carbon,zone\ncity/r0_c0,1,3\ncity/r0_c100,2,  residential\ncity/r0_c100,2,NA\n")
+    result = cli("label", tiles, "--table", table, "--id-column", "tile", "-o", tmp_path / "l")
+    assert result.exit_code == 3 and result.stdout == "", result.output
+    assert result.stderr.startswith("error: ") and "column 'zone'" in result.stderr
+    assert "'3' (line 2)" in result.stderr and "'residential' (line 3)" in result.stderr
+    assert "hint: " in result.stderr and not (tmp_path / "l").exists()
+    # leaving it out works, and --json names the categorical targets (none here)
+    result = cli("label", tiles, "--table", table, "--id-column", "tile", "--columns", "carbon", "-o", tmp_path / "l")
+    assert result.exit_code == 0, result.output
+    assert (
+        json.loads(
+            cli(
+                "label",
+                tiles,
+                "--table",
+                table,
+                "--id-column",
+                "tile",
+                "--columns",
+                "carbon",
+                "-o",
+                tmp_path / "j",
+                "--json",
+            ).stdout
+        )["categorical"]
+        == []
+    )
+
+
+def test_cli_table_warns_about_an_id_like_text_column(tmp_path, cli):
+    tiles = _tiles(tmp_path, size=100, width=200, height=100)
+    table = tmp_path / "t.csv"
+    table.write_text("tile,kind,name\ncity/r0_c0,shop,Ann\ncity/r0_c100,shop,Bob\nother,home,Cy\nx,home,Di\n")
+    result = cli("label", tiles, "--table", table, "--id-column", "tile", "-o", tmp_path / "l", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["targets"] == ["kind"] and summary["categorical"] == ["kind"]
+    assert "warning: text column 'name'" in result.stderr and "4 distinct values in 4 rows" in result.stderr
+
+
+# ---------------------------------------------------------------- majority class of a raster
+
+
+def test_majority_class_per_tile(tmp_path):
+    # 10 m classes under 50 m tiles (5 × 5 cells each); 255 is nodata; the raster is 19 cells wide, so the
+    # right-hand tiles (cells 15..19) lose one column of cells
+    classes = np.full((1, 10, 19), 1, np.uint8)
+    t = classes[0]
+    t[0:5, 0:5] = 3
+    t[0:5, 0:5].flat[:13] = 11  # 13 × 11 beat 12 × 3
+    t[0:5, 5:10].flat[:10] = 7
+    t[0:5, 5:10].flat[10:20] = 5
+    t[0:5, 5:10].flat[20:] = 255  # a tie between 5 and 7 beside nodata: the smaller code
+    t[0:5, 10:15] = 255  # no valid cell
+    t[0:5, 15:19] = 10
+    t[0:5, 15:19].flat[:10] = 2  # 10 × 2 and 10 × 10 tie: 2, smaller as a number though "10" < "2" as text
+    t[5:10, 5:10] = 255
+    t[5:10, 5:10].flat[:5] = 9  # nodata covers most of the tile, but is not a class
+    make_geotiff(tmp_path / "lc.tif", data=classes, res=10.0, nodata=255)
+    tiles = _tiles(tmp_path, size=25, res=2.0, width=100, height=50)
+    result = label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "l",
+            rasters=(RasterTarget.parse(f"lc={tmp_path / 'lc.tif'}:majority"),),
+        )
+    )
+    assert result.targets == ["lc"] and result.categorical == ["lc"]
+    ds = datasets.load_from_disk(str(tmp_path / "l"))
+    assert ds.features["lc"] == datasets.Value("string")
+    assert dict(zip(ds["tile_id"], ds["lc"])) == {
+        "city/r0_c0": "11",
+        "city/r0_c25": "5",
+        "city/r0_c50": None,
+        "city/r0_c75": "2",
+        "city/r25_c0": "1",
+        "city/r25_c25": "9",
+        "city/r25_c50": "1",
+        "city/r25_c75": "1",
+    }
+    manifest = _manifest(tmp_path / "l")
+    assert manifest["categorical"]["lc"] == {
+        "classes": ["1", "2", "5", "9", "11"],
+        "counts": {"1": 3, "2": 1, "5": 1, "9": 1, "11": 1},
+        "missing": 1,
+    }
+    assert manifest["targets"]["lc"]["agg"] == "majority"
+    counts = manifest["counts"]
+    assert counts["nodata_lc"] == 1 and counts["nan_lc"] == 1 and counts["partial_lc"] == 2
+    assert counts["some_nodata_lc"] == 2
+
+
+def test_majority_is_the_largest_fraction_under_reprojection(tmp_path):
+    from rasterio.warp import transform_bounds
+
+    # classes on a lon/lat grid under tiles cut in UTM: footprints are sampled, not aligned
+    tiles = _tiles(tmp_path, size=30, res=2.0, width=180, height=120)
+    west, south, east, north = transform_bounds("EPSG:32633", "EPSG:4326", 500_000, 4_999_760, 500_360, 5_000_000)
+    res = 0.0004
+    rng = np.random.default_rng(3)
+    shape = (1, int((north - south) / res) + 4, int((east - west) / res) + 4)
+    make_geotiff(
+        tmp_path / "lc.tif",
+        data=rng.integers(0, 4, size=shape, dtype=np.uint8),
+        crs="EPSG:4326",
+        origin=(west - 2 * res, north + 2 * res),
+        res=res,
+    )
+    label(
+        LabelConfig(
+            tiles=tiles,
+            out=tmp_path / "l",
+            rasters=(
+                RasterTarget("top", tmp_path / "lc.tif", "majority"),
+                RasterTarget("lc", tmp_path / "lc.tif", "fractions"),
+            ),
+        )
+    )
+    labels = _labels(tmp_path / "l")
+    shares = labels[[f"lc_{k}" for k in range(4)]].fillna(0).to_numpy()
+    expected = [str(int(np.argmax(row))) for row in shares]
+    assert labels["top"].tolist() == expected and len(set(expected)) > 1
+
+
+def test_majority_refuses_a_continuous_raster(tmp_path, cli):
+    tiles = _tiles(tmp_path, size=50, width=100, height=100)
+    make_geotiff(tmp_path / "frac.tif", data=np.full((1, 10, 10), 2.5, np.float32), res=20.0)
+    result = cli("label", tiles, "--raster", f"lc={tmp_path / 'frac.tif'}:majority", "-o", tmp_path / "l")
+    assert result.exit_code == 3 and result.stdout == "", result.output
+    assert "value 2.5" in result.stderr and "not a class code" in result.stderr and ":mean" in result.stderr
+    assert not (tmp_path / "l").exists()
+
+
+def test_cli_categorical_forces_codes_to_classes(tmp_path, cli):
+    tiles = _tiles(tmp_path, size=50, width=200, height=100)
+    table = tmp_path / "t.csv"
+    rows = ["city/r0_c0,11,1", "city/r0_c50, 11 ,2", "city/r0_c100,021,3", "city/r0_c150,21,4", "city/r50_c0,NA,5"]
+    table.write_text("tile,nlcd,price\n" + "\n".join(rows) + "\n")
+    # without --categorical the codes are a number target
+    result = cli("label", tiles, "--table", table, "--id-column", "tile", "-o", tmp_path / "n", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["categorical"] == [], result.output
+    result = cli("label", tiles, "--table", table, "--id-column", "tile", "--categorical", "nlcd", "-o", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    ds = datasets.load_from_disk(str(tmp_path / "c"))
+    assert ds.features["nlcd"] == datasets.Value("string") and ds.features["price"] == datasets.Value("float64")
+    assert _manifest(tmp_path / "c")["categorical"]["nlcd"] == {
+        "classes": ["11", "021", "21"],  # whole-number codes in numeric order; "021" is a class as written
+        "counts": {"11": 2, "21": 1, "021": 1},
+        "missing": 4,
+    }
+    result = cli("label", tiles, "--raster", f"x={table}", "--categorical", "nlcd", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "no --table" in result.stderr
+    result = cli("label", tiles, "--table", table, "--id-column", "tile", "--categorical", "zone", "-o", tmp_path / "z")
+    assert result.exit_code == 3 and "no column 'zone'" in result.stderr

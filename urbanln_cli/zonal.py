@@ -5,6 +5,8 @@ as an axis-aligned rectangle there (same or aligned grid), each cell is weighted
 by the exact share of it that the tile covers, so sums over tiles that cover a
 raster add up to its total. Otherwise the footprint is sampled on a fine grid
 of points, each standing for an equal share of the tile's area in cell units.
+Class rasters are never interpolated: ``fractions`` and ``majority`` weigh each
+cell's class by the share of the tile it covers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 
 from urbanln_cli.errors import InputError
 
-AGGREGATIONS = ("sum", "mean", "max", "median", "fractions")
+AGGREGATIONS = ("sum", "mean", "max", "median", "fractions", "majority")
+TIE_RTOL = 1e-9  # class areas this close count as a tie (partial-cell weights carry rounding error)
 IN_MEMORY_CELLS = 1 << 24  # rasters up to 16M cells are read once; larger ones window by window
 EDGE_POINTS = 8  # points per footprint edge when reprojecting, so curved edges stay close
 
@@ -228,6 +231,10 @@ def aggregate(zone: Zone, how: str) -> float | dict[float, float]:
         classes, inverse = np.unique(v, return_inverse=True)
         shares = np.bincount(inverse, weights=w) / total
         return {float(c): float(s) for c, s in zip(classes, shares)}
+    if how == "majority":  # the class covering the most area; among ties, the smallest (np.unique sorts)
+        classes, inverse = np.unique(v, return_inverse=True)
+        area = np.bincount(inverse, weights=w)
+        return float(classes[np.flatnonzero(area >= area.max() * (1 - TIE_RTOL))[0]])
     raise ValueError(how)
 
 

@@ -24,12 +24,19 @@ def label(
         list[str] | None,
         typer.Option(
             help="NAME=PATH[:AGG], repeatable. AGG: sum (counts, e.g. population), mean (default), max, median, "
-            "fractions (one column per class of a categorical raster), or mask (each tile's class mask on its own "
-            "pixel grid, for `probe --task segmentation`).",
+            "fractions (one column per class of a categorical raster), majority (the class covering most of the "
+            "tile, a categorical target), or mask (each tile's class mask on its own pixel grid, for "
+            "`urbanln evaluate segmentation`).",
             show_default=False,
         ),
     ] = None,
-    table: Annotated[Path | None, typer.Option(help="CSV or parquet table of targets.", show_default=False)] = None,
+    table: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV or parquet table of targets: number columns are numeric targets, text columns categorical.",
+            show_default=False,
+        ),
+    ] = None,
     id_column: Annotated[
         str | None,
         typer.Option(
@@ -49,7 +56,17 @@ def label(
     columns: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated table columns to take. \\[default: every numeric column]", show_default=False
+            help="Comma-separated table columns to take. \\[default: every number column, and every text column "
+            "that looks like classes]",
+            show_default=False,
+        ),
+    ] = None,
+    categorical: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated table columns that hold classes even when written as numbers (codes such as 11, "
+            "21), kept as the text of each cell. \\[default: text columns only]",
+            show_default=False,
         ),
     ] = None,
     mask_size: Annotated[
@@ -68,7 +85,9 @@ def label(
 
     Raster statistics are taken over each tile's footprint, reprojected to the
     raster's CRS, weighting cells by the share the tile covers. Missing values are NaN.
-    A :mask target stores each tile's class mask (PNG, 255 = nodata) in a NAME_mask column.
+    Categorical targets (a table's text columns, :majority classes) are string
+    columns, empty where missing. A :mask target stores each tile's class mask
+    (PNG, 255 = nodata) in a NAME_mask column.
     """
     from urbanln_cli.stages.label import LabelConfig, RasterTarget
     from urbanln_cli.stages.label import label as run_label
@@ -84,18 +103,27 @@ def label(
         max_distance=max_distance,
         dup=dup.value,
         columns=tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None,
+        categorical=tuple(c.strip() for c in categorical.split(",") if c.strip()) if categorical else (),
         mask_size=mask_size,
         overwrite=overwrite,
     )
     with _common.progress_bar("labelling") as update:
         result = run_label(config, progress=update, run=_common.run_info(ctx))
+    for warning in result.warnings:
+        _common.warn(warning)
     detail = _common.describe_counts(result.counts)
     _common.summary(
         f"wrote {len(result.targets)} target(s) for {result.rows} tiles to {result.out}"
         + (f"; {detail}" if detail else "")
     )
     _common.emit(
-        {"out": str(result.out), "rows": result.rows, "targets": result.targets, "counts": result.counts}
+        {
+            "out": str(result.out),
+            "rows": result.rows,
+            "targets": result.targets,
+            "categorical": result.categorical,
+            "counts": result.counts,
+        }
         if as_json
         else result.out,
         as_json,

@@ -1,11 +1,17 @@
 """Stage ``label``: attach targets to tiles from rasters and tables (a ``labels`` artifact).
 
 Raster targets are zonal statistics over each tile's footprint (see ``zonal``),
-or, with the ``mask`` aggregation, a class raster resampled (nearest neighbour)
-onto the tile's own pixel grid and stored as a lossless PNG per tile in a
-``NAME_mask`` column (class ids 0–254; ``MASK_IGNORE`` = 255 for nodata or outside).
-Table targets join by an id column, or by the nearest point within a distance.
-Missing values are NaN, and every reason for one is counted in the manifest.
+the ``majority`` class of a class raster, or, with the ``mask`` aggregation, a
+class raster resampled (nearest neighbour) onto the tile's own pixel grid and
+stored as a lossless PNG per tile in a ``NAME_mask`` column (class ids 0–254;
+``MASK_IGNORE`` = 255 for nodata or outside). Table targets join by an id column,
+or by the nearest point within a distance (see ``label_table``).
+
+Numeric targets are float64 columns, NaN where missing. Categorical targets
+(text columns of a table, ``majority`` classes as the integer code's text, e.g.
+"11") are string columns, null where missing; the manifest's ``categorical`` field
+lists each one's classes with their tile counts. Every reason for a missing
+value is counted in the manifest.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import numpy as np
 
 from urbanln_cli import artifacts, geo, manifest_fields
 from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.stages.label_table import RESERVED, TARGET_NAME, table_targets
 from urbanln_cli.zonal import AGGREGATIONS, ZonalRaster, aggregate
 
-RESERVED = {"tile_id", "lon", "lat", "group"}
 TILE_COLUMNS = (
     "tile_id",
     "gsd",
@@ -41,7 +47,6 @@ TILE_COLUMNS = (
 RASTER_AGGS = (*AGGREGATIONS, "mask")
 MASK_IGNORE = 255  # mask pixels with no class: nodata, outside the raster, or a tile without geometry
 MAX_NODATA_LISTED = 10_000  # tiles whose nodata pixel count the manifest lists by id
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class RasterTarget:
 
     @classmethod
     def parse(cls, text: str) -> RasterTarget:
-        """``NAME=PATH[:AGG]``; AGG is one of sum, mean, max, median, fractions, mask."""
+        """``NAME=PATH[:AGG]``; AGG is one of sum, mean, max, median, fractions, majority, mask."""
         name, sep, rest = text.partition("=")
         if not sep or not name or not rest:
             raise UsageProblem(
@@ -80,7 +85,8 @@ class LabelConfig:
     lat_column: str = "lat"
     max_distance: float | None = None  # metres; default half the tile's width
     dup: str = "mean"
-    columns: tuple[str, ...] | None = None  # table columns to take; default every numeric one
+    columns: tuple[str, ...] | None = None  # table columns to take; default every numeric and class column
+    categorical: tuple[str, ...] = ()  # table columns that hold classes even when written as numbers (codes)
     mask_size: int | None = None  # mask targets: at most this many pixels a side; default the tile's own size
     overwrite: bool = False
 
@@ -91,11 +97,13 @@ class LabelConfig:
             raise UsageProblem(f"--dup {self.dup!r} is not mean or first")
         if self.max_distance is not None and self.max_distance <= 0:
             raise UsageProblem(f"--max-distance {self.max_distance} must be positive")
+        if self.categorical and self.table is None:
+            raise UsageProblem("--categorical names table columns, but no --table is given", hint="add --table PATH")
         if self.mask_size is not None and self.mask_size < 1:
             raise UsageProblem(f"--mask-size {self.mask_size} must be at least 1")
         names = [r.name for r in self.rasters]
         for name in names:
-            if not _NAME.match(name) or name in RESERVED:
+            if not TARGET_NAME.match(name) or name in RESERVED:
                 raise UsageProblem(
                     f"target name {name!r} is not allowed",
                     hint="use letters, digits and _; not tile_id, lon, lat or group",
@@ -111,6 +119,8 @@ class LabelResult:
     targets: list[str]
     counts: dict[str, int]
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+    categorical: list[str] = field(default_factory=list)  # targets that hold classes (string columns)
+    warnings: list[str] = field(default_factory=list)  # for people (the CLI prints them on stderr)
 
 
 def label(
@@ -143,16 +153,18 @@ def _label(
     done = 0
 
     masks: dict[str, list[bytes]] = {}
+    categorical: list[str] = []
+    warnings: list[str] = []
+    skipped: dict[str, str] = {}
     for target in config.rasters:
         if target.agg == "mask":
             values, target_counts, info = _mask_target(
                 tiles, target, config.mask_size, resize, lambda n, done=done: report(done + n, total)
             )
         else:
-            (values, target_counts), info = (
-                _raster_target(tiles, target, lambda n, done=done: report(done + n, total)),
-                {},
-            )
+            values, target_counts, info = _raster_target(tiles, target, lambda n, done=done: report(done + n, total))
+            if target.agg == "majority":
+                categorical.append(target.name)
         done += len(tiles)
         for name in values:
             if name in columns or name in masks:
@@ -169,25 +181,34 @@ def _label(
             **info,
         }
     if config.table is not None:
-        values, table_counts = _table_targets(tiles, config)
-        for name in values:
+        found = table_targets(tiles, config)
+        for name in found.columns:
             if name in columns or name in masks or name in RESERVED:
                 raise UsageProblem(
                     f"table column {name!r} clashes with another target", hint="pick columns with --columns"
                 )
-        columns.update(values)
-        counts.update({k: v for k, v in table_counts.items() if v})
+        columns.update(found.columns)
+        categorical += found.categorical
+        warnings += found.warnings
+        counts.update({k: v for k, v in found.counts.items() if v})
+        join = "id" if config.id_column else "nearest"
         sources.update(
             {
-                name: {"from": "table", "path": str(config.table), "join": "id" if config.id_column else "nearest"}
-                for name in values
+                name: {
+                    "from": "table",
+                    "path": str(config.table),
+                    "join": join,
+                    "kind": "categorical" if name in found.categorical else "numeric",
+                }
+                for name in found.columns
             }
         )
+        skipped = found.skipped
         report(total, total)
     for name, col in columns.items():
-        missing = int(np.isnan(col).sum())
+        missing = _missing(col).sum()
         if missing:
-            counts[f"nan_{name}"] = missing
+            counts[f"nan_{name}"] = int(missing)
 
     import datasets
 
@@ -206,7 +227,7 @@ def _label(
             "lat": datasets.Value("float64"),
             "group": datasets.Value("string"),
         }
-        | {name: datasets.Value("float64") for name in columns}
+        | {name: datasets.Value("string" if name in categorical else "float64") for name in columns}
         | {name: datasets.Value("binary") for name in masks}
     )
     ds = datasets.Dataset.from_dict(data, features=features)
@@ -222,10 +243,33 @@ def _label(
         extra={
             "targets": sources,
             "tiles_artifact": manifest_fields.field(tiles_manifest, config.tiles, "artifact_id", str),
+            "categorical": {name: class_counts(columns[name]) for name in categorical},
+            "skipped_table_columns": skipped,
         },
     )
     artifacts.write_dataset(ds, config.out, manifest, overwrite=config.overwrite)
-    return LabelResult(config.out, ds.num_rows, [*columns, *masks], counts, manifest)
+    return LabelResult(config.out, ds.num_rows, [*columns, *masks], counts, manifest, categorical, warnings)
+
+
+def _missing(col: np.ndarray) -> np.ndarray:
+    if col.dtype == object:
+        return np.fromiter((not isinstance(v, str) for v in col), bool, len(col))
+    return np.isnan(col)
+
+
+def class_counts(col: np.ndarray) -> dict[str, Any]:
+    """A class column's classes (whole-number codes in numeric order, then names) and tiles per class."""
+    names, n = np.unique(np.asarray([v for v in col if isinstance(v, str)], dtype=str), return_counts=True)
+    order = sorted(range(len(names)), key=lambda i: _class_key(str(names[i])))
+    return {
+        "classes": [str(names[i]) for i in order],
+        "counts": {str(names[i]): int(n[i]) for i in order},
+        "missing": int(len(col) - n.sum()),
+    }
+
+
+def _class_key(name: str) -> tuple[int, int, str]:
+    return (0, int(name), name) if re.fullmatch(r"-?\d+", name) else (1, 0, name)
 
 
 # ---------------------------------------------------------------- rasters
@@ -242,11 +286,17 @@ def _footprint(tile) -> tuple[str, tuple[float, float, float, float]] | None:
     return None
 
 
-def _raster_target(tiles, target: RasterTarget, on_progress) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def _raster_target(tiles, target: RasterTarget, on_progress):
+    """A zonal statistic per tile: ({column: values}, counts, manifest info)."""
     raster = ZonalRaster(target.path)
     counts = {"outside": 0, "nodata": 0, "partial": 0, "some_nodata": 0, "no_geometry": 0}
     results: list[Any] = []
+    info: dict[str, Any] = {}
     try:
+        if target.agg == "majority":
+            names = raster.class_names()
+            info = {"rule": "the class covering most of the tile; ties go to the smallest code"}
+            info |= {"names": {str(k): v for k, v in sorted(names.items())}} if names else {}
         for i, tile in enumerate(tiles.itertuples(index=False)):
             footprint = _footprint(tile)
             if footprint is None:
@@ -256,20 +306,35 @@ def _raster_target(tiles, target: RasterTarget, on_progress) -> tuple[dict[str, 
                 zone = raster.zone(*footprint)
                 if zone.status != "ok":
                     counts[zone.status] += 1
+                if target.agg == "majority":
+                    _check_class_codes(zone.values, target, tile.tile_id)
                 results.append(aggregate(zone, target.agg))
             if i % 64 == 63:
                 on_progress(i + 1)
     finally:
         raster.close()
     on_progress(len(tiles))
+    if target.agg == "majority":  # the code's text, so that "11" stays a class and not a quantity
+        codes = [None if math.isnan(r) else str(int(r)) for r in results]
+        return {target.name: np.asarray(codes, dtype=object)}, counts, info
     if target.agg != "fractions":
-        return {target.name: np.asarray(results, np.float64)}, counts
+        return {target.name: np.asarray(results, np.float64)}, counts, info
     classes = sorted({c for r in results for c in r})
     columns = {}
     for c in classes:
         label = f"{target.name}_{int(c) if float(c).is_integer() else c}"
         columns[label] = np.asarray([r.get(c, 0.0) if r else math.nan for r in results], np.float64)
-    return columns, counts
+    return columns, counts, info
+
+
+def _check_class_codes(values: np.ndarray, target: RasterTarget, tile_id: str) -> None:
+    """A majority needs whole-number class codes; a fraction means a continuous raster."""
+    bad = values[values != np.round(values)]
+    if bad.size:
+        raise InputError(
+            f"{target.path}: value {bad[0]:g} under tile {tile_id} is not a class code (a whole number)",
+            hint=f"majority needs a categorical raster such as land cover; use :mean or :median for {target.name}",
+        )
 
 
 def _mask_target(tiles, target: RasterTarget, mask_size: int | None, resize: int | None, on_progress):
@@ -351,131 +416,3 @@ def _class_ids(values: np.ma.MaskedArray, target: RasterTarget, tile_id: str) ->
                 f"or use :mean or :fractions for {target.name}",
             )
     return np.where(valid, data, MASK_IGNORE).astype(np.uint8)
-
-
-# ---------------------------------------------------------------- tables
-
-
-def _read_table(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        raise InputError(f"table not found: {path}", hint="pass a CSV or parquet file to --table")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    except Exception as exc:  # pandas/pyarrow raise many parser error types
-        raise InputError(
-            f"cannot read table {path}: {exc}", hint="check that it is a valid CSV or parquet file"
-        ) from None
-    raise InputError(f"unsupported table format: {path}", hint="use .csv, .tsv or .parquet")
-
-
-def _table_targets(tiles, config: LabelConfig) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    import pandas as pd
-
-    table = _read_table(config.table)
-    keys = [config.id_column] if config.id_column else [config.lon_column, config.lat_column]
-    missing = [k for k in keys if k not in table.columns]
-    if missing:
-        raise InputError(
-            f"{config.table} has no column {', '.join(repr(m) for m in missing)}",
-            hint=f"its columns are: {', '.join(map(str, table.columns))}",
-        )
-    skip = {config.id_column, config.lon_column, config.lat_column}
-    if config.columns:
-        unknown = [c for c in config.columns if c not in table.columns]
-        if unknown:
-            raise InputError(
-                f"{config.table} has no column {', '.join(map(repr, unknown))}",
-                hint=f"its columns are: {', '.join(map(str, table.columns))}",
-            )
-        value_cols = list(config.columns)
-    else:
-        value_cols = [
-            c for c in table.columns if c not in skip and c not in RESERVED and pd.api.types.is_numeric_dtype(table[c])
-        ]
-    if not value_cols:
-        raise InputError(f"{config.table} has no numeric columns to use as targets", hint="name them with --columns")
-    for c in value_cols:
-        if not _NAME.match(str(c)) or c in RESERVED:
-            raise UsageProblem(f"table column {c!r} cannot be a target name", hint="rename it, or choose --columns")
-        table[c] = pd.to_numeric(table[c], errors="coerce")
-    if config.id_column:
-        return _join_by_id(tiles, table, config, value_cols)
-    return _join_nearest(tiles, table, config, value_cols)
-
-
-def _join_by_id(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    ids = table[config.id_column].astype(str)
-    grouped = table[value_cols].groupby(ids, sort=False)
-    merged = grouped.mean() if config.dup == "mean" else grouped.first()
-    duplicates = int(len(table) - len(merged))
-    aligned = merged.reindex(tiles["tile_id"].astype(str))
-    matched = int(aligned.index.isin(merged.index).sum())
-    if matched == 0:
-        raise InputError(
-            f"no tile id appears in column {config.id_column!r} of {config.table}",
-            hint=f"tile ids look like {tiles['tile_id'].iloc[0]!r}, the table's like "
-            f"{ids.iloc[0] if len(ids) else None!r}; "
-            "or join by location (omit --id-column)",
-        )
-    counts = {
-        "table_unmatched_tiles": len(tiles) - matched,
-        "table_duplicate_rows": duplicates,
-        "table_unused_rows": int(len(merged) - matched),
-    }
-    return {str(c): aligned[c].to_numpy(np.float64) for c in value_cols}, counts
-
-
-def _join_nearest(tiles, table, config: LabelConfig, value_cols) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    import pandas as pd
-    from sklearn.neighbors import BallTree
-
-    coords = [config.lat_column, config.lon_column]
-    table[coords] = table[coords].apply(pd.to_numeric, errors="coerce")
-    table = table.dropna(subset=coords)
-    # rows at the same point are duplicates: aggregate them like duplicate ids
-    grouped = table.groupby(coords, sort=False)[value_cols]
-    merged = (grouped.mean() if config.dup == "mean" else grouped.first()).reset_index()
-    duplicates = len(table) - len(merged)
-    table, points = merged, merged[coords].to_numpy(np.float64)
-    if len(points) == 0:
-        raise InputError(
-            f"{config.table} has no rows with numeric {config.lon_column}/{config.lat_column}",
-            hint="or join by id with --id-column",
-        )
-    lonlat = tiles[["lat", "lon"]].to_numpy(np.float64)
-    located = np.isfinite(lonlat).all(axis=1)
-    if not located.any():
-        raise InputError(
-            "the tiles have no lon/lat to join by location",
-            hint="join by id with --id-column, or tile with --locations",
-        )
-    if config.max_distance is not None:
-        limits = np.full(len(tiles), config.max_distance)
-    else:
-        limits = tiles["ground_w"].to_numpy(np.float64) / 2
-        if not np.isfinite(limits[located]).any():
-            raise UsageProblem(
-                "tiles have no ground sample distance to size the search", hint="pass --max-distance METRES"
-            )
-    tree = BallTree(np.radians(points), metric="haversine")
-    dist, idx = tree.query(np.radians(lonlat[located]), k=1)
-    dist_m = np.full(len(tiles), np.inf)
-    nearest = np.zeros(len(tiles), np.int64)
-    dist_m[located], nearest[located] = dist[:, 0] * geo.EARTH_RADIUS_M, idx[:, 0]
-    hit = located & (dist_m <= limits)
-    values = {}
-    for c in value_cols:
-        col = np.full(len(tiles), np.nan)
-        col[hit] = table[c].to_numpy(np.float64)[nearest[hit]]
-        values[str(c)] = col
-    counts = {
-        "table_no_location": int((~located).sum()),
-        "table_too_far": int((located & ~hit).sum()),
-        "table_duplicate_rows": duplicates,
-    }
-    return values, counts
