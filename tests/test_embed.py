@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from urbanln_cli import artifacts
+from urbanln_cli.errors import InputError
 from urbanln_cli.stages.embed import EmbedConfig, embed
 
 
@@ -91,10 +92,61 @@ def test_a_corrupt_tile_is_an_input_error(trained, tmp_path, cli, workers):
     assert " at 0x" not in result.stderr  # no memory addresses
 
 
-def test_random_baseline_copies_the_run_architecture(trained, tmp_path, monkeypatch):
+def test_random_baseline_copies_the_run_architecture(trained, tmp_path, cli):
+    _, tiles, run, _ = trained
+    result = cli(
+        "embed",
+        "--tiles",
+        tiles,
+        "--baseline",
+        "random",
+        "--model",
+        run,
+        "--workers",
+        "0",
+        "-o",
+        tmp_path / "r.safetensors",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f"random weights of urbanln-tiny from run {run}, seed 0" in result.stderr
+    arrays, meta, manifest = _load(tmp_path / "r.safetensors")
+    assert arrays["embeddings"].shape[1] == 64
+    assert meta["model"] == {"baseline": "random", "arch": "urbanln-tiny", "seed": 0, "arch_from": f"run {run}"}
+    assert manifest["models"]["source"] == meta["model"]
+
+
+def test_random_baseline_needs_an_architecture(trained, tmp_path, cli, monkeypatch):
+    """No silent ViT-B-16: without --arch or --model it stops, even where runs/latest exists."""
     _, tiles, run, _ = trained
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "latest").symlink_to(run)
     monkeypatch.chdir(tmp_path)
-    result = embed(EmbedConfig(tiles=tiles, baseline="random", out=tmp_path / "r.safetensors", workers=0))
-    assert result.dim == 64 and result.source["arch"] == "urbanln-tiny"
+    result = cli("embed", "--tiles", tiles, "--baseline", "random", "--workers", "0")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert (
+        "--baseline random needs an architecture" in result.stderr and "hint: e.g. --model runs/latest" in result.stderr
+    )
+    assert not (tmp_path / "embeddings.safetensors").exists()
+    both = cli("embed", "--tiles", tiles, "--baseline", "random", "--arch", "urbanln-tiny", "--model", run)
+    assert both.exit_code == 2 and "not both" in both.stderr
+    weights = cli("embed", "--tiles", tiles, "--baseline", "random", "--arch", "urbanln-tiny", "--pretrained", "openai")
+    assert weights.exit_code == 2 and "no --pretrained" in weights.stderr
+    unknown = cli("embed", "--tiles", tiles, "--baseline", "random", "--arch", "ViT-Q-99", "--workers", "0")
+    assert unknown.exit_code == 2 and unknown.stdout == ""
+    result = cli("embed", "--tiles", tiles, "--baseline", "random", "--arch", "urbanln-tiny", "--workers", "0")
+    assert result.exit_code == 0 and "random weights of urbanln-tiny from --arch, seed 0" in result.stderr
+    assert _load(tmp_path / "embeddings.safetensors")[1]["model"]["arch_from"] == "--arch"
+
+
+def test_random_baseline_from_a_run_that_does_not_record_its_architecture(trained, tmp_path):
+    _, tiles, run, _ = trained
+    import json
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    manifest = json.loads((copy / "urbanln.json").read_text())
+    manifest["models"].pop("arch")
+    (copy / "urbanln.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="does not record its architecture"):
+        embed(EmbedConfig(tiles=tiles, baseline="random", model=copy, out=tmp_path / "r.safetensors", workers=0))

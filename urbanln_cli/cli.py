@@ -37,6 +37,7 @@ PIPELINE = [
     "embed",
     "probe",
     "evaluate",
+    "export",
     "inspect",
     "env",
     "synth",
@@ -176,6 +177,7 @@ def _register() -> None:
         embed,
         env,
         evaluate,
+        export,
         fuse,
         inspect,
         label,
@@ -185,7 +187,7 @@ def _register() -> None:
         tile,
     )
 
-    for module in (tile, label, caption, fuse, pretrain, embed, probe, evaluate, inspect, env, synth, demo):
+    for module in (tile, label, caption, fuse, pretrain, embed, probe, evaluate, export, inspect, env, synth, demo):
         module.register(app)
 
 

@@ -7,14 +7,17 @@ under the final name. Resumable stages keep finished pieces in ``<out>.partial/`
 
 The modules: ``manifests`` (what an artifact records and checking it), ``outputs``
 (guarded, locked, atomic writing and deletion), ``dataset_io``, ``tensors``,
-``shards`` (resumable work) and ``describe``. Everything is re-exported here, so
+``shards`` (resumable work), ``describe``, ``predictions`` (a probe's, read back) and
+the export formats ``geoparquet`` and ``cog``. Everything is re-exported here, so
 callers write ``artifacts.X``.
 """
 
 from __future__ import annotations
 
+from urbanln_cli.artifacts.cog import write_cog
 from urbanln_cli.artifacts.dataset_io import REQUIRED_COLUMNS, read_dataset, write_dataset, write_sharded_dataset
 from urbanln_cli.artifacts.describe import describe
+from urbanln_cli.artifacts.geoparquet import read_geo_metadata, write_geoparquet
 from urbanln_cli.artifacts.manifests import (
     MANIFEST_NAME,
     PRODUCERS,
@@ -39,6 +42,7 @@ from urbanln_cli.artifacts.outputs import (
     write_json_atomic,
     writing,
 )
+from urbanln_cli.artifacts.predictions import probe_folder, read_predictions
 from urbanln_cli.artifacts.safetensors_header import safetensors_summary
 from urbanln_cli.artifacts.shards import ShardStore, commit_shard, partial_dir
 from urbanln_cli.artifacts.tensors import IDS_IN_TENSORS, read_tensors, safetensors_os_errors, write_tensors
@@ -62,8 +66,11 @@ __all__ = [
     "new_manifest",
     "output_lock",
     "partial_dir",
+    "probe_folder",
     "read_dataset",
+    "read_geo_metadata",
     "read_manifest",
+    "read_predictions",
     "read_tensors",
     "remove",
     "remove_leftovers",
@@ -76,5 +83,7 @@ __all__ = [
     "atomic_file",
     "write_sharded_dataset",
     "write_tensors",
+    "write_cog",
+    "write_geoparquet",
     "writing",
 ]

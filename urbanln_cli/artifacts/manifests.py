@@ -34,6 +34,7 @@ PRODUCERS = {
     "run": "urbanln pretrain --corpus corpus/",
     "embeddings": "urbanln embed",
     "probe": "urbanln probe --target NAME",
+    "export": "urbanln export --embeddings embeddings.safetensors",
 }
 
 

@@ -15,11 +15,18 @@ def embed(
     tiles: Annotated[Path, typer.Option(help="Tiles dataset.")] = Path("tiles"),
     model: Annotated[
         Path | None,
-        typer.Option(help="A `urbanln pretrain` run folder. \\[default: runs/latest]", show_default=False),
+        typer.Option(
+            help="A `urbanln pretrain` run folder; with --baseline random, the run whose architecture to copy. "
+            "\\[default: runs/latest]",
+            show_default=False,
+        ),
     ] = None,
     arch: Annotated[
         str | None,
-        typer.Option(help="open_clip architecture for --pretrained or --baseline random.", show_default=False),
+        typer.Option(
+            help="open_clip architecture for --pretrained, or for --baseline random (which needs it or --model).",
+            show_default=False,
+        ),
     ] = None,
     pretrained: Annotated[
         str | None,
@@ -65,13 +72,24 @@ def embed(
     )
     with _common.progress_bar("embedding") as update:
         result = run_embed(config, progress=update, run=_common.run_info(ctx))
-    _common.summary(f"wrote {result.rows} × {result.dim} embeddings to {result.out}")
+    _common.summary(f"wrote {result.rows} × {result.dim} embeddings{_describe(result.source)} to {result.out}")
     _common.emit(
         {"out": str(result.out), "rows": result.rows, "dim": result.dim, "source": result.source}
         if as_json
         else result.out,
         as_json,
     )
+
+
+def _describe(source: dict) -> str:
+    """' (random weights of urbanln-tiny from run runs/x, seed 0)': which model made the vectors."""
+    if source.get("baseline") == "random":
+        return f" (random weights of {source['arch']} from {source['arch_from']}, seed {source['seed']})"
+    if source.get("baseline") == "pixels":
+        return " (pixel statistics)"
+    if "pretrained" in source:
+        return f" ({source['arch']}, {source['pretrained']} weights)"
+    return f" (run {source['run']})" if "run" in source else ""
 
 
 def register(app: typer.Typer) -> None:

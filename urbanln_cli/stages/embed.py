@@ -2,9 +2,10 @@
 
 Sources: a ``pretrain`` run folder (default ``runs/latest``), any open_clip
 architecture with ``--pretrained`` weights, or a baseline for honest comparison:
-``pixels`` (colour and texture statistics) or ``random`` (the same architecture
-with random weights). Images are decoded in DataLoader workers while the model
-runs; inference mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
+``pixels`` (colour and texture statistics) or ``random`` (random weights of the
+architecture named by ``arch`` or copied from the ``model`` run: one of the two is
+required). Images are decoded in DataLoader workers while the model runs; inference
+mode, bf16 on GPU. Rows line up with ``tile_ids`` in the file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, UsageProblem
-from urbanln_cli.models.loading import EncoderSpec, load_encoder
+from urbanln_cli.models.loading import EncoderSpec, load_encoder, run_folder
 from urbanln_cli.training.data import worker_errors
 
 
@@ -26,7 +27,7 @@ from urbanln_cli.training.data import worker_errors
 class EmbedConfig:
     tiles: Path = Path("tiles")
     model: Path | None = None  # a pretrain run folder; default runs/latest
-    arch: str | None = None  # with --pretrained or --baseline random
+    arch: str | None = None  # with --pretrained; --baseline random needs it or ``model``
     pretrained: str | None = None  # an open_clip tag, a checkpoint file or local-dir:FOLDER
     baseline: str | None = None  # pixels | random
     corpus: Path | None = None  # also embed the corpus captions (text tower)
@@ -39,6 +40,8 @@ class EmbedConfig:
 
     def check(self) -> None:
         self.encoder().check()
+        if self.baseline == "random":
+            _check_random_baseline(self)
         if self.baseline == "pixels" and self.corpus is not None:
             raise UsageProblem("the pixel baseline has no text tower", hint="drop --corpus, or embed with a model")
         if self.batch_size < 1 or self.workers < 0:
@@ -48,6 +51,36 @@ class EmbedConfig:
         return EncoderSpec(
             model=self.model, arch=self.arch, pretrained=self.pretrained, baseline=self.baseline, seed=self.seed
         )
+
+
+def _check_random_baseline(config: EmbedConfig) -> None:
+    """Random weights of which architecture: the user says, never a silent default."""
+    if config.pretrained is not None:
+        raise UsageProblem("--baseline random takes no --pretrained weights", hint="drop --pretrained")
+    if config.arch is None and config.model is None:
+        raise UsageProblem(
+            "--baseline random needs an architecture: --arch NAME, or --model RUN to copy a run's",
+            hint="e.g. --model runs/latest (the run you compare with), or --arch ViT-B-16",
+        )
+    if config.arch is not None and config.model is not None:
+        raise UsageProblem(
+            "--baseline random takes --arch or --model, not both",
+            hint="--model copies the run's architecture; --arch names one",
+        )
+
+
+def random_baseline_spec(config: EmbedConfig) -> tuple[EncoderSpec, str]:
+    """The random baseline's encoder with its architecture resolved, and where the architecture came from."""
+    if config.arch is not None:
+        return EncoderSpec(arch=config.arch, baseline="random", seed=config.seed), "--arch"
+    folder = run_folder(config.model)
+    arch = ((artifacts.read_manifest(folder) or {}).get("models") or {}).get("arch")
+    if not isinstance(arch, str) or not arch:
+        raise InputError(
+            f"{config.model} does not record its architecture, so --baseline random cannot copy it",
+            hint="name it with --arch instead of --model",
+        )
+    return EncoderSpec(arch=arch, baseline="random", seed=config.seed), f"run {config.model}"
 
 
 @dataclass
@@ -106,7 +139,12 @@ def _embed(config: EmbedConfig, progress: Callable[..., None] | None, run: artif
     from urbanln_cli.models.step import pick_device
 
     device = pick_device(config.device)
-    model, transform, tokenizer, source = load_encoder(config.encoder(), device)
+    if config.baseline == "random":
+        spec, arch_from = random_baseline_spec(config)
+        model, transform, tokenizer, source = load_encoder(spec, device)
+        source["arch_from"] = arch_from
+    else:
+        model, transform, tokenizer, source = load_encoder(config.encoder(), device)
     from urbanln_cli.imagery import max_pixels_of
 
     images = _Images(tiles.data.column("image"), transform, tiles.data.column("tile_id"), max_pixels_of(tiles_manifest))
