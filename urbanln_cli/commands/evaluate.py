@@ -26,24 +26,57 @@ def retrieval(
         str | None, typer.Option(help="open_clip weights instead of a run (with --arch).", show_default=False)
     ] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture for --pretrained.", show_default=False)] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="random: rank captions and images at random (seeded by --seed), no model.", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --baseline random.")] = 0,
+    dedupe: Annotated[
+        bool,
+        typer.Option("--dedupe", help="Count a caption that a tile has twice once (default: every caption counts)."),
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Image→text and text→image R@1, R@5 and R@10."""
+    """Image→text and text→image R@1, R@5 and R@10, and mR (their mean)."""
     from urbanln_cli.stages.evaluate import RetrievalConfig
     from urbanln_cli.stages.evaluate import retrieval as run_retrieval
 
-    result = run_retrieval(
-        RetrievalConfig(tiles=tiles, corpus=corpus, model=model, pretrained=pretrained, arch=arch, device=device)
+    config = RetrievalConfig(
+        tiles=tiles,
+        corpus=corpus,
+        model=model,
+        pretrained=pretrained,
+        arch=arch,
+        baseline=baseline,
+        seed=seed,
+        dedupe=dedupe,
+        device=device,
     )
+    with _common.progress_bar("encoding") as update:
+        result = run_retrieval(config, progress=update)
     if as_json:
         _common.emit(
-            {"metrics": result.metrics, "images": result.images, "captions": result.captions, "source": result.source},
+            {
+                "metrics": result.metrics,
+                "images": result.images,
+                "captions": result.captions,
+                "duplicates": result.duplicates,
+                "dedupe": dedupe,
+                "source": result.source,
+            },
             True,
         )
         return
     typer.echo("\n".join(f"{k:<10} {v:.3f}" for k, v in result.metrics.items()))
-    _common.summary(f"{result.images} tiles, {result.captions} captions")
+    repeats = f"{result.duplicates} repeats dropped" if dedupe else f"{result.duplicates} of them repeats"
+    src = result.source
+    what = (
+        f"random ranking, seed {seed}" if baseline else src.get("run") or f"{src.get('arch')} {src.get('pretrained')}"
+    )
+    _common.summary(f"{result.images} tiles, {result.captions} captions ({repeats}); {what}")
 
 
 SEGMENT = segment_cli.Options()

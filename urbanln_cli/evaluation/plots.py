@@ -1,7 +1,8 @@
-"""PNG figures drawn with PIL alone (no matplotlib): predicted-vs-true scatters, tile maps and segmentation examples.
+"""PNG figures drawn with matplotlib's Agg canvas: predicted-vs-true scatters, tile maps, confusion matrices and
+segmentation examples.
 
-Points are rasterised with numpy, so a figure of 100,000 tiles takes well under a second.
-Text uses PIL's default font.
+Each figure is a ``matplotlib.figure.Figure`` on its own ``FigureCanvasAgg``: no pyplot, no global backend
+switch, no state shared between calls. matplotlib is imported inside the functions so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -12,128 +13,113 @@ from pathlib import Path
 
 import numpy as np
 
-WHITE = (255, 255, 255)
-INK = (40, 40, 40)
-GRID = (225, 225, 225)
-_VIRIDIS = [
-    (68, 1, 84),
-    (71, 44, 122),
-    (59, 81, 139),
-    (44, 113, 142),
-    (33, 144, 141),
-    (39, 173, 129),
-    (92, 200, 99),
-    (170, 220, 50),
-    (253, 231, 37),
-]
-_DIVERGING = [
-    (33, 102, 172),
-    (103, 169, 207),
-    (209, 229, 240),
-    (247, 247, 247),
-    (253, 219, 199),
-    (239, 138, 98),
-    (178, 24, 43),
-]
-_POINT = np.array([31, 97, 160], np.float64)
+DPI = 100
+IGNORED = (235, 235, 235)  # class 255: not scored
+NAN_GREY = "#c8c8c8"  # a tile whose value is missing
 
 
-def colormap(values01: np.ndarray, name: str = "viridis") -> np.ndarray:
-    """RGB uint8 colours for values in [0, 1] (NaN: light grey)."""
-    stops = np.asarray(_VIRIDIS if name == "viridis" else _DIVERGING, np.float64)
-    v = np.asarray(values01, np.float64)
-    nan = ~np.isfinite(v)
-    pos = np.clip(np.nan_to_num(v), 0, 1) * (len(stops) - 1)
-    lo = np.minimum(pos.astype(np.int64), len(stops) - 2)
-    frac = (pos - lo)[..., None]
-    rgb = stops[lo] * (1 - frac) + stops[lo + 1] * frac
-    rgb[nan] = 200
-    return np.round(rgb).astype(np.uint8)
+def _figure(width_in: float, height_in: float, dpi: int = DPI):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def _font(size: int = 12):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, format="png", bbox_inches="tight", pad_inches=0.15)  # long labels stay whole
+    return path
 
 
-def fmt(value: float) -> str:
-    if not math.isfinite(value):
-        return str(value)
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.2e}"
-    return f"{value:.4g}"
+def _symlog(v: np.ndarray) -> np.ndarray:
+    """matplotlib's symlog with linthresh 1, approximately: log1p for positives, mirrored for negatives."""
+    return np.sign(v) * np.log1p(np.abs(v))
 
 
-def _vertical_text(image, xy: tuple[int, int], text: str, font, fill=INK) -> None:
-    from PIL import Image, ImageDraw
-
-    left, top, right, bottom = font.getbbox(text)
-    label = Image.new("RGBA", (right - left + 2, bottom - top + 4), (255, 255, 255, 0))
-    ImageDraw.Draw(label).text((1 - left, 2 - top), text, font=font, fill=fill)
-    rotated = label.rotate(90, expand=True)
-    image.paste(rotated, (xy[0], xy[1] - rotated.height // 2), rotated)
+def _unsymlog(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.expm1(np.abs(v))
 
 
-def colorbar(
-    image,
-    box: tuple[int, int, int, int],
-    cmap: str,
-    vmin: float,
-    vmax: float,
-    font,
-    labels: Sequence[str] | None = None,
-) -> None:
-    """A vertical colour bar in ``box`` (x0, y0, x1, y1) with its top, middle and bottom values."""
-    from PIL import Image, ImageDraw
+def _log_norm(vmin: float, vmax: float):
+    from matplotlib.colors import SymLogNorm
 
-    x0, y0, x1, y1 = box
-    height = y1 - y0
-    ramp = colormap(np.linspace(1, 0, height)[:, None].repeat(x1 - x0, axis=1), cmap)
-    image.paste(Image.fromarray(ramp, "RGB"), (x0, y0))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=INK)
-    texts = labels or [fmt(vmax), fmt((vmin + vmax) / 2), fmt(vmin)]
-    for text, y in zip(texts, (y0, y0 + height // 2, y1)):
-        draw.line((x1, y, x1 + 3, y), fill=INK)
-        draw.text((x1 + 5, y), text, font=font, fill=INK, anchor="lm")
+    return SymLogNorm(linthresh=1.0, vmin=vmin, vmax=vmax, base=10)
 
 
-def _project(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lat0 = float(np.nanmean(lat)) if np.isfinite(lat).any() else 0.0
-    return np.asarray(lon, np.float64) * math.cos(math.radians(lat0)), np.asarray(lat, np.float64)
+# ---------------------------------------------------------------- scatter
 
 
-def _marker_px(px: np.ndarray, py: np.ndarray) -> int:
-    """The typical spacing between neighbouring tiles, in pixels: the side of each tile's square."""
+def scatter_figure(
+    path: Path,
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray, str]],
+    target: str,
+    log_scale: bool = False,
+    size: int = 300,
+) -> Path:
+    """Predicted against true values, one panel per embeddings file, with the y = x line.
+
+    ``panels``: (name, y_true, y_pred, subtitle such as "R² 0.81"). Pairs with a NaN or
+    infinite value are left out. Marker opacity falls with the number of points so dense
+    clouds stay readable. Axes are symmetric-log (linear within ±1) when ``log_scale``.
+    """
+    n = max(1, len(panels))
+    side = size / DPI
+    fig = _figure(n * (side + 0.9) + 0.3, side + 1.3)
+    fig.suptitle(f"{target}: predicted vs true" + (" (log axes)" if log_scale else ""), fontsize=12)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, y_true, y_pred, subtitle) in zip(axes, panels):
+        t, p = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+        ok = np.isfinite(t) & np.isfinite(p)
+        t, p = t[ok], p[ok]
+        ax.set_title(f"{name}  {subtitle}", fontsize=9)
+        ax.set_xlabel(f"true {target}", fontsize=9)
+        ax.set_ylabel("predicted", fontsize=9)
+        ax.tick_params(labelsize=8)
+        if not len(t):
+            ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+            continue
+        # limits from the 0.5-99.5th percentiles of both, padded by 3 % on the drawn scale
+        forward, inverse = (_symlog, _unsymlog) if log_scale else (lambda v: v, lambda v: v)
+        lo, hi = np.percentile(forward(np.concatenate([t, p])), [0.5, 99.5])
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        lo, hi = inverse(np.array([lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)]))
+        alpha = float(np.clip(30 / math.sqrt(len(t)), 0.04, 0.8))
+        ax.scatter(t, p, s=6 if len(t) < 5000 else 2, c="#1f61a0", alpha=alpha, linewidths=0, rasterized=True)
+        ax.plot([lo, hi], [lo, hi], color="#c83c28", linewidth=1)
+        if log_scale:
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal" if not log_scale else "auto")
+        ax.grid(True, color="#e1e1e1", linewidth=0.6)
+        ax.set_axisbelow(True)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- maps
+
+
+def _tile_grid(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, tuple[int, int]]:
+    """Cell size, column and row of each point and the grid shape: one cell per tile at the typical tile spacing
+    (at most ~800 cells a side, so a sparse, wide area merges neighbours instead of making a huge raster)."""
     from scipy.spatial import cKDTree
 
-    pts = np.unique(np.stack([px, py], axis=1), axis=0)
-    if len(pts) < 2:
-        return 6
-    if len(pts) > 20000:
-        pts = pts[np.random.default_rng(0).choice(len(pts), 20000, replace=False)]
-    dist, _ = cKDTree(pts).query(pts, k=2)
-    return int(np.clip(round(float(np.median(dist[:, 1]))), 1, 40))
-
-
-def _points_layer(
-    size: tuple[int, int], px: np.ndarray, py: np.ndarray, colours: np.ndarray, marker: int
-) -> np.ndarray:
-    w, h = size
-    canvas = np.full((h, w, 3), 255, np.uint8)
-    half = marker // 2
-    xs = np.round(px).astype(np.int64) - half
-    ys = np.round(py).astype(np.int64) - half
-    for dy in range(marker):
-        for dx in range(marker):
-            x, y = xs + dx, ys + dy
-            ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-            canvas[y[ok], x[ok]] = colours[ok]
-    return canvas
+    pts = np.unique(np.stack([x, y], axis=1), axis=0)
+    span = max(float(np.ptp(x)), float(np.ptp(y)))
+    spacing = 0.0
+    if len(pts) >= 2:
+        if len(pts) > 20000:
+            pts = pts[np.random.default_rng(0).choice(len(pts), 20000, replace=False)]
+        dist, _ = cKDTree(pts).query(pts, k=2)
+        spacing = float(np.median(dist[:, 1]))
+    cell = max(spacing, span / 800, 1e-9) if span > 0 else max(spacing, 1e-3)
+    col = np.round((x - x.min()) / cell).astype(np.int64)
+    row = np.round((y - y.min()) / cell).astype(np.int64)
+    return cell, col, row, (int(row.max()) + 1, int(col.max()) + 1)
 
 
 def map_figure(
@@ -149,172 +135,118 @@ def map_figure(
 
     ``rows``: (name, y_true, y_pred) over the same tiles as ``lon``/``lat``. True and
     predicted values share one colour scale (2nd-98th percentile of the true values,
-    on a log1p scale when ``log_scale``); residuals (prediction - truth) use a
-    diverging scale symmetric about zero.
+    symmetric-log when ``log_scale``); residuals (prediction - truth) use a diverging
+    scale symmetric about zero. Tiles with a missing value are grey; tiles without
+    coordinates are left out.
     """
-    from PIL import Image, ImageDraw
+    from matplotlib.colors import ListedColormap
 
-    font, title_font = _font(12), _font(14)
     lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
-    x, y = _project(lon, lat)
-    ok = np.isfinite(x) & np.isfinite(y)
-    bar_w, gap, top, left = 14, 78, 46, 12
-    cell_w = panel + bar_w + gap
-    row_h = panel + 34
-    image = Image.new("RGB", (left + 3 * cell_w, top + row_h * len(rows) + 8), WHITE)
-    draw = ImageDraw.Draw(image)
-    draw.text(
-        (left, 8),
-        f"{target}: true, predicted and residual per tile" + (" (colours on a log1p scale)" if log_scale else ""),
-        font=title_font,
-        fill=INK,
-    )
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    side = panel / DPI
+    tall = 1.0  # the map's height over its width
     if ok.any():
-        xmin, xmax, ymin, ymax = x[ok].min(), x[ok].max(), y[ok].min(), y[ok].max()
-        span = max(xmax - xmin, ymax - ymin) or 1.0
-        pad = 0.04 * panel
-        k = (panel - 2 * pad) / span
-        px = pad + (x - xmin) * k + (panel - 2 * pad - (xmax - xmin) * k) / 2
-        py = panel - (pad + (y - ymin) * k + (panel - 2 * pad - (ymax - ymin) * k) / 2)
-        marker = _marker_px(px[ok], py[ok])
+        cos = max(math.cos(math.radians(float(lat[ok].mean()))), 1e-6)
+        x, y = lon[ok] * cos, lat[ok]  # equal-area-ish cells, so tiles stay square
+        cell, col, row, shape = _tile_grid(x, y)
+        extent = (
+            (x.min() - cell / 2) / cos,
+            (x.min() + (shape[1] - 0.5) * cell) / cos,
+            y.min() - cell / 2,
+            y.min() + (shape[0] - 0.5) * cell,
+        )
+        tall = float(np.clip(shape[0] / shape[1], 0.4, 1.5))
+    fig = _figure(3 * (side + 1.1), max(1, len(rows)) * (side * tall + 0.6) + 0.5)
+    fig.suptitle(
+        f"{target}: true, predicted and residual per tile" + (" (colours on a log scale)" if log_scale else ""),
+        fontsize=12,
+    )
+    axes = fig.subplots(max(1, len(rows)), 3, squeeze=False)
+    missing = ListedColormap([NAN_GREY])  # under every tile: shows where the value is NaN
     for r, (name, y_true, y_pred) in enumerate(rows):
         y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-        tv, pv = (np.log1p(np.maximum(y_true, 0)), np.log1p(np.maximum(y_pred, 0))) if log_scale else (y_true, y_pred)
-        finite = np.isfinite(tv)
-        vmin, vmax = np.percentile(tv[finite], [2, 98]) if finite.any() else (0.0, 1.0)
+        finite = np.isfinite(y_true)
+        vmin, vmax = np.percentile(y_true[finite], [2, 98]) if finite.any() else (0.0, 1.0)
         if vmax <= vmin:
             vmin, vmax = vmin - 0.5, vmax + 0.5
         residual = y_pred - y_true
-        rlim = float(np.percentile(np.abs(residual[np.isfinite(residual)]), 98)) if np.isfinite(residual).any() else 1.0
+        rfinite = np.isfinite(residual)
+        rlim = float(np.percentile(np.abs(residual[rfinite]), 98)) if rfinite.any() else 1.0
         rlim = rlim or 1.0
-        oy = top + r * row_h
+        norm = _log_norm(vmin, vmax) if log_scale else None
         panels = [
-            (f"{name}: true", (tv - vmin) / (vmax - vmin), "viridis", vmin, vmax),
-            (f"{name}: predicted", (pv - vmin) / (vmax - vmin), "viridis", vmin, vmax),
-            (f"{name}: residual (pred - true)", (residual + rlim) / (2 * rlim), "diverging", -rlim, rlim),
+            (f"{name}: true", y_true, "viridis", norm, (vmin, vmax)),
+            (f"{name}: predicted", y_pred, "viridis", norm, (vmin, vmax)),
+            (f"{name}: residual (pred - true)", residual, "RdBu_r", None, (-rlim, rlim)),
         ]
-        for c, (title, values01, cmap, lo, hi) in enumerate(panels):
-            ox = left + c * cell_w
-            draw.text((ox, oy), title, font=font, fill=INK)
-            py0 = oy + 18
-            if ok.any():
-                layer = _points_layer((panel, panel), px[ok], py[ok], colormap(values01[ok], cmap), marker)
-                image.paste(Image.fromarray(layer, "RGB"), (ox, py0))
-            draw.rectangle((ox, py0, ox + panel - 1, py0 + panel - 1), outline=GRID)
-            labels = None
-            if log_scale and cmap == "viridis":
-                labels = [fmt(math.expm1(hi)), fmt(math.expm1((lo + hi) / 2)), fmt(math.expm1(lo))]
-            colorbar(
-                image,
-                (ox + panel + 6, py0 + panel // 4, ox + panel + 6 + bar_w, py0 + 3 * panel // 4),
-                cmap,
-                lo,
-                hi,
-                font,
-                labels,
+        for ax, (title, values, cmap, norm_, (lo, hi)) in zip(axes[r], panels):
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(labelsize=7)
+            if not ok.any():
+                ax.text(0.5, 0.5, "no coordinates", ha="center", va="center", transform=ax.transAxes)
+                continue
+            present = np.full(shape, np.nan)
+            present[row, col] = 1.0
+            grid = np.full(shape, np.nan)
+            grid[row, col] = values[ok]
+            aspect = 1 / cos
+            ax.imshow(present, origin="lower", extent=extent, cmap=missing, aspect=aspect, interpolation="nearest")
+            kwargs = {"norm": norm_} if norm_ is not None else {"vmin": lo, "vmax": hi}
+            image = ax.imshow(
+                grid, origin="lower", extent=extent, cmap=cmap, aspect=aspect, interpolation="nearest", **kwargs
             )
-    path = Path(path)
-    image.save(path, optimize=False)
-    return path
+            bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, extend="both")
+            bar.ax.tick_params(labelsize=7)
+    return _save(fig, path)
 
 
-def scatter_figure(
-    path: Path,
-    panels: Sequence[tuple[str, np.ndarray, np.ndarray, str]],
-    target: str,
-    log_scale: bool = False,
-    size: int = 300,
-) -> Path:
-    """Predicted against true values, one panel per embeddings file, with the y = x line.
+# ---------------------------------------------------------------- classes
 
-    ``panels``: (name, y_true, y_pred, subtitle such as "R² 0.81"). Points are shaded
-    by how many fall on a pixel, so dense clouds stay readable. Axes are log1p when ``log_scale``.
+
+def confusion_figure(path: Path, matrix: np.ndarray, classes: Sequence[str], title: str) -> None:
+    """A row-normalised confusion matrix (true classes down, predicted across) with the counts in each cell.
+
+    ``matrix``: int counts [n_true, n_pred] over ``classes``. Colour is the share of the
+    true class's tiles, so rare classes stay as visible as common ones; empty rows stay white.
     """
-    from PIL import Image, ImageDraw
-
-    font, title_font = _font(12), _font(14)
-    margin_l, margin_b, top, gap = 70, 44, 50, 30
-    cell = margin_l + size + gap
-    image = Image.new("RGB", (cell * max(1, len(panels)) + 10, top + size + margin_b + 10), WHITE)
-    draw = ImageDraw.Draw(image)
-    draw.text(
-        (10, 8), f"{target}: predicted vs true" + (" (log1p axes)" if log_scale else ""), font=title_font, fill=INK
-    )
-    tf = (lambda v: np.log1p(np.maximum(v, 0))) if log_scale else (lambda v: v)
-    inverse = math.expm1 if log_scale else (lambda v: v)
-    for i, (name, y_true, y_pred, subtitle) in enumerate(panels):
-        t, p = tf(np.asarray(y_true, np.float64)), tf(np.asarray(y_pred, np.float64))
-        ok = np.isfinite(t) & np.isfinite(p)
-        t, p = t[ok], p[ok]
-        both = np.concatenate([t, p]) if len(t) else np.array([0.0, 1.0])
-        lo, hi = np.percentile(both, [0.5, 99.5])
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        lo, hi = lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)
-        ox, oy = 10 + i * cell + margin_l, top
-        to_px = lambda v, lo=lo, hi=hi: (v - lo) / (hi - lo) * (size - 1)  # noqa: E731  (this panel's range)
-        for tick in np.linspace(lo, hi, 5):
-            g = to_px(tick)
-            draw.line((ox + g, oy, ox + g, oy + size - 1), fill=GRID)
-            draw.line((ox, oy + size - 1 - g, ox + size - 1, oy + size - 1 - g), fill=GRID)
-            draw.text((ox + g, oy + size + 7), fmt(inverse(tick)), font=font, fill=INK, anchor="mt")
-            draw.text((ox - 4, oy + size - 1 - g), fmt(inverse(tick)), font=font, fill=INK, anchor="rm")
-        counts = np.zeros((size, size), np.float64)
-        xs = np.clip(np.round(to_px(t)).astype(np.int64), 0, size - 1)
-        ys = np.clip(size - 1 - np.round(to_px(p)).astype(np.int64), 0, size - 1)
-        np.add.at(counts, (ys, xs), 1.0)
-        if len(t) < 5000:  # few points: draw each as 2 × 2 pixels
-            grown = counts.copy()
-            grown[1:, :] += counts[:-1, :]
-            grown[:, 1:] += counts[:, :-1]
-            grown[1:, 1:] += counts[:-1, :-1]
-            counts = grown
-        shade = 1 - 0.55**counts
-        area = np.array(image.crop((ox, oy, ox + size, oy + size)), np.float64)
-        area = area * (1 - shade[..., None]) + _POINT * shade[..., None]
-        image.paste(Image.fromarray(np.round(area).astype(np.uint8), "RGB"), (ox, oy))
-        draw.line((ox, oy + size - 1, ox + size - 1, oy), fill=(200, 60, 40), width=1)
-        draw.rectangle((ox, oy, ox + size - 1, oy + size - 1), outline=INK)
-        draw.text((ox, oy - 18), f"{name}  {subtitle}", font=font, fill=INK)
-        draw.text((ox + size // 2, oy + size + 22), f"true {target}", font=font, fill=INK, anchor="mt")
-        _vertical_text(image, (ox - margin_l + 2, oy + size // 2), "predicted", font)
-    path = Path(path)
-    image.save(path, optimize=False)
-    return path
-
-
-# a qualitative palette for class ids without colours of their own (tab20-like)
-_CLASS_COLOURS = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-    (174, 199, 232),
-    (255, 187, 120),
-    (152, 223, 138),
-    (255, 152, 150),
-    (197, 176, 213),
-    (196, 156, 148),
-    (247, 182, 210),
-    (199, 199, 199),
-    (219, 219, 141),
-    (158, 218, 229),
-]
-IGNORED = (235, 235, 235)
+    counts = np.asarray(matrix, np.int64)
+    n = len(classes)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({n}, {n}) for {n} classes")
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros(counts.shape, np.float64), where=totals > 0)
+    side = float(np.clip(0.42 * n + 2.6, 4.5, 16.0))
+    cell_font = float(np.clip(13 - 0.35 * n, 4.5, 11))
+    label_font = float(np.clip(13 - 0.25 * n, 6, 11))
+    fig = _figure(side + 1.2, side, dpi=110)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="share of the true class")
+    if n <= 30:  # beyond that the numbers no longer fit their cells
+        for i, j in zip(*np.nonzero(counts)):
+            ax.text(
+                j, i, str(counts[i, j]), ha="center", va="center", fontsize=cell_font,
+                color="white" if share[i, j] > 0.55 else "black",
+            )  # fmt: skip
+    ax.set_xticks(range(n), [str(c) for c in classes], rotation=0 if n <= 6 else 90, fontsize=label_font)
+    ax.set_yticks(range(n), [str(c) for c in classes], fontsize=label_font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=11)
+    _save(fig, path)
 
 
 def class_colours(classes: Sequence[int], palette: dict[int, tuple[int, int, int]] | None = None) -> np.ndarray:
-    """A 256 × 3 uint8 lookup from class id to colour: the raster's own colours where known, ignored (255) light
-    grey."""
+    """A 256 × 3 uint8 lookup from class id to colour: the raster's own colours where known, else matplotlib's
+    tab20; 255 (not scored) light grey."""
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # the ten strong colours first, then their light partners
     lut = np.zeros((256, 3), np.uint8)
     for i, c in enumerate(classes):
-        lut[c] = (palette or {}).get(int(c), _CLASS_COLOURS[i % len(_CLASS_COLOURS)])
+        default = tuple(int(round(255 * v)) for v in tab20(order[i % 20])[:3])
+        lut[int(c)] = (palette or {}).get(int(c), default)
     lut[255] = IGNORED
     return lut
 
@@ -335,56 +267,32 @@ def segmentation_figure(
     may be coarser than the image and are drawn with nearest neighbour. 255 is
     drawn light grey (not scored).
     """
-    from PIL import Image, ImageDraw
+    from matplotlib.patches import Patch
 
-    font, title_font = _font(12), _font(14)
     lut = class_colours(classes, palette)
-    top, left, gap, row_h = 40, 12, 10, panel + 24
-    legend_w = 230
-    width = left + 3 * (panel + gap) + legend_w
-    height = max(top + row_h * len(tiles) + 8, top + 18 * len(classes) + 30)
-    image = Image.new("RGB", (width, height), WHITE)
-    draw = ImageDraw.Draw(image)
-    draw.text((left, 10), title, font=title_font, fill=INK)
+    side = panel / DPI
+    n_rows = max(1, len(tiles))
+    fig = _figure(3 * (side + 0.1) + 2.6, max(n_rows * (side + 0.3) + 0.5, 0.2 * len(classes) + 0.8))
+    fig.suptitle(title, fontsize=11)
+    axes = fig.subplots(n_rows, 3, squeeze=False)
     for r, (tile_id, rgb, truth, pred) in enumerate(tiles):
-        oy = top + r * row_h
         pictures = [
-            (
-                "image",
-                Image.fromarray(np.asarray(rgb, np.uint8), "RGB").resize((panel, panel), Image.Resampling.BILINEAR),
-            ),
-            (
-                "truth",
-                Image.fromarray(lut[np.asarray(truth, np.uint8)], "RGB").resize(
-                    (panel, panel), Image.Resampling.NEAREST
-                ),
-            ),
-            (
-                "predicted",
-                Image.fromarray(lut[np.asarray(pred, np.uint8)], "RGB").resize(
-                    (panel, panel), Image.Resampling.NEAREST
-                ),
-            ),
+            (f"{tile_id}: image", np.asarray(rgb, np.uint8), "bilinear"),
+            ("truth", lut[np.asarray(truth, np.uint8)], "nearest"),
+            ("predicted", lut[np.asarray(pred, np.uint8)], "nearest"),
         ]
-        for c, (name, picture) in enumerate(pictures):
-            ox = left + c * (panel + gap)
-            draw.text((ox, oy), f"{tile_id}: {name}" if c == 0 else name, font=font, fill=INK)
-            image.paste(picture, (ox, oy + 16))
-            draw.rectangle((ox, oy + 16, ox + panel - 1, oy + 16 + panel - 1), outline=GRID)
-    lx = left + 3 * (panel + gap) + 4
-    draw.text((lx, top), "class: IoU", font=font, fill=INK)
-    for i, c in enumerate(classes):
-        y = top + 18 * (i + 1)
-        draw.rectangle((lx, y, lx + 12, y + 12), fill=tuple(int(v) for v in lut[c]), outline=INK)
+        for ax, (name, picture, interpolation) in zip(axes[r], pictures):
+            ax.imshow(picture, interpolation=interpolation)
+            ax.set_title(name, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax in axes[len(tiles) :].ravel():
+        ax.set_axis_off()
+    handles = []
+    for c in classes:
         value = iou.get(int(c))
         label = f"{c} {(names or {}).get(int(c), '')}".strip()
-        draw.text(
-            (lx + 18, y + 6),
-            f"{label}: {f'{value:.3f}' if value is not None and math.isfinite(value) else 'n/a'}",
-            font=font,
-            fill=INK,
-            anchor="lm",
-        )
-    path = Path(path)
-    image.save(path, optimize=False)
-    return path
+        shown = f"{value:.3f}" if value is not None and math.isfinite(value) else "n/a"
+        handles.append(Patch(facecolor=lut[int(c)] / 255, edgecolor="#282828", label=f"{label}: {shown}"))
+    fig.legend(handles=handles, title="class: IoU", loc="outside right upper", fontsize=8, title_fontsize=9)
+    return _save(fig, path)
