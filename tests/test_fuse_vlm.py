@@ -224,7 +224,11 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     stray = cli(*base, "--check-model", "qwen-vl")
     assert stray.exit_code == 2 and "--check-model is for --check vlm" in stray.stderr
     two = cli(*base, "--refine", "llava,qwen-vl")
-    assert two.exit_code == 2 and "--refine takes one Ollama vision model" in two.stderr
+    assert two.exit_code == 2 and "--refine takes one vision model" in two.stderr
+    no_scene = cli(*base, "--refine", "sim:precise")  # real tiles: no synthetic city to answer from
+    assert no_scene.exit_code == 2 and "sim: models need the scene of a synthetic city" in no_scene.stderr
+    mixed = cli(*base, "--check", "vlm", "--check-model", "sim:precise", "--refine", "llava", "--host", server.url)
+    assert mixed.exit_code == 2 and "sim: models and Ollama models cannot share" in mixed.stderr
     stranger = write_captions(tmp_path / "stranger", [caption_row("elsewhere/1", LLAVA, "A river.")])
     lost = cli(
         "fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url

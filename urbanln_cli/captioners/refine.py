@@ -7,6 +7,11 @@ captions and the claims that survived the checks, as structured output
 (``{"caption": "..."}``), so the rewrite can be parsed. ``fuse`` checks the
 rewrite again: claims that no surviving claim backs are dropped (``refine_new``),
 so a rewrite can reword and reorder but not add unchecked content.
+
+When the whole tile's image is a ``LocatedImage`` (it knows its tile), each crop
+is one too, naming its quadrant: the simulated panel describes that quadrant's
+part of the scene. ``parse_rewrite_prompt`` reads a rewrite prompt back into its
+draft, quadrant captions and facts (what a model is given to work from).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from urbanln_cli.captioners import content_problem, gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
+from urbanln_cli.captioners.located import located
 from urbanln_cli.imagery import QUADRANTS, quadrant_crops
 
 REWRITE_SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}}, "required": ["caption"]}
@@ -47,6 +53,32 @@ def rewrite_prompt(draft: str, local: Sequence[str], facts: Sequence[str], gsd: 
         'Reply in JSON: {"caption": "..."}.',
     ]
     return "\n".join(lines)
+
+
+_DRAFT, _LOCAL, _FACTS = "Draft caption:", "Short descriptions of its four quarters:", "Facts checked against"
+
+
+def parse_rewrite_prompt(prompt: str) -> tuple[str, list[str], list[str]] | None:
+    """(draft, the four quadrant captions, facts) of a ``rewrite_prompt``; None for any other prompt."""
+    lines = prompt.split("\n")
+    try:
+        d, q = lines.index(_DRAFT), lines.index(_LOCAL)
+        f = next(i for i, line in enumerate(lines) if line.startswith(_FACTS))
+    except (ValueError, StopIteration):
+        return None
+    draft = "\n".join(lines[d + 1 : q]).strip()
+    local = []
+    for where, line in zip(QUADRANTS, lines[q + 1 : f]):
+        prefix = f"- {where}: "
+        if not line.startswith(prefix):
+            return None
+        local.append(line[len(prefix) :])
+    facts = []
+    for line in lines[f + 1 :]:
+        if not line.startswith("- "):
+            break
+        facts.append(line[2:])
+    return (draft, local, facts) if len(local) == len(QUADRANTS) else None
 
 
 def parse_rewrite(text: str) -> str | None:
@@ -83,7 +115,11 @@ class Refiner:
             if tile_id not in crops:
                 if len(crops) >= 16:  # tiles are asked in order: keep the crops of the last few, not all
                     crops.pop(next(iter(crops)))
-                crops[tile_id] = quadrant_crops(image_of(tile_id), self.image_size, self.max_pixels)
+                whole = image_of(tile_id)
+                where = getattr(whole, "tile", None)  # a LocatedImage: each crop says which quadrant it is
+                crops[tile_id] = [
+                    located(c, where, k) for k, c in enumerate(quadrant_crops(whole, self.image_size, self.max_pixels))
+                ]
             return crops[tile_id][k]
 
         asks = [

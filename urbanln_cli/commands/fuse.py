@@ -135,7 +135,15 @@ def fuse(
         str | None,
         typer.Option(
             help="Ollama vision model that captions the four quadrants and rewrites each candidate (structured "
-            "output); the rewrite is checked again.",
+            "output); the rewrite is checked again. sim:<persona> on a synthetic city.",
+            show_default=False,
+        ),
+    ] = None,
+    scene: Annotated[
+        Path | None,
+        typer.Option(
+            help="sim: models in --check vlm or --refine: the synthetic city's scene.json. \\[default: the "
+            "scene.json beside the raster the tiles were cut from]",
             show_default=False,
         ),
     ] = None,
@@ -178,7 +186,8 @@ def fuse(
 
     --check clip|vlm lets the image confirm disputed claims (a CLIP model, or a VLM
     asked yes/no through Ollama); --refine MODEL rewrites each candidate from its
-    quadrant captions. Their answers are journaled in <out>.partial/, so a rerun
+    quadrant captions. On a synthetic city, sim:<persona> models answer both from
+    the scene (--scene). Their answers are journaled in <out>.partial/, so a rerun
     after Ctrl-C or a server failure asks only what is missing.
     """
     from urbanln_cli.captioners.aliases import resolve_models
@@ -215,6 +224,7 @@ def fuse(
         clip_pretrained=clip_pretrained,
         clip_margin=clip_margin,
         refine=_one_model(refine),
+        scene=scene,
         hosts=tuple(host or [DEFAULT_HOST]),
         concurrency=concurrency,
         timeout=timeout,
@@ -341,8 +351,10 @@ def _one_model(name: str | None) -> str | None:
     if name is None:
         return None
     tags = resolve_models(name)
-    if len(tags) != 1 or tags[0].startswith("sim:"):
-        raise UsageProblem(f"--refine takes one Ollama vision model, not {name!r}", hint="e.g. --refine qwen-vl")
+    if len(tags) != 1:
+        raise UsageProblem(
+            f"--refine takes one vision model, not {name!r}", hint="e.g. --refine qwen-vl, or sim:precise"
+        )
     return tags[0]
 
 

@@ -12,6 +12,10 @@ the steps that look at the images over every tile at once, and writes the corpus
 - refine (``refine``: an Ollama vision model, optional): quadrant captions, then
   a structured rewrite of each model's candidate, checked again (``refine_new``).
 
+Both may use ``sim:<persona>`` models on the tiles of a synthetic city: the
+simulated panel answers from the scene (``scene``, default the scene.json beside
+the tiles' raster) through the same journaled requests as Ollama models.
+
 Their answers are journaled in ``<out>.partial/``. Every drop is recorded with
 its reason and step (``dropped``) and counted (``dropped_<reason>`` in the
 manifest); tiles that kept their best cleaned candidate because every candidate
@@ -31,20 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from urbanln_cli import artifacts, manifest_fields
-from urbanln_cli.captioners import GenerationOptions
 from urbanln_cli.captioners.ollama import DEFAULT_HOST
-from urbanln_cli.captioners.runner import RetryPolicy
 from urbanln_cli.errors import InputError, Interrupted, UsageProblem
 from urbanln_cli.fusion import (
     REASONS,
-    ClaimRef,
     FusionOptions,
-    Rewrite,
     TileFusion,
     Tools,
     fuse_tile,  # re-exported: a FuseConfig is a FusionOptions
 )
-from urbanln_cli.image_check import ClaimQuery, Verdict
 from urbanln_cli.stages.fuse_inputs import (
     Panel,
     TileImages,
@@ -58,12 +57,12 @@ from urbanln_cli.stages.fuse_inputs import (
     load_gsd,
     load_panel,
 )
+from urbanln_cli.stages.fuse_vlm import check_and_refine, vlm_for
 from urbanln_cli.text.lexicon import load_lexicon
 from urbanln_cli.text.tokens import clip_counter
 
 STAGE = "corpus"
 CHECKS = ("none", "clip", "vlm")
-CLIP_CHUNK_TILES = 1024
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,8 @@ class FuseConfig(FusionOptions):
     clip_pretrained: str | None = None  # clip: open_clip weights (tag, file or local-dir:)
     clip_margin: float | None = None  # clip: decision margin; None: the checker's default
     # step 6, refine
-    refine: str | None = None  # an Ollama vision model
+    refine: str | None = None  # an Ollama vision model, or sim:<persona> on a synthetic city
+    scene: Path | None = None  # sim: models: the city's scene.json (default: beside the tiles' raster)
     # the Ollama client of check vlm and refine (as in `caption`)
     hosts: tuple[str, ...] = (DEFAULT_HOST,)
     concurrency: int = 4
@@ -142,6 +142,8 @@ class FuseConfig(FusionOptions):
                 f"{', '.join(clip)} {'is' if len(clip) == 1 else 'are'} for --check clip",
                 hint="add --check clip, or leave them out",
             )
+        if self.scene is not None and not self.uses_ollama:
+            raise UsageProblem("--scene is for sim: models in --check vlm or --refine", hint="add one, or leave it out")
         if (self.image_check != "none" or self.refine) and self.tiles is None:
             raise UsageProblem("--check and --refine look at the tiles' images", hint="pass --tiles PATH")
         if self.uses_ollama:
@@ -151,6 +153,7 @@ class FuseConfig(FusionOptions):
 
     @property
     def uses_ollama(self) -> bool:
+        """Whether a step asks VLMs (Ollama models, or sim: models of a synthetic city)."""
         return self.image_check == "vlm" or self.refine is not None
 
 
@@ -258,10 +261,10 @@ def _fuse(config: FuseConfig, progress: Callable[..., None] | None, run: artifac
         "consensus": config.consensus,
         "trusted": {"captions": sum(len(m) for m in panel.trusted.values()), "filtered": config.filter_trusted},
     }
-    vlm = _vlm_for(config) if config.uses_ollama else None
+    vlm = vlm_for(config, models, [tiles.tile_info(t) for t in ids] if tiles else []) if config.uses_ollama else None
     if looks:
         try:
-            rewrites, local = _check_and_refine(states, tiles, config, models, vlm, report, tally, steps)
+            rewrites, local = check_and_refine(states, tiles, config, models, vlm, report, tally, steps)
         except KeyboardInterrupt:
             kept = f"; the VLM answers so far are kept in {vlm.journal_path.parent}" if vlm is not None else ""
             raise Interrupted(f"fuse interrupted{kept}") from None
@@ -342,159 +345,6 @@ def _add_row(rows: list[dict[str, Any]], row: dict[str, Any] | None, tally: Coun
     rows.append(row)
 
 
-def _check_and_refine(
-    states, tiles, config, models, vlm, report, tally, steps
-) -> tuple[dict[str, dict[str, Rewrite]], dict[str, list[str]]]:
-    """Steps 5 and 6 (each when switched on); records what they used in ``steps``."""
-    rewrites: dict[str, dict[str, Rewrite]] = {}
-    local: dict[str, list[str]] = {}
-    if config.image_check != "none":
-        steps["check"] = _image_check(states, tiles, config, models, vlm, report, tally)
-    if config.refine:
-        steps["refine"] = _refine(states, tiles, config, vlm, report, tally, rewrites, local)
-    return rewrites, local
-
-
-def _vlm_for(config: FuseConfig, journal: bool = True):
-    from urbanln_cli.captioners.cached import CachedVlm
-    from urbanln_cli.captioners.ollama import OllamaBackend
-
-    return CachedVlm(
-        lambda: OllamaBackend(config.hosts, timeout=config.timeout),
-        artifacts.partial_dir(config.out) / "vlm.jsonl"
-        if journal
-        else None,  # the folder appears with the first answer
-        policy=RetryPolicy(config.concurrency, config.retries, content_retries=2),
-        options=GenerationOptions(temperature=0.0, seed=config.seed, num_predict=512),
-    )
-
-
-def _sent_id(tiles: TileImages, config: FuseConfig) -> Callable[[str], str]:
-    """What a VLM is sent, by name: the tile's bytes and the size they are shrunk to (the answer cache's key)."""
-    return lambda t: f"{tiles.image_id(t)}@{config.image_size}"
-
-
-def _image_check(
-    states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, models: list[str], vlm, report, tally
-) -> dict[str, Any]:
-    """Step 5 over every tile at once (batched for CLIP, concurrent for VLMs)."""
-    refs, queries = [], []
-    for tile_id, state in states.items():
-        for ref, claim in state.disputed():
-            refs.append((tile_id, ref))
-            queries.append(ClaimQuery(tile_id, claim.render(), claim.concept, ref[0]))
-    if config.image_check == "clip":
-        from urbanln_cli.image_check.clip import ClipCheckConfig, ClipChecker, reference_sample
-
-        checker = ClipChecker(
-            ClipCheckConfig(
-                model=config.clip_model,
-                arch=config.clip_arch,
-                pretrained=config.clip_pretrained,
-                max_pixels=tiles.max_pixels,
-                **({"margin": config.clip_margin} if config.clip_margin is not None else {}),
-            ),
-            lexicon=states[next(iter(states))].tools.lexicon if states else None,
-        )
-        # one fixed reference set of tiles, so a claim's verdict does not depend on the chunk it is checked in
-        reference = reference_sample(sorted(tiles.index))
-        verdicts = []
-        for chunk in _chunks_by_tile(queries, CLIP_CHUNK_TILES):  # memory grows with the tiles of one call
-            verdicts += checker.check(
-                chunk,
-                tiles.image,
-                lambda done, total: report(done, total, description="checking claims (clip)"),
-                reference=reference,
-            )
-    else:
-        from urbanln_cli.image_check.vlm import VlmChecker
-
-        checkers = list(config.check_models) or models
-        if any(m.startswith("sim:") for m in checkers):
-            raise UsageProblem(
-                "the simulated panel cannot answer questions about claims",
-                hint="pass --check-model with an Ollama vision model, e.g. --check-model qwen-vl",
-            )
-        checker = VlmChecker(vlm, checkers)
-        verdicts = checker.check(
-            queries,
-            lambda t: _fit(tiles.image(t), config, tiles.max_pixels),
-            _sent_id(tiles, config),
-            lambda t: states[t].gsd,
-            lambda done, total: report(done, total, description="checking claims (vlm)"),
-        )
-    by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
-    for (tile_id, ref), verdict in zip(refs, verdicts):
-        by_tile.setdefault(tile_id, {})[ref] = verdict
-        tally["checked"] += 1
-        tally["confirmed"] += verdict.confirmed
-        tally["check_errors"] += verdict.error is not None
-    for tile_id, verdicts_of in by_tile.items():
-        states[tile_id].apply_verdicts(verdicts_of)
-    return checker.describe()
-
-
-def _chunks_by_tile(queries: list[ClaimQuery], tiles_per_chunk: int) -> list[list[ClaimQuery]]:
-    """Consecutive queries, split so no chunk holds more than ``tiles_per_chunk`` tiles (queries come tile by tile)."""
-    chunks: list[list[ClaimQuery]] = []
-    seen: set[str] = set()
-    for q in queries:
-        if q.tile_id not in seen and len(seen) == tiles_per_chunk:
-            seen = set()
-        if not seen:
-            chunks.append([])
-        seen.add(q.tile_id)
-        chunks[-1].append(q)
-    return chunks
-
-
-def _refine(
-    states: dict[str, TileFusion], tiles: TileImages, config: FuseConfig, vlm, report, tally, rewrites, local
-) -> dict[str, Any]:
-    """Step 6: quadrant captions per tile, then a rewrite of each model's draft."""
-    from urbanln_cli.captioners.refine import Refiner
-
-    refiner = Refiner(vlm, config.refine, config.image_size, tiles.max_pixels)
-    sent_id = _sent_id(tiles, config)
-    ids = [t for t, state in states.items() if state.drafts()]
-    locals_ = refiner.local_captions(
-        ids,
-        tiles.image,
-        sent_id,
-        lambda t: states[t].gsd,
-        lambda done, total: report(done, total, description="quadrant captions"),
-    )
-    jobs, owners = [], []
-    for t in ids:
-        drafts = states[t].drafts()
-        if isinstance(locals_[t], str):  # a quadrant caption failed: no rewrite, and each candidate says why
-            rewrites[t] = {model: Rewrite(None, locals_[t], by=config.refine) for model in drafts}
-            tally["refine_errors"] += len(drafts)
-            continue
-        local[t] = locals_[t]
-        facts = states[t].facts()
-        for model, pieces in drafts.items():
-            jobs.append((t, " ".join(text for _, text, _ in pieces), locals_[t], facts))
-            owners.append((t, model))
-    results = refiner.rewrite(
-        jobs,
-        lambda t: _fit(tiles.image(t), config, tiles.max_pixels),
-        sent_id,
-        lambda t: states[t].gsd,
-        lambda done, total: report(done, total, description="rewriting"),
-    )
-    for (t, model), (text, error) in zip(owners, results):
-        rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
-        tally["refine_errors"] += error is not None
-    return refiner.describe() | {"digest": vlm.digests.get(config.refine)}
-
-
-def _fit(image: bytes, config: FuseConfig, max_pixels: int | None = None) -> bytes:
-    from urbanln_cli.captioners import fit_image
-
-    return fit_image(image, config.image_size, max_pixels)
-
-
 def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
     """One tile's fusion: from a corpus given among the inputs, else computed for that tile alone."""
     for path in config.captions:
@@ -519,9 +369,14 @@ def explain(config: FuseConfig, tile_id: str) -> dict[str, Any]:
     state = TileFusion(
         tile_id, merged[tile_id], _gsd_of(tiles, config)(tile_id), config.fusion(), _tools(config), trusted
     )
-    vlm = _vlm_for(config, journal=False) if config.uses_ollama else None
-    rewrites, local = _check_and_refine(
-        {tile_id: state}, tiles, config, sorted(merged[tile_id]), vlm, lambda *a, **k: None, Counter(), {}
+    models = sorted(merged[tile_id])
+    vlm = (
+        vlm_for(config, models, [tiles.tile_info(tile_id)] if tiles else [], journal=False)
+        if config.uses_ollama
+        else None
+    )
+    rewrites, local = check_and_refine(
+        {tile_id: state}, tiles, config, models, vlm, lambda *a, **k: None, Counter(), {}
     )
     row = state.row(rewrites.get(tile_id), local.get(tile_id))
     if row is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from urbanln_cli import artifacts, manifest_fields
+from urbanln_cli.captioners import TileInfo
+from urbanln_cli.captioners.located import located
 from urbanln_cli.errors import InputError
 from urbanln_cli.imagery import max_pixels_of
 
@@ -101,12 +103,27 @@ class TileImages:
         }
         self._images = ds.data.column("image")
         self._sha = ds.data.column("image_sha256").to_pylist() if "image_sha256" in ds.column_names else None
+        self._geometry = [
+            ds.data.column(c).to_pylist() if c in ds.column_names else [None] * len(ids)
+            for c in ("crs", "minx", "miny", "maxx", "maxy")
+        ]
         self.max_pixels = max_pixels_of(
             self.manifest
         )  # a larger tile is a bad image for the checks and refine, never decoded
 
     def image(self, tile_id: str) -> bytes:
         return self._images[self.index[tile_id]]["bytes"].as_py()
+
+    def tile_info(self, tile_id: str) -> TileInfo:
+        """Where the tile is (NaN bounds when the tiles do not say), as a caption backend is told."""
+        i = self.index[tile_id]
+        crs, *bounds = (column[i] for column in self._geometry)
+        box = tuple(math.nan if b is None else float(b) for b in bounds)
+        return TileInfo(tile_id, crs or "", box, self.gsd[tile_id])  # type: ignore[arg-type]
+
+    def located_image(self, tile_id: str, image: bytes) -> bytes:
+        """``image`` (this tile's bytes, as sent) labelled with the tile it shows (``captioners.located``)."""
+        return located(image, self.tile_info(tile_id))
 
     def image_id(self, tile_id: str) -> str:
         if self._sha is not None:

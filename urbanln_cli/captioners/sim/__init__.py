@@ -19,6 +19,10 @@ statements are more frequent than in real captions (about 1 sentence in 100
 there) so that parsers meet them often. The same persona, tile and seed always
 give the same caption.
 
+The panel also answers ``fuse``'s VLM steps from the scene (``backend``): quadrant
+captions (``quadrant``), yes/no checks of claims at each persona's error rates
+(``truth``) and structured rewrites that keep only checked claims (``rewrite``).
+
 Every sentence carries its truth label, so ``fuse`` can be scored against the
 truth. ``sentence_labels`` is ``{"sentences": [...], "omitted": [facts]}``, one
 entry per sentence of ``split_sentences(caption)``:

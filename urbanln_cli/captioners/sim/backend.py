@@ -1,22 +1,64 @@
-"""The ``sim:<persona>`` backend: captions from a scene, with no server and no GPU, and finding a tiles' scene."""
+"""The ``sim:<persona>`` backend: captions from a scene, with no server and no GPU, and finding a tiles' scene.
+
+It answers the same requests an Ollama model gets, through the same runner:
+
+- a caption (no ``format``) of a whole tile (``caption``; ``fuse`` sends the
+  ``TileInfo`` with the request) or of one quadrant (``fuse --refine``: the image
+  is a ``LocatedImage`` that names its tile and quadrant);
+- a structured request, recognised by its JSON schema's required field:
+  ``answer`` is a yes/no check (``fuse --check vlm``; the claim is the phrase in
+  double quotes, the tile comes with the ``LocatedImage``), ``caption`` a
+  rewrite (``fuse --refine``; what it works from is read back from the prompt
+  with ``refine.parse_rewrite_prompt``).
+
+A request it cannot place (no tile where one is needed, an unknown schema) is
+a usage error: the sim never guesses.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, Reply, TileInfo
+from urbanln_cli.captioners.located import quadrant_tile
+from urbanln_cli.captioners.refine import parse_rewrite_prompt
 from urbanln_cli.captioners.sim.facts import Scene, tile_facts
 from urbanln_cli.captioners.sim.grammar import write_caption
 from urbanln_cli.captioners.sim.personas import PERSONAS
+from urbanln_cli.captioners.sim.quadrant import write_quadrant_caption
+from urbanln_cli.captioners.sim.rewrite import write_rewrite
+from urbanln_cli.captioners.sim.truth import answer, phrase_true
 from urbanln_cli.config import suggest
 from urbanln_cli.errors import InputError, UsageProblem
+from urbanln_cli.imagery import QUADRANTS
 
-SIM_VERSION = 2  # 2: varied syntax, absence statements, label schema with polarity
+SIM_VERSION = 3  # 3: quadrant captions, yes/no checks and rewrites (fuse --refine, --check vlm); 2: varied syntax
+_QUESTION = re.compile(r'Is there "(.+?)" in this image\?', re.S)  # image_check.vlm.question's claim
+
+
+def request_kind(format: dict | None) -> str:
+    """'caption', 'check' (a yes/no answer) or 'rewrite' (a caption in JSON), from the request's JSON schema."""
+    if format is None:
+        return "caption"
+    required = format.get("required") if isinstance(format, dict) else None
+    if required == ["answer"]:
+        return "check"
+    if required == ["caption"]:
+        return "rewrite"
+    raise UsageProblem(
+        f"the simulated panel cannot answer a request with the schema {format}",
+        hint="sim: models answer captions, yes/no checks (fuse --check vlm) and rewrites (fuse --refine)",
+    )
+
+
+def _seed(*parts) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little"))
 
 
 # ---------------------------------------------------------------- backend
@@ -25,9 +67,11 @@ SIM_VERSION = 2  # 2: varied syntax, absence statements, label schema with polar
 class SimBackend:
     """The Backend interface over a scene: no server, no GPU, known truth."""
 
-    def __init__(self, scene: Path | str):
-        self.scene = Scene(scene)
+    def __init__(self, scene: Path | str | Scene):
+        self.scene = scene if isinstance(scene, Scene) else Scene(scene)
         self.hosts = ["sim"]
+        self._lexicon = None
+        self._facts: dict[TileInfo, object] = {}
 
     async def aclose(self) -> None:
         return None
@@ -69,15 +113,53 @@ class SimBackend:
         tile: TileInfo,
         format: dict | None = None,
     ) -> Reply:
-        if format is not None:
-            raise UsageProblem(
-                "the simulated panel only writes captions; it cannot answer structured requests",
-                hint="use an Ollama vision model for fuse --refine and --check vlm",
-            )
         persona = PERSONAS[model.removeprefix("sim:")]
-        seed = int.from_bytes(hashlib.sha256(f"{model}|{tile.tile_id}|{options.seed}".encode()).digest()[:8], "little")
-        text, labels = write_caption(persona, tile_facts(self.scene, tile), random.Random(seed))
+        kind = request_kind(format)
+        where = tile if tile is not None else getattr(image, "tile", None)
+        quadrant = getattr(image, "quadrant", None)
+        if kind == "rewrite":
+            parts = parse_rewrite_prompt(prompt)
+            if parts is None:
+                raise UsageProblem("the simulated panel got a rewrite request whose prompt it cannot read")
+            _, local, facts = parts
+            rng = _seed(model, "rewrite", prompt, options.seed)
+            text, info = write_rewrite(persona, local, facts, rng, self.lexicon())
+            return Reply(json.dumps({"caption": text}), None, len(text.split()), {"rewrite": info})
+        if where is None:
+            raise UsageProblem(
+                "the simulated panel was not told which tile this request is about",
+                hint="sim: models answer only requests that carry the tile (urbanln caption, fuse)",
+            )
+        if kind == "check":
+            asked = _QUESTION.search(prompt)
+            if asked is None:
+                raise UsageProblem("the simulated panel got a yes/no request with no claim in double quotes")
+            truth = phrase_true(asked.group(1), self.facts(where), self.lexicon())
+            reply, wrong = answer(persona, truth, _seed(model, "check", where.tile_id, asked.group(1), options.seed))
+            return Reply(json.dumps({"answer": reply}), None, 1, {"truth": truth, "wrong": wrong})
+        if quadrant is not None:
+            part = quadrant_tile(where, quadrant)
+            rng = _seed(model, part.tile_id, options.seed)
+            text, labels = write_quadrant_caption(persona, tile_facts(self.scene, part), rng, QUADRANTS[quadrant])
+            return Reply(text, None, len(text.split()), {"quadrant_labels": labels})
+        seed = int.from_bytes(hashlib.sha256(f"{model}|{where.tile_id}|{options.seed}".encode()).digest()[:8], "little")
+        text, labels = write_caption(persona, tile_facts(self.scene, where), random.Random(seed))
         return Reply(text, None, len(text.split()), {"sentence_labels": labels})
+
+    def facts(self, tile: TileInfo):
+        """The tile's facts, kept for the last tiles asked about (a tile's checks come one after another)."""
+        if tile not in self._facts:
+            if len(self._facts) >= 256:
+                self._facts.pop(next(iter(self._facts)))
+            self._facts[tile] = tile_facts(self.scene, tile)
+        return self._facts[tile]
+
+    def lexicon(self):
+        if self._lexicon is None:
+            from urbanln_cli.text.lexicon import load_lexicon
+
+            self._lexicon = load_lexicon()
+        return self._lexicon
 
 
 def scene_for_tiles(tiles_path: Path) -> Path | None:
