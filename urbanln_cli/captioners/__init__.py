@@ -4,7 +4,9 @@ A backend checks its models before any tile (``preflight``) and captions one
 image at a time on a host it names (``caption``). It may also check the tiles
 up front (``check_tiles``), as the simulated panel does. It raises ``TransientError``
 for what a retry may fix and ``ModelMissing`` for what it cannot. The caption
-stage owns scheduling, retries, content checks and the journal.
+stage owns scheduling, retries, content checks and the journal. A backend with
+``batched = True`` (``hf:`` models, captioners.hf) gets whole batches of tiles
+through ``generate_batch`` instead (captioners.hf_batch).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``urbanln caption``: caption every tile with several local VLMs through Ollama."""
+"""``urbanln caption``: caption every tile with several local VLMs, through Ollama or transformers (``hf:``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def caption(
     models: Annotated[
         str,
         typer.Option(
-            help="Comma-separated aliases or Ollama tags (see --list-models), or the simulated panel: "
+            help="Comma-separated aliases or Ollama tags (see --list-models), hf:<model folder or Hugging Face id> "
+            "(transformers, in this process), or the simulated panel: "
             "sim:precise,sim:verbose,sim:hallucinating,sim:generic."
         ),
     ] = "llava,qwen-vl",
@@ -71,6 +72,13 @@ def caption(
             show_default=False,
         ),
     ] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="hf: models: tiles per generate call (halved on CUDA out-of-memory).")
+    ] = 8,
+    device: Annotated[
+        str,
+        typer.Option(help="hf: models: auto (this torchrun rank's GPU, else cuda:0, else cpu), cpu, cuda or cuda:N."),
+    ] = "auto",
     list_models: Annotated[
         bool, typer.Option("--list-models", help="Show the model aliases and what each host has pulled, then exit.")
     ] = False,
@@ -122,18 +130,19 @@ def caption(
         _import(ctx, tiles, imports or [], out, trusted, no_tiles, overwrite, as_json)
         return
     from urbanln_cli.captioners import GenerationOptions
-    from urbanln_cli.captioners.aliases import resolve_models
+    from urbanln_cli.captioners.aliases import model_kind, resolve_models
     from urbanln_cli.captioners.ollama import DEFAULT_HOST
     from urbanln_cli.stages.caption import CaptionConfig
     from urbanln_cli.stages.caption import caption as run_caption
 
     hosts = tuple(host or [DEFAULT_HOST])
     tags = () if list_models else tuple(resolve_models(models))
-    if list_models or not all(t.startswith("sim:") for t in tags):  # the simulated panel needs no server
+    if list_models or any(model_kind(t) == "ollama" for t in tags):  # sim: and hf: models need no server
         _common.check_hosts(ctx, hosts)
     if list_models:
         _list_models(hosts, as_json)
         return
+    shard_parts, out = _shard_and_out(ctx, shard, out)
     config = CaptionConfig(
         tiles=tiles,
         out=out,
@@ -146,12 +155,14 @@ def caption(
         prompt=prompt,
         options=GenerationOptions(temperature, seed, num_predict, num_ctx, keep_alive),
         image_size=image_size,
-        shard=_parse_shard(shard),
+        shard=shard_parts,
         stream=stream,
         retry_failed=retry_failed,
         limit=limit,
         overwrite=overwrite,
         scene=scene,
+        batch_size=batch_size,
+        device=device,
     )
     with _common.progress_bar("captioning") as update:
         result = run_caption(config, progress=update, run=_common.run_info(ctx))
@@ -193,6 +204,8 @@ _MODEL_OPTIONS = (
     "limit",
     "scene",
     "list_models",
+    "batch_size",
+    "device",
 )
 
 
@@ -261,6 +274,24 @@ def _import(
     )
 
 
+def _shard_and_out(ctx: typer.Context, shard: str, out: Path) -> tuple[tuple[int, int], Path]:
+    """--shard, or under torchrun (WORLD_SIZE > 1, no --shard given) this rank's part, into ``<out>-<i>of<n>``.
+
+    Every rank gets the same arguments, so each writes its own folder (and journal); fuse reads them all.
+    """
+    import os
+
+    source = ctx.get_parameter_source("shard")
+    given = source is not None and source.name != "DEFAULT"
+    world = os.environ.get("WORLD_SIZE", "")
+    if given or not world.isdigit() or int(world) <= 1:
+        return _parse_shard(shard), out
+    rank = int(os.environ.get("RANK", "0") or 0)
+    part = (rank, int(world))
+    _common.warn(f"torchrun rank {rank} of {world}: captioning shard {rank}/{world} into {out}-{rank}of{world}")
+    return part, out.with_name(f"{out.name}-{rank}of{world}")
+
+
 def _parse_shard(text: str) -> tuple[int, int]:
     from urbanln_cli.errors import UsageProblem
 
@@ -276,7 +307,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 def _list_models(hosts: tuple[str, ...], as_json: bool) -> None:
     import asyncio
 
-    from urbanln_cli.captioners.aliases import ALIASES
+    from urbanln_cli.captioners.aliases import ALIASES, HF_ALIASES
     from urbanln_cli.captioners.ollama import OllamaBackend
 
     async def pulled():
@@ -288,7 +319,7 @@ def _list_models(hosts: tuple[str, ...], as_json: bool) -> None:
 
     by_host = asyncio.run(pulled())
     if as_json:
-        _common.emit({"aliases": ALIASES, "hosts": by_host}, True)
+        _common.emit({"aliases": ALIASES, "hosts": by_host, "hf_aliases": HF_ALIASES}, True)
         return
     lines = ["alias               tag                      " + "  ".join(by_host)]
     for alias, tag in ALIASES.items():  # a host that does not answer stopped the listing (exit 4) in pulled()
@@ -298,6 +329,8 @@ def _list_models(hosts: tuple[str, ...], as_json: bool) -> None:
         others = [m for m in value if m not in ALIASES.values()]
         if others:
             lines.append(f"{host} also has: {', '.join(others)}")
+    lines.append("hf: models (transformers, in this process; from a folder or the Hugging Face cache):")
+    lines += [f"{alias:<19} {target}" for alias, target in HF_ALIASES.items()]
     typer.echo("\n".join(lines))
 
 

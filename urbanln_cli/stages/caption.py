@@ -2,7 +2,9 @@
 
 Scheduling: one model at a time across all tiles, spread over every host, so
 each GPU keeps one model loaded instead of swapping models per tile. Each host
-gets ``concurrency`` requests in flight (Ollama's parallel slots).
+gets ``concurrency`` requests in flight (Ollama's parallel slots). ``hf:`` models
+run in this process instead, ``batch_size`` tiles per ``generate``
+(captioners.hf_batch); one run may mix Ollama, ``hf:`` and ``sim:`` models.
 
 Every finished (tile, model) record goes to an fsynced journal in
 ``<out>.partial/`` first, keyed by (tile_id, image hash, model digest, prompt
@@ -29,6 +31,7 @@ from typing import Any
 
 from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo, content_problem, fit_image
+from urbanln_cli.captioners.aliases import model_kind
 from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
 from urbanln_cli.errors import InputError, Interrupted, OutputExistsError, UsageProblem
 from urbanln_cli.imagery import max_pixels_of
@@ -61,6 +64,12 @@ class CaptionConfig:
     # With imports, tiles=None keeps the files' ids instead of matching them to a tiles artifact.
     imports: tuple[Path, ...] = ()
     trusted: bool = False  # imported captions are human-checked: fuse only cleans them
+    batch_size: int = 8  # hf: models only: tiles per generate call
+    device: str = "auto"  # hf: models only: auto (this torchrun rank's GPU, or cuda:0, or cpu), cpu, cuda:1, ...
+
+    def uses(self, kind: str) -> bool:
+        """Whether any model is of this kind ('ollama', 'hf' or 'sim')."""
+        return any(model_kind(m) == kind for m in self.models)
 
     @property
     def policy(self) -> RetryPolicy:
@@ -83,6 +92,8 @@ class CaptionConfig:
             raise UsageProblem(f"--shard {i}/{n} is not i/n with 0 <= i < n")
         if self.concurrency < 1 or self.retries < 0 or self.content_retries < 0:
             raise UsageProblem("--concurrency must be at least 1, and retries at least 0")
+        if self.batch_size < 1:
+            raise UsageProblem(f"--batch-size {self.batch_size} must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise UsageProblem(f"--limit {self.limit} must be at least 1")
         if (
@@ -93,9 +104,9 @@ class CaptionConfig:
             raise UsageProblem("--timeout, --num-predict and --image-size must be positive (image size at least 32)")
         if not self.models:
             raise UsageProblem("no models given", hint="e.g. --models llava,qwen-vl")
-        if not self.hosts:
-            raise UsageProblem("no host given", hint="--host http://127.0.0.1:11434")
-        if not all(m.startswith("sim:") for m in self.models):  # the simulated panel needs no server
+        if self.uses("ollama"):  # the simulated panel and hf: models need no server
+            if not self.hosts:
+                raise UsageProblem("no host given", hint="--host http://127.0.0.1:11434")
             from urbanln_cli.captioners.ollama import check_hosts
 
             check_hosts(self.hosts)
@@ -156,9 +167,8 @@ def _caption(
 ) -> CaptionResult:
     tiles_ds, tiles_manifest = artifacts.read_dataset(config.tiles, "tiles")
     prompt = load_prompt(config.prompt)
-    if backend is None:
-        backend = _backend_for(config)
-    job = _Job(config, tiles_ds, tiles_manifest, prompt, backend, progress or (lambda *a, **k: None), run)
+    backends = {kind: backend for kind in ("ollama", "hf", "sim")} if backend is not None else _backends_for(config)
+    job = _Job(config, tiles_ds, tiles_manifest, prompt, backends, progress or (lambda *a, **k: None), run)
     try:
         return asyncio.run(job.run())
     except KeyboardInterrupt:
@@ -167,18 +177,24 @@ def _caption(
         ) from None
 
 
-def _backend_for(config: CaptionConfig) -> Backend:
-    """Ollama for real models; the simulated panel for sim:<persona> models of a synthetic city."""
-    sim = [m.startswith("sim:") for m in config.models]
-    if not any(sim):
+def _backends_for(config: CaptionConfig) -> dict[str, Backend]:
+    """A backend for each kind of model in the run: Ollama servers, hf: models in this process, the simulated panel."""
+    backends: dict[str, Backend] = {}
+    if config.uses("sim"):
+        backends["sim"] = _sim_backend(config)
+    if config.uses("hf"):
+        from urbanln_cli.captioners.hf import HfBackend
+
+        backends["hf"] = HfBackend(config.device, config.batch_size)
+    if config.uses("ollama"):
         from urbanln_cli.captioners.ollama import OllamaBackend
 
-        return OllamaBackend(config.hosts, timeout=config.timeout, stream=config.stream)
-    if not all(sim):
-        raise UsageProblem(
-            "sim: models and Ollama models cannot share a run",
-            hint="caption with each kind in its own run, into its own -o folder",
-        )
+        backends["ollama"] = OllamaBackend(config.hosts, timeout=config.timeout, stream=config.stream)
+    return backends
+
+
+def _sim_backend(config: CaptionConfig) -> Backend:
+    """The simulated panel for sim:<persona> models of a synthetic city."""
     from urbanln_cli.captioners.sim import SimBackend, scene_for_tiles
 
     scene = config.scene or scene_for_tiles(config.tiles)
@@ -186,16 +202,23 @@ def _backend_for(config: CaptionConfig) -> Backend:
         raise UsageProblem(
             "sim: models need the scene of a synthetic city",
             hint="pass --scene city/scene.json (written by `urbanln synth city`), "
-            "or use Ollama models for real imagery",
+            "or use Ollama or hf: models for real imagery",
         )
     return SimBackend(scene)
 
 
 class _Job:
     def __init__(
-        self, config: CaptionConfig, tiles_ds, tiles_manifest, prompt: Prompt, backend: Backend, progress, run
+        self,
+        config: CaptionConfig,
+        tiles_ds,
+        tiles_manifest,
+        prompt: Prompt,
+        backends: dict[str, Backend],
+        progress,
+        run,
     ):
-        self.config, self.prompt, self.backend, self.progress, self.run_info = config, prompt, backend, progress, run
+        self.config, self.prompt, self.backends, self.progress, self.run_info = config, prompt, backends, progress, run
         self.tiles_manifest = tiles_manifest
         self.max_pixels = max_pixels_of(tiles_manifest)  # a tile over it fails its request (bad_image), never decoded
         columns = tiles_ds.column_names
@@ -236,20 +259,25 @@ class _Job:
     def key(self, i: int, info: ModelInfo) -> tuple[str, ...]:
         return (self.tile_ids[i], self.image_sha[i], info.tag, info.digest, self.prompt.sha256, self.options_sha)
 
+    def backend(self, model: str) -> Backend:
+        return self.backends[model_kind(model)]
+
     async def run(self) -> CaptionResult:
         config = self.config
+        distinct = list({id(b): b for b in self.backends.values()}.values())
         try:
-            infos = await self.backend.preflight(config.models)
-            check_tiles = getattr(self.backend, "check_tiles", None)
-            if check_tiles is not None:
-                check_tiles([self.tile_info(i) for i in self.indices])
-        except BaseException:
-            await self.backend.aclose()
-            raise
-        try:
+            infos: dict[str, ModelInfo] = {}
+            for backend in distinct:  # every model is checked before any tile
+                mine = [m for m in config.models if self.backend(m) is backend]
+                if mine:
+                    infos |= await backend.preflight(mine)
+                check_tiles = getattr(backend, "check_tiles", None)
+                if mine and check_tiles is not None:
+                    check_tiles([self.tile_info(i) for i in self.indices])
             return await self._run(infos)
         finally:
-            await self.backend.aclose()
+            for backend in distinct:
+                await backend.aclose()
 
     async def _run(self, infos: dict[str, ModelInfo]) -> CaptionResult:
         config = self.config
@@ -302,6 +330,18 @@ class _Job:
         with _no_gc():
             return self._assemble(infos, keys, plan_sha)
 
+    def _hf_settings(self) -> dict[str, Any] | None:
+        """How hf: models ran (device, dtype, batch size, out-of-memory halvings), or None without them."""
+        backend = self.backends.get("hf")
+        if not self.config.uses("hf") or backend is None:
+            return None
+        return {
+            "device": getattr(backend, "device", None),
+            "dtype": getattr(backend, "dtype_name", None),
+            "batch_size": self.config.batch_size,
+            "oom_halvings": getattr(backend, "oom_halvings", 0),
+        }
+
     def _done(self, key: str) -> bool:
         record = self.records.get(key)
         return record is not None and (
@@ -347,8 +387,27 @@ class _Job:
             self.failed += outcome.error is not None
             self.progress(self.finished, total, failed=self.failed)
 
+        backend = self.backend(info.tag)
+        for other in self.backends.values():  # one model in memory: an hf: model done with leaves the GPU
+            if other is not backend and hasattr(other, "unload"):
+                other.unload()
+        if getattr(backend, "batched", False):  # hf: models: whole batches in this process
+            from urbanln_cli.captioners.hf_batch import run_batches
+
+            run_batches(
+                backend,
+                info.tag,
+                todo,
+                request_for,
+                finish,
+                policy=config.policy,
+                options=config.options,
+                content_problem=content_problem,
+                batch_size=config.batch_size,
+            )
+            return
         await run_requests(
-            self.backend,
+            backend,
             info.tag,
             todo,
             request_for,
@@ -400,13 +459,15 @@ class _Job:
             counts=counts,
             models={m: {"digest": infos[m].digest, "capabilities": list(infos[m].capabilities)} for m in config.models},
             extra={
-                "hosts": [public_host(h) for h in config.hosts],
+                "hosts": [public_host(h) for h in config.hosts] if config.uses("ollama") else [],
+                "hf": self._hf_settings(),
                 "prompt": {"id": self.prompt.id, "sha256": self.prompt.sha256, "text": self.prompt.text},
                 "options": self.options_json | {"keep_alive": config.options.keep_alive},
                 "shard": f"{config.shard[0]}/{config.shard[1]}",
                 "tiles": len(self.indices),
                 "plan_sha256": plan_sha,
-                "scheduling": "one model at a time across all tiles; each host gets --concurrency requests in flight",
+                "scheduling": "one model at a time across all tiles; each host gets --concurrency requests in flight; "
+                "hf: models run --batch-size tiles per generate in this process",
                 "scene": str(config.scene) if config.scene else None,
             },
         )
