@@ -12,13 +12,13 @@ import pytest
 
 from tests.test_sim import ORIGIN, _scene
 from urbanln_cli.captioners import GenerationOptions, ModelMissing, TileInfo
-from urbanln_cli.captioners.located import LocatedImage, quadrant_bounds
 from urbanln_cli.captioners.refine import REWRITE_SCHEMA, parse_rewrite, parse_rewrite_prompt, rewrite_prompt
 from urbanln_cli.captioners.sim import PERSONAS, SimBackend
 from urbanln_cli.captioners.sim import backend as sim_backend
 from urbanln_cli.captioners.sim.rewrite import write_rewrite
 from urbanln_cli.errors import ServiceUnavailable
 from urbanln_cli.image_check.vlm import ANSWER_SCHEMA, question
+from urbanln_cli.imagery import quadrant_bounds
 from urbanln_cli.stages.caption import CaptionConfig, caption
 from urbanln_cli.stages.fuse import FuseConfig, fuse
 from urbanln_cli.stages.tile import TileConfig, tile
@@ -139,9 +139,7 @@ def test_rewrite_prompt_reads_back():
 
 def _ask(backend, model, phrase, tile, seed):
     options = GenerationOptions(temperature=0.0, seed=seed)
-    reply = asyncio.run(
-        backend.caption("sim", model, LocatedImage(b"png", tile), question(phrase, 1.0), options, None, ANSWER_SCHEMA)
-    )
+    reply = asyncio.run(backend.caption("sim", model, b"png", question(phrase, 1.0), options, tile, ANSWER_SCHEMA))
     return json.loads(reply.text)["answer"]
 
 

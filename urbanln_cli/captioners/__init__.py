@@ -36,6 +36,13 @@ class TileInfo:
     crs: str
     bounds: tuple[float, float, float, float]  # in crs; NaN when unknown
     gsd: float | None
+    quadrant: int | None = None  # the image is this quarter of the tile (``imagery.QUADRANTS`` order); None: all
+
+    def quarter(self, k: int) -> TileInfo:
+        """The same tile, for an image of its quarter ``k`` (``fuse --refine``'s crops)."""
+        from dataclasses import replace
+
+        return replace(self, quadrant=k)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo
+from urbanln_cli.captioners import Backend, GenerationOptions, ModelInfo, TileInfo
 from urbanln_cli.captioners.runner import Outcome, Request, RetryPolicy, run_requests
 from urbanln_cli.journal import Journal, read_records
 
@@ -32,6 +32,7 @@ class Ask:
     image: Callable[[], bytes]
     image_id: str
     format: dict[str, Any] | None = None
+    tile: TileInfo | None = None  # where the image is (backends that answer from a scene need it)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class CachedVlm:
                         backend,
                         model,
                         mine,
-                        lambda i: Request(asks[i].image, asks[i].prompt, None, asks[i].format),
+                        lambda i: Request(asks[i].image, asks[i].prompt, asks[i].tile, asks[i].format),
                         finish,
                         policy=self.policy,
                         options=self.options,

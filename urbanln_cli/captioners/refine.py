@@ -8,19 +8,18 @@ captions and the claims that survived the checks, as structured output
 rewrite again: claims that no surviving claim backs are dropped (``refine_new``),
 so a rewrite can reword and reorder but not add unchecked content.
 
-When the whole tile's image is a ``LocatedImage`` (it knows its tile), each crop
-is one too, naming its quadrant: the simulated panel describes that quadrant's
-part of the scene. ``parse_rewrite_prompt`` reads a rewrite prompt back into its
-draft, quadrant captions and facts (what a model is given to work from).
+Each request carries its tile (``Ask.tile``); a crop's names its quarter, so the
+simulated panel describes that quarter's part of the scene. ``parse_rewrite_prompt``
+reads a rewrite prompt back into its draft, quadrant captions and facts (what a
+model is given to work from).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from urbanln_cli.captioners import content_problem, gsd_phrase, json_field
+from urbanln_cli.captioners import TileInfo, content_problem, gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
-from urbanln_cli.captioners.located import located
 from urbanln_cli.imagery import QUADRANTS, quadrant_crops
 
 REWRITE_SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}}, "required": ["caption"]}
@@ -104,6 +103,7 @@ class Refiner:
         image_id_of: Callable[[str], str],
         gsd_of: Callable[[str], float | None],
         progress=None,
+        tile_of: Callable[[str], TileInfo | None] = lambda _t: None,
     ) -> dict[str, list[str] | str]:
         """Four quadrant captions per tile, or the error of one that failed.
 
@@ -115,15 +115,21 @@ class Refiner:
             if tile_id not in crops:
                 if len(crops) >= 16:  # tiles are asked in order: keep the crops of the last few, not all
                     crops.pop(next(iter(crops)))
-                whole = image_of(tile_id)
-                where = getattr(whole, "tile", None)  # a LocatedImage: each crop says which quadrant it is
-                crops[tile_id] = [
-                    located(c, where, k) for k, c in enumerate(quadrant_crops(whole, self.image_size, self.max_pixels))
-                ]
+                crops[tile_id] = quadrant_crops(image_of(tile_id), self.image_size, self.max_pixels)
             return crops[tile_id][k]
 
+        def quarter(t: str, k: int) -> TileInfo | None:
+            whole = tile_of(t)
+            return whole.quarter(k) if whole is not None else None
+
         asks = [
-            Ask(self.model, quadrant_prompt(where, gsd_of(t)), lambda t=t, k=k: crop(t, k), f"{image_id_of(t)}#q{k}")
+            Ask(
+                self.model,
+                quadrant_prompt(where, gsd_of(t)),
+                lambda t=t, k=k: crop(t, k),
+                f"{image_id_of(t)}#q{k}",
+                tile=quarter(t, k),
+            )
             for t in tile_ids
             for k, where in enumerate(QUADRANTS)
         ]
@@ -142,6 +148,7 @@ class Refiner:
         image_id_of: Callable[[str], str],
         gsd_of: Callable[[str], float | None],
         progress=None,
+        tile_of: Callable[[str], TileInfo | None] = lambda _t: None,
     ) -> list[tuple[str | None, str | None]]:
         """For each (tile_id, draft, local captions, facts): (rewritten caption, error)."""
         asks = [
@@ -151,6 +158,7 @@ class Refiner:
                 lambda t=t: image_of(t),
                 image_id_of(t),
                 REWRITE_SCHEMA,
+                tile_of(t),
             )
             for t, draft, local, facts in jobs
         ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from urbanln_cli.captioners import gsd_phrase, json_field
+from urbanln_cli.captioners import TileInfo, gsd_phrase, json_field
 from urbanln_cli.captioners.cached import Ask, CachedVlm
 from urbanln_cli.image_check import ClaimQuery, Verdict
 
@@ -64,6 +64,7 @@ class VlmChecker:
         image_id_of: Callable[[str], str],
         gsd_of: Callable[[str], float | None],
         progress: Callable[[int, int], None] | None = None,
+        tile_of: Callable[[str], TileInfo | None] = lambda _t: None,
     ) -> list[Verdict]:
         asks = []
         for q in queries:
@@ -74,6 +75,7 @@ class VlmChecker:
                     lambda t=q.tile_id: image_of(t),
                     image_id_of(q.tile_id),
                     ANSWER_SCHEMA,
+                    tile_of(q.tile_id),
                 )
             )
         answers = self.vlm.run(asks, answer_problem, progress)

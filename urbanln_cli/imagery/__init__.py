@@ -52,7 +52,7 @@ from urbanln_cli.imagery.limits import (
     max_pixels_of,
     open_image,
 )
-from urbanln_cli.imagery.quadrants import QUADRANTS, quadrant_boxes, quadrant_crops
+from urbanln_cli.imagery.quadrants import QUADRANTS, quadrant_bounds, quadrant_boxes, quadrant_crops
 from urbanln_cli.imagery.rendering import (
     GDAL_CACHE_BYTES,
     JPEG_QUALITY,
@@ -115,6 +115,7 @@ __all__ = [
     "open_image",
     "parse_bands",
     "parse_crop",
+    "quadrant_bounds",
     "quadrant_boxes",
     "quadrant_crops",
     "window_offsets",

@@ -9,6 +9,14 @@ from urbanln_cli.imagery.limits import open_image
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
+def quadrant_bounds(bounds: tuple[float, float, float, float], k: int) -> tuple[float, float, float, float]:
+    """The map bounds of quadrant ``k`` (``QUADRANTS`` order) of a north-up tile: the top is the larger y."""
+    minx, miny, maxx, maxy = bounds
+    midx, midy = (minx + maxx) / 2, (miny + maxy) / 2
+    west, north = k in (0, 2), k in (0, 1)
+    return (minx if west else midx, midy if north else miny, midx if west else maxx, maxy if north else midy)
+
+
 def quadrant_boxes(w: int, h: int) -> list[tuple[int, int, int, int]]:
     """PIL crop boxes of the four quadrants of a w×h image, in ``QUADRANTS`` order."""
     return [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]

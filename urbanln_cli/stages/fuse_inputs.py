@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from urbanln_cli import artifacts, manifest_fields
 from urbanln_cli.captioners import TileInfo
-from urbanln_cli.captioners.located import located
 from urbanln_cli.errors import InputError
 from urbanln_cli.imagery import max_pixels_of
 
@@ -120,10 +119,6 @@ class TileImages:
         crs, *bounds = (column[i] for column in self._geometry)
         box = tuple(math.nan if b is None else float(b) for b in bounds)
         return TileInfo(tile_id, crs or "", box, self.gsd[tile_id])  # type: ignore[arg-type]
-
-    def located_image(self, tile_id: str, image: bytes) -> bytes:
-        """``image`` (this tile's bytes, as sent) labelled with the tile it shows (``captioners.located``)."""
-        return located(image, self.tile_info(tile_id))
 
     def image_id(self, tile_id: str) -> str:
         if self._sha is not None:

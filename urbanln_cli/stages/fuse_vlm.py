@@ -2,9 +2,9 @@
 
 Which backend answers: Ollama for real models; the simulated panel for
 ``sim:<persona>`` models of a synthetic city (one scene, loaded once, checked
-against the tiles up front). Every image sent is a ``LocatedImage`` (the same
-bytes, labelled with the tile), so the sim answers from the scene through the
-same journaled requests (``CachedVlm``) as an Ollama model.
+against the tiles up front). Every request carries its tile (``Ask.tile``), so
+the sim answers from the scene through the same journaled requests
+(``CachedVlm``) as an Ollama model, which ignores it.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def _image_check(
             _sent_id(tiles, config),
             lambda t: states[t].gsd,
             lambda done, total: report(done, total, description="checking claims (vlm)"),
+            tiles.tile_info,
         )
     by_tile: dict[str, dict[ClaimRef, Verdict]] = {}
     for (tile_id, ref), verdict in zip(refs, verdicts):
@@ -172,10 +173,11 @@ def _refine(
     ids = [t for t, state in states.items() if state.drafts()]
     locals_ = refiner.local_captions(
         ids,
-        lambda t: tiles.located_image(t, tiles.image(t)),  # crops keep the tile (and name their quadrant)
+        tiles.image,
         sent_id,
         lambda t: states[t].gsd,
         lambda done, total: report(done, total, description="quadrant captions"),
+        tiles.tile_info,
     )
     jobs, owners = [], []
     for t in ids:
@@ -195,6 +197,7 @@ def _refine(
         sent_id,
         lambda t: states[t].gsd,
         lambda done, total: report(done, total, description="rewriting"),
+        tiles.tile_info,
     )
     for (t, model), (text, error) in zip(owners, results):
         rewrites.setdefault(t, {})[model] = Rewrite(text, error, by=config.refine)
@@ -203,7 +206,7 @@ def _refine(
 
 
 def _sent(tiles: TileImages, tile_id: str, config: FuseConfig) -> bytes:
-    """The tile's image as a VLM gets it: shrunk to --image-size, labelled with where it is (for sim: models)."""
+    """The tile's image as a VLM gets it: shrunk to --image-size."""
     from urbanln_cli.captioners import fit_image
 
-    return tiles.located_image(tile_id, fit_image(tiles.image(tile_id), config.image_size, tiles.max_pixels))
+    return fit_image(tiles.image(tile_id), config.image_size, tiles.max_pixels)

@@ -2,12 +2,11 @@
 
 It answers the same requests an Ollama model gets, through the same runner:
 
-- a caption (no ``format``) of a whole tile (``caption``; ``fuse`` sends the
-  ``TileInfo`` with the request) or of one quadrant (``fuse --refine``: the image
-  is a ``LocatedImage`` that names its tile and quadrant);
+- a caption (no ``format``) of a whole tile or of one quarter of it (``fuse
+  --refine``: the request's ``TileInfo`` names the quarter);
 - a structured request, recognised by its JSON schema's required field:
   ``answer`` is a yes/no check (``fuse --check vlm``; the claim is the phrase in
-  double quotes, the tile comes with the ``LocatedImage``), ``caption`` a
+  double quotes), ``caption`` a
   rewrite (``fuse --refine``; what it works from is read back from the prompt
   with ``refine.parse_rewrite_prompt``).
 
@@ -26,7 +25,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from urbanln_cli.captioners import GenerationOptions, ModelInfo, Reply, TileInfo
-from urbanln_cli.captioners.located import quadrant_tile
 from urbanln_cli.captioners.refine import parse_rewrite_prompt
 from urbanln_cli.captioners.sim.facts import Scene, tile_facts
 from urbanln_cli.captioners.sim.grammar import write_caption
@@ -36,7 +34,7 @@ from urbanln_cli.captioners.sim.rewrite import write_rewrite
 from urbanln_cli.captioners.sim.truth import answer, phrase_true
 from urbanln_cli.config import suggest
 from urbanln_cli.errors import InputError, UsageProblem
-from urbanln_cli.imagery import QUADRANTS
+from urbanln_cli.imagery import QUADRANTS, quadrant_bounds
 
 SIM_VERSION = 3  # 3: quadrant captions, yes/no checks and rewrites (fuse --refine, --check vlm); 2: varied syntax
 _QUESTION = re.compile(r'Is there "(.+?)" in this image\?', re.S)  # image_check.vlm.question's claim
@@ -115,8 +113,7 @@ class SimBackend:
     ) -> Reply:
         persona = PERSONAS[model.removeprefix("sim:")]
         kind = request_kind(format)
-        where = tile if tile is not None else getattr(image, "tile", None)
-        quadrant = getattr(image, "quadrant", None)
+        where = tile
         if kind == "rewrite":
             parts = parse_rewrite_prompt(prompt)
             if parts is None:
@@ -137,10 +134,11 @@ class SimBackend:
             truth = phrase_true(asked.group(1), self.facts(where), self.lexicon())
             reply, wrong = answer(persona, truth, _seed(model, "check", where.tile_id, asked.group(1), options.seed))
             return Reply(json.dumps({"answer": reply}), None, 1, {"truth": truth, "wrong": wrong})
-        if quadrant is not None:
-            part = quadrant_tile(where, quadrant)
+        if where.quadrant is not None:
+            k = where.quadrant
+            part = TileInfo(f"{where.tile_id}#q{k}", where.crs, quadrant_bounds(where.bounds, k), where.gsd)
             rng = _seed(model, part.tile_id, options.seed)
-            text, labels = write_quadrant_caption(persona, tile_facts(self.scene, part), rng, QUADRANTS[quadrant])
+            text, labels = write_quadrant_caption(persona, tile_facts(self.scene, part), rng, QUADRANTS[k])
             return Reply(text, None, len(text.split()), {"quadrant_labels": labels})
         seed = int.from_bytes(hashlib.sha256(f"{model}|{where.tile_id}|{options.seed}".encode()).digest()[:8], "little")
         text, labels = write_caption(persona, tile_facts(self.scene, where), random.Random(seed))
