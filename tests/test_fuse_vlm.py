@@ -229,6 +229,8 @@ def test_cli_errors_for_servers_and_models(tmp_path, tiles, server, cli):
     assert no_scene.exit_code == 2 and "sim: models need the scene of a synthetic city" in no_scene.stderr
     mixed = cli(*base, "--check", "vlm", "--check-model", "sim:precise", "--refine", "llava", "--host", server.url)
     assert mixed.exit_code == 2 and "sim: models and Ollama models cannot share" in mixed.stderr
+    local = cli(*base, "--refine", "hf:/models/qwen", "--host", server.url)  # transformers: no JSON-constrained replies
+    assert local.exit_code == 2 and "hf: models cannot answer fuse's yes/no checks or rewrites" in local.stderr
     stranger = write_captions(tmp_path / "stranger", [caption_row("elsewhere/1", LLAVA, "A river.")])
     lost = cli(
         "fuse", stranger, "--tiles", tiles_path, "-o", tmp_path / "corpus", "--check", "vlm", "--host", server.url

@@ -48,6 +48,12 @@ def _vlm_models(config: FuseConfig, models: list[str]) -> list[str]:
 def _backend_maker(config: FuseConfig, models: list[str], tile_infos) -> Callable[[], Any]:
     """Ollama for real models; the simulated panel (one scene, checked against the tiles) for sim: models."""
     asked = _vlm_models(config, models)
+    local = [m for m in asked if m.startswith("hf:")]
+    if local:  # checks and rewrites are JSON replies: Ollama constrains the decoding, our transformers path does not
+        raise UsageProblem(
+            f"hf: models cannot answer fuse's yes/no checks or rewrites yet ({', '.join(local)})",
+            hint="name Ollama (or, for a synthetic city, sim:) models with --check-model and --refine",
+        )
     sim = [m.startswith("sim:") for m in asked]
     if not any(sim):
         if config.scene is not None:
