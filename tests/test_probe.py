@@ -1,4 +1,8 @@
-"""``urbanln probe``: splits, ridge and MLP heads, metrics in target units, joins, plots, the CLI."""
+"""``urbanln probe`` (regression): splits, ridge and MLP heads, metrics in target units, joins, plots, the CLI.
+
+Classification is in test_probe_classify.py, the splits' new rules (auto, group k-fold, buffer, per-fold
+log decision) in test_probe_splits.py.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from urbanln_cli.evaluation import metrics, splits
 from urbanln_cli.evaluation.heads import DEFAULT_ALPHAS, mlp_cv, ridge_cv
 from urbanln_cli.stages.probe import ProbeConfig, evaluate, probe, probe_metrics
 
-SIDE = 18  # an 18 × 18 grid of tiles, about 200 m apart: 324 tiles over ~3.5 km
+SIDE = 18  # an 18 × 18 grid of tiles, about 450 m apart: 324 tiles over ~8 km (16+ blocks of the default 2 km)
 DIM = 24
 
 
@@ -60,8 +64,8 @@ def city(seed: int = 0, side: int = SIDE, dim: int = DIM):
     frame = pd.DataFrame(
         {
             "tile_id": [f"city/r{i}_c{j}" for i, j in zip(r, c)],
-            "lon": 116.30 + 0.0023 * c,
-            "lat": 39.90 + 0.0018 * r,
+            "lon": 116.30 + 0.0053 * c,
+            "lat": 39.90 + 0.004 * r,
             "group": np.array(["west", "centre", "east"])[np.minimum(c * 3 // side, 2)],
             "carbon": np.exp(3.0 + 1.2 * (X @ w) + rng.normal(0, 0.1, n)),
             "population": 50.0 + 10.0 * (X @ w) + rng.normal(0, 1.0, n),
@@ -210,8 +214,8 @@ def test_too_few_blocks_is_a_usage_error(data):
         )
 
 
-def test_group_split_leaves_one_group_out(data):
-    _, report, predictions = run_probe(data, target="population", split="group")
+def test_logo_split_leaves_one_group_out(data):
+    _, report, predictions = run_probe(data, target="population", split="logo")
     groups = data["frame"].set_index("tile_id").loc[predictions["tile_id"], "group"].to_numpy()
     assert (pd.Series(predictions["fold"].to_numpy()).groupby(groups).nunique() == 1).all()
     assert (pd.Series(groups).groupby(predictions["fold"].to_numpy()).nunique() == 1).all()
@@ -243,6 +247,7 @@ def test_transfer_trains_only_on_a(data):
 
 def test_split_spec_parsing():
     assert splits.SplitSpec.parse("transfer:a,b->c") == splits.SplitSpec("transfer", ("a", "b"), ("c",))
+    assert [splits.SplitSpec.parse(k).kind for k in ("auto", "group", "logo")] == ["auto", "group", "logo"]
     for bad in ("transfer:a", "transfer:a->a", "blocks", "transfer:->b"):
         with pytest.raises(UsageProblem):
             splits.SplitSpec.parse(bad)
@@ -310,7 +315,7 @@ def test_nan_and_zero_targets_are_dropped_and_counted(data):
     frame.loc[7:9, "population"] = 0.0
     labels = write_labels(data["tmp"] / "nan", frame)
     result, report, predictions = run_probe(data, labels=labels, target="population", drop_zero=True)
-    assert report["targets_info"]["population"]["dropped"] == {"nan": 7, "zero": 3}
+    assert report["targets_info"]["population"]["dropped"] == {"nan": 7, "zero": 3, "no_location": 0}
     assert result.counts["nan_population"] == 7 and result.counts["zero_population"] == 3
     assert report["results"][0]["n"] == len(frame) - 10 == len(predictions)
     assert predictions["y_true"].notna().all() and (predictions["y_true"] != 0).all()
@@ -333,6 +338,7 @@ def test_target_all_and_empty_targets(data):
 
 def test_several_embeddings_side_by_side(data):
     result, report, predictions = run_probe(data, target="all", embeddings=(data["good"], data["bad"]))
+    assert report["split"]["kind"] == "spatial" and report["split"]["requested"] == "auto"
     assert result.out == data["tmp"] / "probe"
     assert [(r["target"], r["embeddings"]) for r in result.table] == [
         ("carbon", "good"),
@@ -356,6 +362,7 @@ def test_library_table_writes_nothing(data, tmp_path, monkeypatch):
     assert [r["embeddings"] for r in rows] == ["good", "bad"]
     assert {"r2_mean", "r2_std", "rmse_mean", "rmse_std", "mae_mean", "mae_std", "n", "split"} <= set(rows[0])
     assert rows[0]["split"] == "spatial"
+    assert rows[0]["r2_pooled"] > 0.9 and rows[0]["model"] == "ridge"  # the pooled headline beside the fold mean
     assert not (tmp_path / "probe").exists()
 
 
@@ -477,6 +484,8 @@ def test_cli_mlp_settings_reach_the_head(cli, data, monkeypatch):
     assert all(f["epochs"] <= 3 for f in report["results"][0]["folds"])
     ridge = cli("probe", "-t", "population", "-e", "good.safetensors", "--hidden", "8", "-o", "other")
     assert ridge.exit_code == 2 and "--hidden is for --model mlp" in ridge.stderr and ridge.stdout == ""
+    ridge = cli("probe", "-t", "population", "-e", "good.safetensors", "--model", "ridge", "--lr", "0.1", "-o", "other")
+    assert ridge.exit_code == 2 and "--lr is for --model mlp" in ridge.stderr and ridge.stdout == ""
 
 
 def test_cli_json(cli, data, monkeypatch):
@@ -528,8 +537,9 @@ def test_manifest_records_resolved_values_of_the_head_that_ran(cli, data, monkey
     assert cli("probe", "-t", "population", "-e", "good.safetensors", "--no-plots").exit_code == 0
     params = json.loads((data["tmp"] / "probe" / "population" / "urbanln.json").read_text())["params"]
     # options left out are None on the command line; the manifest records what ran
-    assert params["model"] == {"value": "ridge", "source": "default"}
-    assert params["split"] == {"value": "random", "source": "default"}
+    assert params["model"] == {"value": "linear", "source": "default"}
+    assert params["split"] == {"value": "auto", "source": "default"}
+    assert params["block_km"] == {"value": 2.0, "source": "default"}
     assert params["alphas"] == {"value": list(DEFAULT_ALPHAS), "source": "default"}
     assert params["embeddings"] == {"value": ["good.safetensors"], "source": "flag"}
     # only the options of the task and head that ran
@@ -573,6 +583,7 @@ def test_manifest_records_resolved_values_of_the_head_that_ran(cli, data, monkey
     assert params["model"] == {"value": "mlp", "source": "flag"}
     assert params["lr"] == {"value": 0.01, "source": "flag"}
     assert params["weight_decay"] == {"value": 1e-4, "source": "default"}  # the MLP's default
+    assert "cs" not in params
     assert params["max_epochs"] == {"value": 3, "source": "flag"} and params["hidden"] == {
         "value": 256,
         "source": "default",
@@ -583,15 +594,10 @@ def test_manifest_records_resolved_values_of_the_head_that_ran(cli, data, monkey
 @pytest.mark.parametrize(
     "args, env, words",
     [
-        ([], {"URBANLN_PROBE_EPOCHS": "3"}, "URBANLN_PROBE_EPOCHS (--epochs) is for --task segmentation"),
-        (
-            ["--mask", "landcover"],
-            {"URBANLN_PROBE_DEVICE": "cpu"},
-            "--mask, URBANLN_PROBE_DEVICE (--device) are for --task segmentation",
-        ),
         ([], {"URBANLN_PROBE_HIDDEN": "8"}, "URBANLN_PROBE_HIDDEN (--hidden) is for --model mlp"),
         (["--lr", "0.1"], {}, "--lr is for --model mlp"),
-        (["--model", "mlp"], {"URBANLN_PROBE_ALPHAS": "1,2"}, "URBANLN_PROBE_ALPHAS (--alphas) is for --model ridge"),
+        (["--model", "mlp"], {"URBANLN_PROBE_ALPHAS": "1,2"}, "URBANLN_PROBE_ALPHAS (--alphas) is for --model linear"),
+        (["--model", "mlp", "--cs", "1,2"], {}, "--cs is for --model linear"),
     ],
 )
 def test_options_of_another_task_from_the_environment_are_refused(cli, data, monkeypatch, args, env, words):
@@ -607,14 +613,12 @@ def test_options_of_another_task_from_the_environment_are_refused(cli, data, mon
 def test_options_of_another_task_in_the_config_file_are_left_out(cli, data, monkeypatch):
     # one [probe] table may hold settings for both tasks and both heads: the run uses its own, and records only those
     monkeypatch.chdir(data["tmp"])
-    (data["tmp"] / "urbanln.toml").write_text(
-        '[probe]\nepochs = 3\nmask = "roads"\nhidden = 8\nlr = 0.05\nsplit = "spatial"\nblock-km = 0.8\n'
-    )
+    (data["tmp"] / "urbanln.toml").write_text('[probe]\nhidden = 8\nlr = 0.05\nsplit = "spatial"\nblock-km = 0.8\n')
     result = cli("--config", "urbanln.toml", "probe", "-t", "population", "-e", "good.safetensors", "--no-plots")
     assert result.exit_code == 0, result.stderr
     params = json.loads((data["tmp"] / "probe" / "population" / "urbanln.json").read_text())["params"]
     assert params["split"] == {"value": "spatial", "source": "config"}
-    assert not {"epochs", "mask", "hidden", "lr"} & set(params)
+    assert not {"hidden", "lr"} & set(params)
     report = json.loads((data["tmp"] / "probe" / "population" / "report.json").read_text())
     assert report["model"]["kind"] == "ridge"
     # with --model mlp the config's hidden and lr take part
@@ -643,18 +647,19 @@ def test_options_of_another_task_in_the_config_file_are_left_out(cli, data, monk
     )
 
 
-def test_lr_help_states_each_tasks_default():
+def test_probe_has_one_job_and_one_default_per_option(cli):
+    import dataclasses
+
     import typer.main
 
     from urbanln_cli.cli import app
-    from urbanln_cli.stages.segment import SegmentConfig
-
-    def sci(x: float) -> str:
-        return f"{x:.0e}".replace("e-0", "e-")
 
     params = {p.name: p for p in typer.main.get_command(app).commands["probe"].params}
-    for name in ("lr", "weight_decay"):
-        assert params[name].default is None  # None: the default of the task (or head) that runs
-        help_text = params[name].help
-        assert f"--model mlp [default: {sci(getattr(ProbeConfig, name))}]" in help_text.replace("\\", "")
-        assert f"--task segmentation [default: {sci(getattr(SegmentConfig, name))}]" in help_text.replace("\\", "")
+    # segmentation lives in `urbanln evaluate segmentation`
+    assert not {"task", "mask", "tiles", "epochs", "device", "arch", "pretrained", "baseline"} & set(params)
+    defaults = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
+    for name in ("model", "split", "folds", "block_km", "buffer_km", "lr", "weight_decay", "hidden", "seed"):
+        assert params[name].default == defaults[name], name
+    assert params["lr"].default == 1e-3
+    result = cli("probe", "--task", "segmentation")
+    assert result.exit_code == 2 and "--task" in result.stderr

@@ -1,4 +1,4 @@
-"""The segmentation probe: IoU metrics, masks from `label --raster NAME=PATH:mask`, and `probe --task segmentation`."""
+"""The segmentation probe: IoU metrics, masks from `label --raster NAME=PATH:mask`, and `evaluate segmentation`."""
 
 import io
 import json
@@ -290,8 +290,7 @@ def test_edge_tiles_mark_outside_pixels_as_ignored(city, tmp_path):
 def test_segmentation_probe_end_to_end(city, tmp_path, cli):
     folder, tiles, labels = city
     result = cli(
-        "probe",
-        "--task",
+        "evaluate",
         "segmentation",
         "--mask",
         "landcover",
@@ -353,7 +352,7 @@ def test_segmentation_probe_end_to_end(city, tmp_path, cli):
     ):
         assert name not in params, name
     assert report["head"]["optimizer"] == "AdamW lr 0.01 weight_decay 0.0001"
-    # the alias gives the same numbers (and the same run twice is deterministic)
+    # the same run twice is deterministic
     again = cli("evaluate", "segmentation", "--tiles", tiles, "--labels", labels, *FAST, "-o", tmp_path / "b")
     assert again.exit_code == 0, again.stderr
     assert "mIoU" in again.stdout and "road" in again.stdout
@@ -364,11 +363,9 @@ def test_segmentation_probe_end_to_end(city, tmp_path, cli):
 def test_segmentation_lr_and_weight_decay(city, tmp_path, cli):
     _, tiles, labels = city
     base = ["--tiles", tiles, "--labels", labels, *FAST, "--no-plots", "--lr", "0.05", "--weight-decay", "0", "--json"]
-    probed = cli("probe", "--task", "segmentation", *base, "-o", tmp_path / "p")
-    assert probed.exit_code == 0, probed.stderr
     evaluated = cli("evaluate", "segmentation", *base, "-o", tmp_path / "e")
     assert evaluated.exit_code == 0, evaluated.stderr
-    for folder in ("p", "e"):
+    for folder in ("e",):
         report = json.loads((tmp_path / folder / "report.json").read_text())
         assert report["head"]["optimizer"] == "AdamW lr 0.05 weight_decay 0"
         params = json.loads((tmp_path / folder / "urbanln.json").read_text())["params"]
@@ -376,55 +373,10 @@ def test_segmentation_lr_and_weight_decay(city, tmp_path, cli):
             "value": 0.0,
             "source": "flag",
         }
-    assert json.loads(probed.stdout)["metrics"] == json.loads(evaluated.stdout)["metrics"]
     bad = cli(
         "evaluate", "segmentation", "--tiles", tiles, "--labels", labels, *FAST, "--lr", "0", "-o", tmp_path / "x"
     )
     assert bad.exit_code == 2 and "--lr 0 must be positive" in bad.stderr
-
-
-def test_segmentation_options_from_config_and_environment(city, tmp_path, cli):
-    # a [probe] table may hold the regression settings too: a segmentation run leaves them out (model = "mlp" included)
-    _, tiles, labels = city
-    config = tmp_path / "urbanln.toml"
-    config.write_text(
-        '[probe]\nmodel = "mlp"\nhidden = 8\nalphas = "1,2"\ntarget = "population"\nepochs = 1\nlr = 0.03\n'
-    )
-    args = [
-        "probe",
-        "--task",
-        "segmentation",
-        "--tiles",
-        tiles,
-        "--labels",
-        labels,
-        "--baseline",
-        "random",
-        "--arch",
-        "urbanln-tiny",
-        "--block-km",
-        "0.1",
-        "--folds",
-        "3",
-        "--device",
-        "cpu",
-        "--no-plots",
-    ]
-    result = cli("--config", config, *args, "-o", tmp_path / "c")
-    assert result.exit_code == 0, result.stderr
-    params = json.loads((tmp_path / "c" / "urbanln.json").read_text())["params"]
-    assert params["epochs"] == {"value": 1, "source": "config"} and params["lr"] == {"value": 0.03, "source": "config"}
-    assert params["model"] == {
-        "value": None,
-        "source": "default",
-    }  # left out: a regression head; the model is the --baseline
-    assert not {"hidden", "alphas", "target"} & set(params)
-    # the same from the environment is refused
-    result = cli(*args, "-o", tmp_path / "v", env={"URBANLN_PROBE_HIDDEN": "8"})
-    assert result.exit_code == 2 and "URBANLN_PROBE_HIDDEN (--hidden) is for --task regression" in result.stderr
-    assert "unset URBANLN_PROBE_HIDDEN" in result.stderr and not (tmp_path / "v").exists()
-    result = cli(*args, "-o", tmp_path / "m", env={"URBANLN_PROBE_MODEL": "mlp"})
-    assert result.exit_code == 2 and "regression head" in result.stderr
 
 
 def test_segmentation_option_defaults_are_the_stages():
@@ -439,13 +391,14 @@ def test_segmentation_option_defaults_are_the_stages():
     defaults = {f.name: f.default for f in dataclasses.fields(SegmentConfig)}
     commands = typer.main.get_command(app).commands
     evaluate = {p.name: p.default for p in commands["evaluate"].commands["segmentation"].params}
-    probe = {p.name: p.default for p in commands["probe"].params}
     for name, default in evaluate.items():
         if name in defaults and name != "split":
             assert default == defaults[name], name
     assert evaluate["split"] == "spatial" and {"lr", "weight_decay"} <= set(evaluate)
     for name in segment_cli.ONLY:
-        assert probe[name] == defaults[name], name
+        assert evaluate[name] == defaults[name], name
+    # `probe` does one job: none of these options is its
+    assert not set(segment_cli.ONLY) & {p.name for p in commands["probe"].params}
 
 
 def test_segmentation_probe_random_split_and_no_plots(city, tmp_path):
@@ -482,9 +435,8 @@ def test_segmentation_probe_random_split_and_no_plots(city, tmp_path):
         (["--tiles", "{folder}/other_tiles"], 3, "no tile id in"),
         (["--baseline", "pixels"], 2, "no patch tokens"),
         (["--baseline", "random", "--arch", "RN50"], 2, "no grid of patch tokens"),
-        (["--model", "mlp"], 2, "regression head"),
-        (["--target", "population"], 2, "--target is for --task regression"),
         (["--split", "spatial", "--block-km", "50"], 2, "spatial block"),
+        (["--split", "auto"], 2, "--split auto is for `urbanln probe`"),
     ],
 )
 def test_segmentation_errors(city, tmp_path, cli, args, code, words):
@@ -504,8 +456,7 @@ def test_segmentation_errors(city, tmp_path, cli, args, code, words):
         )  # the same pixels under other tile ids
         tile(TileConfig(inputs=(folder / "elsewhere.tif",), out=folder / "other_tiles", size=64, workers=1))
     base = [
-        "probe",
-        "--task",
+        "evaluate",
         "segmentation",
         "--tiles",
         tiles,
@@ -531,11 +482,12 @@ def test_segmentation_errors(city, tmp_path, cli, args, code, words):
     assert not (tmp_path / "x").exists()
 
 
-def test_regression_probe_refuses_segmentation_options(city, cli):
+def test_probe_has_no_segmentation_options(city, cli):
     _, _, labels = city
-    result = cli("probe", "--labels", labels, "--mask", "landcover", "--epochs", "3")
-    assert result.exit_code == 2 and result.stdout == ""
-    assert "--mask, --epochs are for --task segmentation" in result.stderr
+    for args in (["--task", "segmentation"], ["--mask", "landcover"]):
+        result = cli("probe", "--labels", labels, *args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert args[0] in result.stderr
 
 
 def test_regression_probe_reads_labels_with_masks(city, tmp_path):
@@ -544,5 +496,5 @@ def test_regression_probe_reads_labels_with_masks(city, tmp_path):
 
     _, tiles, labels = city
     vectors = embed(EmbedConfig(tiles=tiles, baseline="pixels", out=tmp_path / "e.safetensors", workers=0)).out
-    result = evaluate(ProbeConfig(target="all", embeddings=(vectors,), labels=labels, folds=3))
+    result = evaluate(ProbeConfig(target="all", embeddings=(vectors,), labels=labels, folds=3, block_km=0.1))
     assert result.report["targets"] == ["population"]  # the mask column is not a regression target

@@ -1,4 +1,4 @@
-"""``urbanln probe``: score embeddings on a target with a ridge or MLP head, or a model's patch tokens on a mask (``--task segmentation``)."""  # noqa: E501
+"""``urbanln probe``: score embeddings on a target with a linear or MLP head (regression or classification)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from typing import Annotated
 import typer
 
 from urbanln_cli.commands import _common
-from urbanln_cli.commands import segment as segment_cli
 
 logger = logging.getLogger(__name__)
-
-
-class Task(str, Enum):
-    regression = "regression"
-    segmentation = "segmentation"
 
 
 class LogTarget(str, Enum):
@@ -26,29 +20,20 @@ class LogTarget(str, Enum):
     no = "no"
 
 
-SEGMENT = segment_cli.Options("Segmentation: ")
-MLP_OPTIONS = (
-    "hidden",
-    "max_epochs",
-    "patience",
-    "lr",
-    "weight_decay",
-)  # lr and weight_decay also set the segmentation head
-RIDGE_OPTIONS = ("alphas",)
-REGRESSION_ONLY = ("embeddings", "target", "log_target", "drop_zero", "alphas", "hidden", "max_epochs", "patience")
+MLP_ONLY = ("hidden", "max_epochs", "patience", "lr", "weight_decay")
+LINEAR_ONLY = ("alphas", "cs")
 
 
 def probe(
     ctx: typer.Context,
-    task: Annotated[
-        Task,
-        typer.Option(
-            help="regression: predict labels columns from embeddings. segmentation: a linear head on a model's "
-            "frozen patch tokens predicts a --mask per pixel."
-        ),
-    ] = Task.regression,
     target: Annotated[
-        str, typer.Option("--target", "-t", help="Labels column to predict, a comma-separated list, or 'all'.")
+        str,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Labels column to predict, a comma-separated list, or 'all'. A numeric column is regression, a "
+            "string column (a class) classification.",
+        ),
     ] = "carbon",
     embeddings: Annotated[
         list[Path] | None,
@@ -63,43 +48,37 @@ def probe(
     labels: Annotated[Path, typer.Option(help="Labels dataset from `urbanln label`.")] = Path("labels"),
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output folder. \\[default: probe/<target>, probe/all, or probe/<mask>-segmentation]",
-            show_default=False,
-        ),
+        typer.Option("--out", "-o", help="Output folder. \\[default: probe/<target> or probe/all]", show_default=False),
     ] = None,
     model: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="Regression: the head, ridge (standardised ridge, alpha by inner CV) or mlp (D→256→1 with early "
-            "stopping) \\[default: ridge]. "
-            "Segmentation: a `urbanln pretrain` run folder \\[default: runs/latest].",
-            show_default=False,
+            help="The head: linear (standardised ridge for a numeric target, logistic regression for a class; the "
+            "penalty by inner CV) or mlp (D→256→1 or →classes, early stopping). ridge and logistic mean linear."
         ),
-    ] = None,
+    ] = "linear",
     split: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="random (k-fold), spatial (k-fold over blocks of --block-km), group (leave one group out) or "
-            "transfer:A->B (train on group A, test on B). "
-            "\\[default: random; spatial for segmentation]",
-            show_default=False,
+            help="auto (spatial where tiles have lon/lat, else group, else random), random (k-fold; warns: it leaks "
+            "spatial autocorrelation), spatial (k-fold over blocks of --block-km), group (grouped k-fold), logo "
+            "(leave one group out) or transfer:A->B (train on group A, test on B)."
         ),
-    ] = None,
-    folds: Annotated[int, typer.Option(help="Folds for random and spatial splits.")] = 5,
+    ] = "auto",
+    folds: Annotated[int, typer.Option(help="Folds for random, spatial and group splits.")] = 5,
     block_km: Annotated[
         float,
-        typer.Option(
-            help="Side of the spatial blocks in km (spatial split; also the inner CV's units for spatial, group "
-            "and transfer)."
-        ),
-    ] = 1.0,
+        typer.Option(help="Side of the spatial blocks in km (also the inner CV's units for every split but random)."),
+    ] = 2.0,
+    buffer_km: Annotated[
+        float,
+        typer.Option(help="Leave training tiles within this many km of a fold's test tiles out of its training."),
+    ] = 0.0,
     log_target: Annotated[
         LogTarget,
         typer.Option(
-            help="Fit log1p(target) and back-transform predictions; auto: when the target is ≥ 0 with skewness > 1."
+            help="Regression: fit log1p(target), back-transform with a smearing correction; auto: in each fold whose "
+            "training rows are ≥ 0 with skewness > 1."
         ),
     ] = LogTarget.auto,
     drop_zero: Annotated[bool, typer.Option("--drop-zero", help="Leave out tiles whose target is exactly 0.")] = False,
@@ -109,145 +88,78 @@ def probe(
             help="Comma-separated ridge alphas to search. \\[default: 19 values from 1e-3 to 1e6]", show_default=False
         ),
     ] = None,
+    cs: Annotated[
+        str | None,
+        typer.Option(
+            "--cs",
+            help="Comma-separated logistic C values (inverse penalty) to search. \\[default: 7 values from 1e-4 to "
+            "1e2]",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for random folds, inner folds and the MLP.")] = 0,
     hidden: Annotated[int, typer.Option(help="--model mlp: hidden units.")] = 256,
     max_epochs: Annotated[
         int, typer.Option(help="--model mlp: most epochs; early stopping on a validation part of each training fold.")
     ] = 200,
     patience: Annotated[
-        int, typer.Option(help="--model mlp: epochs without a better validation MSE before stopping.")
+        int, typer.Option(help="--model mlp: epochs without a better validation loss before stopping.")
     ] = 10,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Learning rate: of the MLP's Adam with --model mlp \\[default: 1e-3], of the linear head's AdamW "
-            "with --task segmentation \\[default: 1e-2].",
-            show_default=False,
-        ),
-    ] = None,
-    weight_decay: Annotated[
-        float | None,
-        typer.Option(
-            help="Weight decay (L2): of the MLP's Adam with --model mlp \\[default: 1e-4], of the linear head's "
-            "AdamW with --task segmentation \\[default: 1e-4].",
-            show_default=False,
-        ),
-    ] = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the scatter and map PNGs.")] = True,
+    lr: Annotated[float, typer.Option(help="--model mlp: learning rate of Adam.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="--model mlp: weight decay (L2) of Adam.")] = 1e-4,
+    plots: Annotated[
+        bool, typer.Option("--plots/--no-plots", help="Draw the scatter and map PNGs, or the confusion matrix.")
+    ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the metrics table as JSON on stdout instead of a table.")
     ] = False,
-    mask: SEGMENT.mask = "landcover",
-    tiles: SEGMENT.tiles = Path("tiles"),
-    arch: SEGMENT.arch = None,
-    pretrained: SEGMENT.pretrained = None,
-    baseline: SEGMENT.baseline = None,
-    epochs: SEGMENT.epochs = 30,
-    batch_size: SEGMENT.batch_size = 64,
-    device: SEGMENT.device = "auto",
 ) -> None:
-    """Probe embeddings: predict a target (carbon, population, GDP, …) from each tile's vector.
+    """Probe embeddings: predict a target (carbon, population, land use, …) from each tile's vector.
 
-    Embeddings and labels are joined by tile id. Scores are out of fold: R², RMSE and
-    MAE in the target's own units, mean ± std over folds. Writes report.json,
-    predictions.parquet, a scatter and a map PNG per target, and prints the table.
-
-    With --task segmentation (also `urbanln evaluate segmentation`), a linear head on
-    the frozen patch tokens of a model predicts the --mask classes per pixel; it
-    reports per-class IoU, mIoU and pixel accuracy over spatial folds, and writes
-    report.json and examples.png.
+    Embeddings and labels are joined by tile id. Scores are out of fold: R², RMSE and MAE
+    in the target's own units, or accuracy, balanced accuracy and macro-F1 for a class
+    target; pooled over all folds, with the mean ± std over folds beside. Writes
+    report.json, predictions.parquet and the plots, and prints the table. Segmentation
+    is `urbanln evaluate segmentation`.
     """
-    from urbanln_cli.errors import UsageProblem
-    from urbanln_cli.stages.probe import MODELS, ProbeConfig
+    from urbanln_cli.stages.probe import MODEL_ALIASES, ProbeConfig
     from urbanln_cli.stages.probe import probe as run_probe
 
-    # None for --lr/--weight-decay means the default of the task (or head) that runs: its config's
-    given = {k: v for k, v in {"lr": lr, "weight_decay": weight_decay}.items() if v is not None}
-    if task is Task.segmentation:
-        from urbanln_cli.stages.segment import SegmentConfig
-
-        _only_for(ctx, REGRESSION_ONLY, "--task regression")
-        if (
-            model in MODELS and _source(ctx, "model") == "DEFAULT_MAP"
-        ):  # a [probe] table's regression head: not for this task
-            logger.debug(
-                "config [probe] model = %r left out: a regression head, and --task segmentation takes a run folder",
-                model,
-            )
-            model = None
-            source_enum = type(ctx.get_parameter_source("model"))  # typer's own enum, not click's
-            ctx.set_parameter_source("model", source_enum.DEFAULT)  # so the manifest says so
-        if model in MODELS:
-            raise UsageProblem(
-                f"--model {model} is a regression head; with --task segmentation --model takes a `urbanln "
-                "pretrain` run folder",
-                hint="pass --model runs/NAME, or leave it out for runs/latest",
-            )
-        config = SegmentConfig(
-            mask=mask,
-            tiles=tiles,
-            labels=labels,
-            out=out,
-            model=Path(model) if model else None,
-            arch=arch,
-            pretrained=pretrained,
-            baseline=baseline,
-            split=split or "spatial",
-            folds=folds,
-            block_km=block_km,
-            epochs=epochs,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            plots=plots,
-            overwrite=overwrite,
-            **given,
-        )
-        segment_cli.run(ctx, config, as_json, drop=REGRESSION_ONLY)
-        return
-    _only_for(ctx, segment_cli.ONLY, "--task segmentation")
-    mlp = (model or "ridge") == "mlp"
-    if mlp:
-        _only_for(ctx, RIDGE_OPTIONS, "--model ridge")
-    else:
-        _only_for(ctx, MLP_OPTIONS, "--model mlp")
+    mlp = MODEL_ALIASES.get(model, model) == "mlp"
+    _only_for(ctx, LINEAR_ONLY if mlp else MLP_ONLY, "--model linear" if mlp else "--model mlp")
     settings = {}
-    if alphas is not None and not mlp:
-        try:
-            settings["alphas"] = tuple(float(a) for a in alphas.split(",") if a.strip())
-        except ValueError:
-            raise UsageProblem(
-                f"--alphas {alphas!r} is not a comma-separated list of numbers", hint="e.g. --alphas 0.1,1,10,100"
-            ) from None
-    if mlp:
-        settings.update(hidden=hidden, max_epochs=max_epochs, patience=patience, **given)
+    if alphas is not None:
+        settings["alphas"] = _numbers(alphas, "--alphas", "e.g. --alphas 0.1,1,10,100")
+    if cs is not None:
+        settings["cs"] = _numbers(cs, "--cs", "e.g. --cs 0.01,0.1,1,10")
     config = ProbeConfig(
         target=target,
         embeddings=tuple(embeddings or [Path("embeddings.safetensors")]),
         labels=labels,
         out=out,
-        model=model or "ridge",
-        split=split or "random",
+        model=model,
+        split=split,
         folds=folds,
         block_km=block_km,
+        buffer_km=buffer_km,
         log_target=log_target.value,
         drop_zero=drop_zero,
         seed=seed,
+        hidden=hidden,
+        max_epochs=max_epochs,
+        patience=patience,
+        lr=lr,
+        weight_decay=weight_decay,
         plots=plots,
         overwrite=overwrite,
         **settings,
     )
-    drop = segment_cli.ONLY + (RIDGE_OPTIONS if mlp else MLP_OPTIONS)
     with _common.progress_bar("probing") as update:
-        result = run_probe(config, progress=update, run=_common.run_info(ctx, config, drop=drop))
-    best = max(result.table, key=lambda r: (r["r2_mean"] == r["r2_mean"], r["r2_mean"]))
-    skipped = result.report.get("skipped") or {}
-    _common.summary(
-        f"probed {len(result.report['targets'])} target(s) × {len(result.report['embeddings'])} embeddings "
-        f"({config.model}, {result.report['split']['spec']}): best R² {best['r2_mean']:.3f} ({best['embeddings']} "
-        f"on {best['target']}); wrote {result.out}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
-    )
+        result = run_probe(
+            config, progress=update, run=_common.run_info(ctx, config, drop=LINEAR_ONLY if mlp else MLP_ONLY)
+        )
+    _common.summary(_summary(result, config))
     for target, files in result.plots.items():
         if "map" in files:
             _common.summary(f"map of {target}: {result.out / files['map']}")
@@ -258,6 +170,35 @@ def probe(
         )
     else:
         render_table(result.table)
+
+
+def _numbers(text: str, flag: str, example: str) -> tuple[float, ...]:
+    from urbanln_cli.errors import UsageProblem
+
+    try:
+        return tuple(float(a) for a in text.split(",") if a.strip())
+    except ValueError:
+        raise UsageProblem(f"{flag} {text!r} is not a comma-separated list of numbers", hint=example) from None
+
+
+def _summary(result, config) -> str:
+    """One line: what ran on which split, the best headline per task, where it went."""
+    split = result.report["split"]
+    where = split["spec"] + (f", {split['block_km']:g} km blocks" if split["kind"] == "spatial" else "")
+    if split["buffer_km"]:
+        where += f", {split['buffer_km']:g} km buffer"
+    parts = []
+    for metric, label in (("r2", "R²"), ("accuracy", "accuracy")):
+        rows = [r for r in result.table if f"{metric}_pooled" in r and r[f"{metric}_pooled"] == r[f"{metric}_pooled"]]
+        if rows:
+            best = max(rows, key=lambda r: r[f"{metric}_pooled"])
+            parts.append(f"best {label} {best[f'{metric}_pooled']:.3f} ({best['embeddings']} on {best['target']})")
+    skipped = result.report.get("skipped") or {}
+    return (
+        f"probed {len(result.report['targets'])} target(s) × {len(result.report['embeddings'])} embeddings "
+        f"({config.head()}, {where}): {'; '.join(parts) or 'no score'}; wrote {result.out}"
+        + (f"; skipped {', '.join(skipped)}" if skipped else "")
+    )
 
 
 def _source(ctx: typer.Context, name: str) -> str | None:
@@ -306,19 +247,33 @@ def _envvar(ctx: typer.Context, name: str) -> str:
 
 
 def render_table(table: list[dict]) -> None:
-    """The metrics table on stdout (data, so not on the stderr console)."""
+    """The metrics table on stdout (data, so not on the stderr console): pooled, then mean ± std over folds."""
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
-    def pm(row, name, digits):
-        mean, std = row[f"{name}_mean"], row[f"{name}_std"]
-        return f"{mean:.{digits}f} ± {std:.{digits}f}" if abs(mean) < 1e5 else f"{mean:.3g} ± {std:.2g}"
+    def num(value: float, digits: int) -> str:
+        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.3g}"
 
-    out = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("target", "embeddings", "model", "split", "n", "R²", "RMSE", "MAE"):
-        out.add_column(column, justify="right" if column in ("n", "R²", "RMSE", "MAE") else "left", no_wrap=True)
+    def pm(row, name, digits):
+        if f"{name}_mean" not in row:
+            return ""
+        mean, std = row[f"{name}_mean"], row[f"{name}_std"]
+        return f"{num(row[f'{name}_pooled'], digits)} ({num(mean, digits)} ± {num(std, digits)})"
+
+    regression = any(r.get("task", "regression") == "regression" for r in table)
+    classification = any(r.get("task") == "classification" for r in table)
+    metrics = ([("R²", "r2", 3), ("RMSE", "rmse", 4), ("MAE", "mae", 4)] if regression else []) + (
+        [("accuracy", "accuracy", 3), ("balanced acc.", "balanced_accuracy", 3), ("macro-F1", "macro_f1", 3)]
+        if classification
+        else []
+    )
+    out = Table(box=None, pad_edge=False, header_style="bold", caption="pooled (fold mean ± std)")
+    for column in ("target", "embeddings", "model", "split", "n"):
+        out.add_column(column, justify="right" if column == "n" else "left", no_wrap=True)
+    for label, _, _ in metrics:
+        out.add_column(label, justify="right", no_wrap=True)
     for row in table:
         log = " (log1p)" if row.get("log_target") else ""
         out.add_row(
@@ -327,11 +282,9 @@ def render_table(table: list[dict]) -> None:
             row["model"],
             row["split"],
             str(row["n"]),
-            pm(row, "r2", 3),
-            pm(row, "rmse", 4),
-            pm(row, "mae", 4),
+            *(pm(row, name, digits) for _, name, digits in metrics),
         )
-    Console(file=sys.stdout, highlight=False, soft_wrap=True, width=200).print(out)
+    Console(file=sys.stdout, highlight=False, soft_wrap=True, width=240).print(out)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""The segmentation probe's CLI side, shared by ``urbanln probe --task segmentation`` and ``urbanln evaluate segmentation``."""  # noqa: E501
+"""The segmentation probe's CLI side (``urbanln evaluate segmentation``): its options, the run and the table."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from urbanln_cli.commands import _common
 
 
 class Options:
-    """The types (with help) of the options only the segmentation probe has, for both commands' signatures.
+    """The types (with help) of the options only the segmentation probe has, for the command's signature.
 
-    ``prefix`` starts each help text (``probe`` says "Segmentation: " and lowercases the first
-    letter). The defaults stay in the signatures (typer wants them there); tests check they
-    equal ``SegmentConfig``'s.
+    ``prefix`` starts each help text (and lowercases its first letter). The defaults stay in the
+    signature (typer wants them there); tests check they equal ``SegmentConfig``'s.
     """
 
     def __init__(self, prefix: str = ""):

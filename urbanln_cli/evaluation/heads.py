@@ -9,6 +9,12 @@ each inner validation error is a quadratic form: no second pass, no refit over r
 The result is exactly ``GridSearchCV(make_pipeline(StandardScaler(), Ridge()),
 alphas, scoring="neg_mean_squared_error", cv=inner folds)`` refit on the outer
 training fold (tests check this against scikit-learn).
+
+Every head takes the same split description: ``fold`` (test fold per row), ``inner``
+(inner CV fold per row), ``excluded`` (per fold, training rows left out of it: the
+buffer around its test tiles) and ``only`` (the folds to fit; others are skipped).
+With ``smearing`` each fold's record holds Duan's factor, the mean of exp(residual)
+over its training rows, for a target modelled as log1p.
 """
 
 from __future__ import annotations
@@ -103,6 +109,9 @@ def ridge_cv(
     inner: np.ndarray,
     alphas=DEFAULT_ALPHAS,
     on_fold: Callable[[int], None] | None = None,
+    excluded: dict[int, np.ndarray] | None = None,
+    only: set[int] | None = None,
+    smearing: bool = False,
 ) -> tuple[np.ndarray, list[dict]]:
     """Out-of-fold ridge predictions (NaN on train-only rows) and one record per fold.
 
@@ -115,7 +124,7 @@ def ridge_cv(
     alphas = np.asarray(alphas, np.float64)
     n, p = X.shape
     k_inner = int(inner.max()) + 1 if n else 1
-    folds = sorted(int(f) for f in np.unique(fold) if f != TRAIN_ONLY)
+    folds = fold_ids(fold, only)
     x_shift = X.mean(axis=0, dtype=np.float64)
     y_shift = float(y.mean())
 
@@ -153,24 +162,58 @@ def ridge_cv(
 
     for k in folds:
         test_chunks = [chunk_stats((k + 1) * k_inner + j) for j in range(k_inner)]
+        drop = np.asarray((excluded or {}).get(k, ()), np.int64)
+        # the buffer's rows, per inner fold, come off the training fold and off each inner part
+        drop_chunks = [_stats(X, y, drop[inner[drop] == j], x_shift, y_shift) for j in range(k_inner)]
         # p × p work on one BLAS thread: LAPACK's eigensolvers are mostly level-2 calls, and their
         # threads stall badly (seconds instead of tens of milliseconds) when other processes load the cores
         with threadpool_limits(1, "blas"):
-            records.append(_ridge_fold(k, X, fold, test_chunks, per_inner, total, alphas, x_shift, y_shift, pred))
+            record, B, b0 = _ridge_fold(
+                k, X, fold, test_chunks, drop_chunks, per_inner, total, alphas, x_shift, y_shift, pred
+            )
+        if smearing:
+            train = np.setdiff1d(np.flatnonzero(fold != k), drop)
+            fitted = np.concatenate(
+                [
+                    _predict(X, train[a : a + _BLOCK_ROWS], B, b0, x_shift, y_shift)
+                    for a in range(0, len(train), _BLOCK_ROWS)
+                ]
+            )
+            record["smearing"] = duan(y[train], fitted)
+        records.append(record)
         if on_fold:
             on_fold(k)
     return pred, records
 
 
-def _ridge_fold(k, X, fold, test_chunks, per_inner, total, alphas, x_shift, y_shift, pred) -> dict:
-    """Pick alpha by inner CV from chunk statistics, refit on the training fold, predict the test fold into ``pred``."""
+def fold_ids(fold: np.ndarray, only: set[int] | None = None) -> list[int]:
+    """The test folds of ``fold`` (all, or those in ``only``), in order."""
+    return sorted(int(f) for f in np.unique(fold) if f != TRAIN_ONLY and (only is None or int(f) in only))
+
+
+def duan(z: np.ndarray, fitted: np.ndarray) -> float:
+    """Duan's smearing factor: mean of exp(residual), so exp(prediction) × factor estimates E[exp(z)]."""
+    if not len(z):
+        return 1.0
+    return float(np.mean(np.exp(np.asarray(z, np.float64) - np.asarray(fitted, np.float64))))
+
+
+def _predict(X, idx, B, b0, x_shift, y_shift) -> np.ndarray:
+    xb = X[idx].astype(np.float64) - x_shift
+    return xb @ B[:, 0] + b0[0] + y_shift
+
+
+def _ridge_fold(k, X, fold, test_chunks, drop_chunks, per_inner, total, alphas, x_shift, y_shift, pred):
+    """Pick alpha by inner CV from chunk statistics, refit on the training fold, predict the test fold into ``pred``.
+
+    Returns the fold's record and the refitted coefficients (raw space, shifted) and intercept."""
     test = _Stats.zeros(X.shape[1])
-    for st in test_chunks:
+    for st in (*test_chunks, *drop_chunks):
         test = test + st
     train = total - test
     scores, used = np.zeros(len(alphas)), 0
     for j, test_part in enumerate(test_chunks):
-        val = per_inner[j] - test_part
+        val = per_inner[j] - test_part - drop_chunks[j]
         fit = train - val
         if val.n < 1 or fit.n < 2:
             continue
@@ -182,9 +225,8 @@ def _ridge_fold(k, X, fold, test_chunks, per_inner, total, alphas, x_shift, y_sh
     rows = np.flatnonzero(fold == k)
     for start in range(0, len(rows), _BLOCK_ROWS):
         idx = rows[start : start + _BLOCK_ROWS]
-        xb = X[idx].astype(np.float64) - x_shift
-        pred[idx] = xb @ B[:, 0] + b0[0] + y_shift
-    return {
+        pred[idx] = _predict(X, idx, B, b0, x_shift, y_shift)
+    record = {
         "fold": k,
         "n_train": int(round(train.n)),
         "n_test": int(len(rows)),
@@ -192,6 +234,7 @@ def _ridge_fold(k, X, fold, test_chunks, per_inner, total, alphas, x_shift, y_sh
         "alpha_at_edge": bool(used and len(alphas) > 1 and best in (0, len(alphas) - 1)),
         "inner_folds": used,
     }
+    return record, B, b0
 
 
 def mlp_cv(
@@ -207,8 +250,15 @@ def mlp_cv(
     weight_decay: float = 1e-4,
     batch_size: int = 256,
     on_fold: Callable[[int], None] | None = None,
+    n_classes: int = 0,
+    excluded: dict[int, np.ndarray] | None = None,
+    only: set[int] | None = None,
+    smearing: bool = False,
 ) -> tuple[np.ndarray, list[dict]]:
     """Out-of-fold predictions of a D→hidden→1 MLP (ReLU, dropout 0.1), as in UrbanCLIP's probe.
+
+    With ``n_classes`` > 0 it is a classifier: D→hidden→n_classes, cross-entropy, ``y`` holds class
+    codes and the predictions are the most likely class (-1 outside the test folds).
 
     Inputs and target are standardised on the rows it fits. Early stopping watches
     the MSE on a validation part of the training fold: its rows of inner fold 0
@@ -224,22 +274,28 @@ def mlp_cv(
         # a small head gains nothing from threads, and OpenMP barriers stall badly when cores are busy
         torch.set_num_threads(1)
     try:
+        settings = dict(
+            seed=seed, hidden=hidden, max_epochs=max_epochs, patience=patience, lr=lr, weight_decay=weight_decay
+        )
         return _mlp_folds(
-            torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr, weight_decay, batch_size, on_fold
+            torch, X, y, fold, inner, settings, batch_size, on_fold, n_classes, excluded or {}, only, smearing
         )
     finally:
         torch.set_num_threads(threads)
 
 
-def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr, weight_decay, batch_size, on_fold):
-    y = np.asarray(y, np.float64)
+def _mlp_folds(torch, X, y, fold, inner, settings, batch_size, on_fold, n_classes, excluded, only, smearing):
+    seed, hidden, max_epochs, patience = (settings[k] for k in ("seed", "hidden", "max_epochs", "patience"))
+    classify = n_classes > 0
+    y = np.asarray(y, np.int64 if classify else np.float64)
     fold = np.asarray(fold, np.int64)
     inner = np.asarray(inner, np.int64)
     n, p = X.shape
-    pred = np.full(n, np.nan)
+    pred = np.full(n, -1, np.int64) if classify else np.full(n, np.nan)
+    loss_fn = torch.nn.functional.cross_entropy if classify else torch.nn.functional.mse_loss
     records = []
-    for k in sorted(int(f) for f in np.unique(fold) if f != TRAIN_ONLY):
-        train = np.flatnonzero(fold != k)
+    for k in fold_ids(fold, only):
+        train = np.setdiff1d(np.flatnonzero(fold != k), np.asarray(excluded.get(k, ()), np.int64))
         val_mask = inner[train] == 0
         share = val_mask.mean() if len(train) else 0.0
         rng = np.random.default_rng(seed + 7919 * (k + 1))
@@ -250,21 +306,31 @@ def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr,
         mu = X[fit_rows].mean(axis=0)
         sd = X[fit_rows].std(axis=0)
         sd[sd < 1e-12] = 1.0
-        y_mu = float(y[fit_rows].mean())
-        y_sd = float(y[fit_rows].std()) or 1.0
+        y_mu = 0.0 if classify else float(y[fit_rows].mean())
+        y_sd = 1.0 if classify else float(y[fit_rows].std()) or 1.0
 
         def prep(rows, mu=mu, sd=sd):  # this fold's scaling, bound now
             return torch.from_numpy(((X[rows] - mu) / sd).astype(np.float32))
 
+        def target(rows, y_mu=y_mu, y_sd=y_sd):
+            if classify:
+                return torch.from_numpy(y[rows])
+            return torch.from_numpy(((y[rows] - y_mu) / y_sd).astype(np.float32))
+
+        def output(net, x):
+            return net(x) if classify else net(x).squeeze(1)
+
         xf, xv = prep(fit_rows), prep(val_rows)
-        yf = torch.from_numpy(((y[fit_rows] - y_mu) / y_sd).astype(np.float32))
-        yv = torch.from_numpy(((y[val_rows] - y_mu) / y_sd).astype(np.float32))
+        yf, yv = target(fit_rows), target(val_rows)
         torch.manual_seed(seed + k)
         gen = torch.Generator().manual_seed(seed + k)
         net = torch.nn.Sequential(
-            torch.nn.Linear(p, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 1)
+            torch.nn.Linear(p, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.1),
+            torch.nn.Linear(hidden, n_classes if classify else 1),
         )
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(net.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
         best, best_state, best_epoch, epoch = math.inf, None, 0, 0
         for epoch in range(1, max_epochs + 1):
             net.train()
@@ -272,12 +338,12 @@ def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr,
             for start in range(0, len(fit_rows), batch_size):
                 idx = perm[start : start + batch_size]
                 opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(net(xf[idx]).squeeze(1), yf[idx])
+                loss = loss_fn(output(net, xf[idx]), yf[idx])
                 loss.backward()
                 opt.step()
             net.eval()
             with torch.no_grad():
-                val_loss = float(torch.nn.functional.mse_loss(net(xv).squeeze(1), yv))
+                val_loss = float(loss_fn(output(net, xv), yv))
             if val_loss < best - 1e-7:
                 best, best_epoch = val_loss, epoch
                 best_state = {name: t.detach().clone() for name, t in net.state_dict().items()}
@@ -288,19 +354,23 @@ def _mlp_folds(torch, X, y, fold, inner, seed, hidden, max_epochs, patience, lr,
         net.eval()
         rows = np.flatnonzero(fold == k)
         with torch.no_grad():
-            out = net(prep(rows)).squeeze(1).numpy().astype(np.float64) if len(rows) else np.zeros(0)
-        pred[rows] = out * y_sd + y_mu
-        records.append(
-            {
-                "fold": k,
-                "n_train": int(len(fit_rows)),
-                "n_val": int(len(val_rows)),
-                "n_test": int(len(rows)),
-                "epochs": epoch,
-                "best_epoch": best_epoch,
-                "val_mse": best,
-            }
-        )
+            if len(rows):
+                out = output(net, prep(rows)).numpy()
+                pred[rows] = out.argmax(axis=1) if classify else out.astype(np.float64) * y_sd + y_mu
+        record = {
+            "fold": k,
+            "n_train": int(len(fit_rows)),
+            "n_val": int(len(val_rows)),
+            "n_test": int(len(rows)),
+            "epochs": epoch,
+            "best_epoch": best_epoch,
+            ("val_cross_entropy" if classify else "val_mse"): best,
+        }
+        if smearing and not classify:
+            with torch.no_grad():
+                fitted = output(net, prep(train)).numpy().astype(np.float64) * y_sd + y_mu
+            record["smearing"] = duan(y[train], fitted)
+        records.append(record)
         if on_fold:
             on_fold(k)
     return pred, records

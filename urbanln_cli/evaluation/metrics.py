@@ -1,4 +1,8 @@
-"""Regression metrics in numpy, matching scikit-learn's r2_score, mean_squared_error and mean_absolute_error."""
+"""Probe metrics in numpy, matching scikit-learn.
+
+Regression: r2_score, mean_squared_error (as RMSE) and mean_absolute_error. Classification:
+accuracy_score, balanced_accuracy_score, f1_score (macro and per class) and confusion_matrix.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import numpy as np
 
 NAMES = ("r2", "rmse", "mae")
+CLASS_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -36,10 +41,10 @@ def regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return {"r2": r2(y_true, y_pred), "rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred)}
 
 
-def summarise(per_fold: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+def summarise(per_fold: Sequence[dict[str, float]], names: Sequence[str] = NAMES) -> dict[str, dict[str, float]]:
     """Mean and (population, ddof=0) standard deviation of each metric over folds."""
     out = {}
-    for name in NAMES:
+    for name in names:
         values = np.asarray([f[name] for f in per_fold], np.float64)
         out[name] = {
             "mean": float(values.mean()) if len(values) else math.nan,
@@ -71,3 +76,33 @@ def json_finite(value: Any) -> Any:
     if isinstance(value, np.generic):
         return json_finite(value.item())
     return value
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts [true class, predicted class] over class codes 0..n_classes-1 (sklearn's confusion_matrix)."""
+    y_true = np.asarray(y_true, np.int64)
+    y_pred = np.asarray(y_pred, np.int64)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def classification(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, balanced accuracy (mean recall over the classes present in y_true), macro-F1 and per-class F1.
+
+    Like sklearn, macro-F1 averages over the classes in y_true or y_pred; a class in neither has F1 None.
+    """
+    if len(y_true) == 0:
+        return {name: math.nan for name in CLASS_NAMES} | {"f1": [None] * n_classes}
+    m = confusion(y_true, y_pred, n_classes).astype(np.float64)
+    tp = np.diag(m)
+    true_n, pred_n = m.sum(axis=1), m.sum(axis=0)
+    present = true_n > 0
+    seen = present | (pred_n > 0)
+    recall = np.divide(tp, true_n, out=np.zeros(n_classes), where=present)
+    denominator = true_n + pred_n
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
+    return {
+        "accuracy": float(tp.sum() / m.sum()),
+        "balanced_accuracy": float(recall[present].mean()),
+        "macro_f1": float(f1[seen].mean()),
+        "f1": [float(f) if s else None for f, s in zip(f1, seen)],
+    }

@@ -1,4 +1,4 @@
-"""Cross-validation splits as one fold id per row.
+"""Cross-validation splits as one fold id per row, and the buffer between training and test tiles.
 
 A split is an int array ``fold`` over the rows: fold ``k`` tests on the rows with
 ``fold == k`` and trains on every other row, including rows marked ``TRAIN_ONLY``
@@ -21,7 +21,8 @@ import numpy as np
 from urbanln_cli.errors import UsageProblem
 
 TRAIN_ONLY = -1
-KINDS = ("random", "spatial", "group", "transfer")
+KINDS = ("auto", "random", "spatial", "group", "logo", "transfer")
+EARTH_RADIUS_KM = 6371.0088
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,9 @@ class SplitSpec:
 
     @classmethod
     def parse(cls, text: str) -> SplitSpec:
-        """``random``, ``spatial``, ``group`` or ``transfer:A->B`` (A and B may be comma lists)."""
+        """``auto``, ``random``, ``spatial``, ``group``, ``logo`` or ``transfer:A->B`` (A and B may be comma lists)."""
         text = text.strip()
-        if text in ("random", "spatial", "group"):
+        if text in KINDS[:-1]:
             return cls(text)
         match = re.fullmatch(r"transfer:(.+?)->(.+)", text)
         if match:
@@ -48,7 +49,7 @@ class SplitSpec:
                     )
                 return cls("transfer", train, test)
         raise UsageProblem(
-            f"--split {text!r} is not random, spatial, group or transfer:A->B",
+            f"--split {text!r} is not auto, random, spatial, group, logo or transfer:A->B",
             hint="e.g. --split spatial, or --split 'transfer:beijing->shanghai' (quote the > in a shell)",
         )
 
@@ -58,19 +59,31 @@ class SplitSpec:
         return self.kind
 
 
-def spatial_blocks(lon: np.ndarray, lat: np.ndarray, block_km: float) -> np.ndarray:
-    """Square blocks of ``block_km`` on a local equirectangular grid: an int id per row (-1 without lon/lat)."""
+def local_km(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kilometres east and north of the south-west corner on a local equirectangular grid (NaN without lon/lat).
+
+    Both the blocks and the buffer measure distance on this grid, so "within D km" means the same in each.
+    """
     lon = np.asarray(lon, np.float64)
     lat = np.asarray(lat, np.float64)
     ok = np.isfinite(lon) & np.isfinite(lat)
-    ids = np.full(len(lon), -1, np.int64)
+    x = np.full(len(lon), np.nan)
+    y = np.full(len(lon), np.nan)
+    if ok.any():
+        lat0 = float(np.mean(lat[ok]))
+        x[ok] = np.radians(lon[ok] - float(np.min(lon[ok]))) * math.cos(math.radians(lat0)) * EARTH_RADIUS_KM
+        y[ok] = np.radians(lat[ok] - float(np.min(lat[ok]))) * EARTH_RADIUS_KM
+    return x, y
+
+
+def spatial_blocks(lon: np.ndarray, lat: np.ndarray, block_km: float) -> np.ndarray:
+    """Square blocks of ``block_km`` on a local equirectangular grid: an int id per row (-1 without lon/lat)."""
+    x, y = local_km(lon, lat)
+    ok = np.isfinite(x)
+    ids = np.full(len(x), -1, np.int64)
     if not ok.any():
         return ids
-    lat0 = float(np.mean(lat[ok]))
-    lon0 = float(np.min(lon[ok]))
-    radius_km = 6371.0088
-    x = np.radians(lon[ok] - lon0) * math.cos(math.radians(lat0)) * radius_km
-    y = np.radians(lat[ok] - float(np.min(lat[ok]))) * radius_km
+    x, y = x[ok], y[ok]
     bx = np.floor(x / block_km).astype(np.int64)
     by = np.floor(y / block_km).astype(np.int64)
     _, ids[ok] = np.unique(bx * (int(by.max()) + 1) + by, return_inverse=True)
@@ -136,7 +149,7 @@ def usable_rows(
         located = np.isfinite(lon) & np.isfinite(lat)
         dropped["no_location"] = int((usable & ~located).sum())
         usable &= located
-    elif spec.kind in ("group", "transfer"):
+    elif spec.kind in ("group", "logo", "transfer"):
         dropped["no_group"] = int((usable & ~grouped).sum())
         usable &= grouped
     if spec.kind == "transfer":
@@ -187,13 +200,66 @@ def outer_folds(
             "blocks_per_fold": [int(len(np.unique(blocks[fold == k]))) for k in range(folds)],
         }
     names = np.asarray(group, object).astype(str)
+    uniq = np.unique(names)
     if spec.kind == "group":
+        if len(uniq) < folds:
+            raise UsageProblem(
+                f"--split group --folds {folds}: {what} has only {len(uniq)} group(s)",
+                hint="use fewer --folds, --split logo (one fold per group) or --split spatial",
+            )
+        fold = group_k_folds(names, folds)
+        return fold, {
+            "groups": int(len(uniq)),
+            "groups_per_fold": [int(len(np.unique(names[fold == k]))) for k in range(folds)],
+        }
+    if spec.kind == "logo":
         uniq, fold = np.unique(names, return_inverse=True)
         if len(uniq) < 2:
             raise UsageProblem(
-                f"--split group needs at least two groups; {what} has {len(uniq)} ({', '.join(uniq)})",
+                f"--split logo needs at least two groups; {what} has {len(uniq)} ({', '.join(uniq)})",
                 hint="use --split spatial or --split random",
             )
         return fold.astype(np.int64), {"test_group": {int(k): str(g) for k, g in enumerate(uniq)}}
     fold = np.where(np.isin(names, spec.test_groups), 0, TRAIN_ONLY).astype(np.int64)
     return fold, {"test_group": {0: ",".join(spec.test_groups)}, "train_groups": list(spec.train_groups)}
+
+
+def resolve_auto(lon: np.ndarray, lat: np.ndarray, group: np.ndarray, folds: int) -> tuple[SplitSpec, str]:
+    """What ``--split auto`` means for these rows, and why: spatial where tiles have lon/lat, else group k-fold
+    where at least ``folds`` groups exist, else random (which leaks spatial autocorrelation; the caller warns)."""
+    located = np.isfinite(np.asarray(lon, np.float64)) & np.isfinite(np.asarray(lat, np.float64))
+    if located.any():
+        return SplitSpec("spatial"), f"{int(located.sum())} of {len(located)} tiles have lon/lat"
+    grouped = has_group(np.asarray(group, object))
+    n_groups = len({str(g) for g in np.asarray(group, object)[grouped]})
+    if n_groups >= folds:
+        return SplitSpec("group"), f"no tile has lon/lat; {n_groups} groups"
+    return SplitSpec("random"), f"no tile has lon/lat and {n_groups} group(s) are fewer than --folds {folds}"
+
+
+def buffer_exclusions(lon: np.ndarray, lat: np.ndarray, fold: np.ndarray, buffer_km: float) -> dict[int, np.ndarray]:
+    """Per test fold: the training rows within ``buffer_km`` (inclusive) of any of its test rows.
+
+    Those rows are left out of that fold's training (and inner CV), so no training tile sits right beside
+    a test tile. Rows without lon/lat are never dropped; a buffer of 0 drops nothing.
+    """
+    from scipy.spatial import cKDTree
+
+    fold = np.asarray(fold, np.int64)
+    ids = sorted(int(f) for f in np.unique(fold) if f != TRAIN_ONLY)
+    if not buffer_km > 0:
+        return {k: np.zeros(0, np.int64) for k in ids}
+    x, y = local_km(lon, lat)
+    located = np.isfinite(x)
+    xy = np.column_stack([x, y])
+    out = {}
+    for k in ids:
+        test = located & (fold == k)
+        train = np.flatnonzero(located & (fold != k))
+        if not test.any() or not len(train):
+            out[k] = np.zeros(0, np.int64)
+            continue
+        # a hair over D so a tile at exactly D km counts as within, whatever the rounding
+        dist, _ = cKDTree(xy[test]).query(xy[train], k=1, distance_upper_bound=buffer_km * (1 + 1e-9))
+        out[k] = train[np.isfinite(dist)]
+    return out

@@ -1,10 +1,15 @@
 """Stage ``probe``: how well do embeddings predict each target? (a ``probe`` folder).
 
-A linear (ridge) or small MLP head is fitted on tile embeddings joined with the
-``labels`` artifact by tile id, and scored out of fold under a random, spatial
-(blocks of ``block_km``), leave-one-group-out or transfer (A→B) split. R², RMSE
-and MAE are computed per fold in the target's own units, then reported as mean ±
-std over folds. Several embeddings files are probed on the same folds, side by side.
+A head is fitted on tile embeddings joined with the ``labels`` artifact by tile id and
+scored out of fold. A numeric target is regression (ridge, or an MLP): R², RMSE and MAE
+in the target's own units. A string target is classification (logistic regression, or
+an MLP classifier): accuracy, balanced accuracy, macro-F1, per-class F1 and a confusion
+matrix. The headline is pooled over all out-of-fold predictions, with the mean ± std over
+folds beside it. Splits: ``auto`` (spatial blocks of ``block_km`` where tiles have lon/lat,
+else grouped k-fold where they have groups, else random with a warning), ``random``,
+``spatial``, ``group`` (grouped k-fold), ``logo`` (leave one group out) or
+``transfer:A->B``; ``buffer_km`` leaves training tiles that close to a fold's test tiles
+out of its training. Several embeddings files are probed on the same folds, side by side.
 
 Library use without the CLI::
 
@@ -13,12 +18,12 @@ Library use without the CLI::
 
 ``evaluate`` does the work and writes nothing; ``probe`` also writes the folder:
 ``report.json``, ``predictions.parquet``, ``scatter_<target>.png``, ``map_<target>.png``
-and the manifest ``urbanln.json``.
+(regression), ``confusion_<target>.png`` (classification) and the manifest ``urbanln.json``.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +33,21 @@ import numpy as np
 
 from urbanln_cli import artifacts
 from urbanln_cli.errors import InputError, UsageProblem, WrongArtifactError
-from urbanln_cli.evaluation import metrics, splits
+from urbanln_cli.evaluation import splits
+from urbanln_cli.evaluation.classify import DEFAULT_CS
 from urbanln_cli.evaluation.heads import DEFAULT_ALPHAS
-from urbanln_cli.evaluation.target_plan import SKEW_LIMIT, plan_target
+from urbanln_cli.evaluation.target_plan import SKEW_LIMIT, plan_target, target_kind
+from urbanln_cli.stages.probe_fit import Embeddings, TargetRun, model_info, run_one
+from urbanln_cli.stages.probe_write import write
+
+logger = logging.getLogger(__name__)
 
 RESERVED = {"tile_id", "lon", "lat", "group"}
-MODELS = ("ridge", "mlp")
+MODELS = ("linear", "mlp")
+MODEL_ALIASES = {"ridge": "linear", "logistic": "linear"}  # the linear head's name per task, accepted as --model
 LOG_TARGET = ("auto", "yes", "no")
+DEFAULT_BLOCK_KM = 2.0  # see docs/probe.md: over 3 sigmas of the synthetic night light's 600 m blur
+RANDOM_WARNING = "a random split leaks spatial autocorrelation (neighbouring tiles land in training and test)"
 
 
 @dataclass(frozen=True)
@@ -43,12 +56,14 @@ class ProbeConfig:
     embeddings: tuple[Path, ...] = (Path("embeddings.safetensors"),)
     labels: Path = Path("labels")
     out: Path | None = None  # default probe/<target> (probe/all for all)
-    model: str = "ridge"  # ridge | mlp
-    split: str = "random"  # random | spatial | group | transfer:A->B
-    folds: int = 5  # random and spatial
-    block_km: float = 1.0  # spatial blocks (also the units of the inner CV for spatial, group, transfer)
-    inner_folds: int = 5  # ridge's alpha search; the MLP's early-stopping validation is one of them
+    model: str = "linear"  # linear (ridge or logistic, by task) | mlp; "ridge" and "logistic" mean linear
+    split: str = "auto"  # auto | random | spatial | group | logo | transfer:A->B
+    folds: int = 5  # random, spatial and group
+    block_km: float = DEFAULT_BLOCK_KM  # spatial blocks (also the units of the inner CV except for random)
+    buffer_km: float = 0.0  # training tiles within this distance of a fold's test tiles leave its training
+    inner_folds: int = 5  # ridge's alpha and logistic's C search; the MLP's early-stopping validation is one of them
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    cs: tuple[float, ...] = DEFAULT_CS
     log_target: str = "auto"  # auto: log1p when skewness > 1 and min >= 0
     drop_zero: bool = False
     min_rows: int = 10  # fewer usable rows than this is an error
@@ -61,9 +76,16 @@ class ProbeConfig:
     plots: bool = True
     overwrite: bool = False
 
+    def head(self) -> str:
+        """linear or mlp (an alias resolved)."""
+        return MODEL_ALIASES.get(self.model, self.model)
+
     def check(self) -> None:
-        if self.model not in MODELS:
-            raise UsageProblem(f"--model {self.model!r} is not one of {', '.join(MODELS)}")
+        if self.head() not in MODELS:
+            raise UsageProblem(
+                f"--model {self.model!r} is not one of {', '.join(MODELS)}",
+                hint="linear: ridge for a numeric target, logistic regression for a class target; mlp: a small MLP",
+            )
         if self.log_target not in LOG_TARGET:
             raise UsageProblem(f"--log-target {self.log_target!r} is not one of {', '.join(LOG_TARGET)}")
         splits.SplitSpec.parse(self.split)
@@ -73,8 +95,12 @@ class ProbeConfig:
             raise UsageProblem(f"inner_folds {self.inner_folds} must be at least 2")
         if not self.block_km > 0:
             raise UsageProblem(f"--block-km {self.block_km} must be positive")
+        if not self.buffer_km >= 0:
+            raise UsageProblem(f"--buffer-km {self.buffer_km} must be 0 or more")
         if not self.alphas or any(not a > 0 for a in self.alphas):
             raise UsageProblem("alphas must be positive numbers", hint="e.g. --alphas 0.1,1,10,100")
+        if not self.cs or any(not c > 0 for c in self.cs):
+            raise UsageProblem("Cs must be positive numbers", hint="e.g. --cs 0.01,0.1,1,10")
         if not self.embeddings:
             raise UsageProblem("no embeddings given", hint="pass --embeddings FILE (repeatable)")
         if self.min_rows < 2 or self.hidden < 1 or self.max_epochs < 1 or self.patience < 1:
@@ -89,47 +115,6 @@ class ProbeConfig:
         if name != "all":
             name = "+".join(t.strip() for t in name.split(",") if t.strip())
         return Path("probe") / name
-
-
-@dataclass
-class Embeddings:
-    name: str
-    path: Path
-    vectors: np.ndarray  # float32 [N, D]
-    tile_ids: list[str]
-    label_row: np.ndarray  # per embeddings row: its row in the labels table, or -1
-    info: dict[str, Any]
-
-
-@dataclass
-class TargetRun:
-    """One embeddings file × one target: out-of-fold predictions and their scores."""
-
-    target: str
-    embeddings: str
-    rows: np.ndarray  # label rows scored (test rows)
-    fold: np.ndarray
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    folds: list[dict]
-    metrics: dict[str, dict[str, float]]
-    pooled: dict[str, float]
-    n: int
-
-    def table_row(self, model: str, split: str, log_target: bool) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "target": self.target,
-            "embeddings": self.embeddings,
-            "model": model,
-            "split": split,
-            "n": self.n,
-            "folds": len(self.folds),
-        }
-        for name in metrics.NAMES:
-            row[f"{name}_mean"] = self.metrics[name]["mean"]
-            row[f"{name}_std"] = self.metrics[name]["std"]
-        row["log_target"] = log_target
-        return row
 
 
 @dataclass
@@ -187,14 +172,15 @@ def probe(
     out = config.output()
     with artifacts.writing(out, "probe", overwrite=config.overwrite, inputs=(*config.embeddings, config.labels)):
         result = evaluate(config, progress)
-        return _write(config, out, result, run or artifacts.RunInfo.from_config(config))
+        report, plots, manifest = write(config, out, result, run or artifacts.RunInfo.from_config(config))
+        return ProbeResult(out, result.table, report, plots, result.counts, manifest)
 
 
 def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Read, join, split and score; nothing is written."""
     config.check()
     report_progress = progress or (lambda done, total: None)
-    spec = splits.SplitSpec.parse(config.split)
+    requested = splits.SplitSpec.parse(config.split)
     labels, labels_manifest = _read_labels(config.labels)
     targets = _resolve_targets(config.target, labels, config.labels)
     sources = [
@@ -209,6 +195,16 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
     covered = np.zeros(len(labels), bool)
     for src in sources:
         covered[src.label_row[src.label_row >= 0]] = True
+    spec, reason = requested, "asked for"
+    if requested.kind == "auto":
+        spec, reason = splits.resolve_auto(
+            labels["lon"].to_numpy(np.float64)[covered],
+            labels["lat"].to_numpy(np.float64)[covered],
+            labels["group"].to_numpy(object)[covered],
+            config.folds,
+        )
+    if spec.kind == "random":
+        logger.warning(("" if requested.kind == "random" else f"split auto is random: {reason}; ") + RANDOM_WARNING)
     plans, skipped = [], {}
     for target in targets:
         try:
@@ -234,62 +230,88 @@ def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = 
                 done += 1
                 report_progress(done, total)
 
-            runs.append(_run_one(plan, src, config, step))
+            runs.append(run_one(plan, src, config, step))
     report_progress(total, total)
 
     log_targets = {p["target"]: p["log"] for p in plans}
-    table = [r.table_row(config.model, spec.describe(), log_targets[r.target]) for r in runs]
+    table = [r.table_row(spec.describe(), log_targets[r.target]) for r in runs]
     report = {
         "targets": [p["target"] for p in plans],
         "skipped": skipped,
-        "split": {
-            "kind": spec.kind,
-            "spec": spec.describe(),
-            "folds": config.folds if spec.kind in ("random", "spatial") else None,
-            "block_km": config.block_km,
-            "inner_folds": config.inner_folds,
-            "seed": config.seed,
-            **(
-                {"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)}
-                if spec.kind == "transfer"
-                else {}
-            ),
-        },
-        "model": _model_info(config),
+        "split": _split_report(config, requested, spec, reason),
+        "model": model_info(config, {p["kind"] for p in plans}),
         "settings": {
             "log_target": config.log_target,
+            "log_target_decided_on": "each training fold",
+            "retransformation": "Duan's smearing (mean exp(residual) on the training fold)",
             "skew_limit": SKEW_LIMIT,
             "drop_zero": config.drop_zero,
             "min_rows": config.min_rows,
         },
         "labels": {"path": str(config.labels), "rows": len(labels), "artifact_id": labels_manifest.get("artifact_id")},
         "embeddings": [{"name": s.name, "path": str(s.path), **s.info} for s in sources],
-        "targets_info": {
-            p["target"]: {
-                "log_target": p["log"],
-                "skewness": p["skewness"],
-                "usable": int(len(p["rows"])),
-                "dropped": p["dropped"],
-                "folds": p["fold_info"],
-            }
-            for p in plans
-        },
+        "targets_info": {p["target"]: _target_info(p) for p in plans},
         "counts": dict(sorted(counts.items())),
-        "results": [
-            {
-                "target": r.target,
-                "embeddings": r.embeddings,
-                "n": r.n,
-                "log_target": log_targets[r.target],
-                "metrics": r.metrics,
-                "pooled": r.pooled,
-                "folds": r.folds,
-            }
-            for r in runs
-        ],
+        "results": [_result(r, log_targets[r.target]) for r in runs],
         "table": table,
     }
     return Evaluation(table, runs, report, counts, labels, log_targets)
+
+
+def _split_report(config: ProbeConfig, requested, spec, reason: str) -> dict[str, Any]:
+    blocks = spec.kind != "random"  # spatial folds, and the inner CV's units of every other non-random split
+    return {
+        "kind": spec.kind,
+        "spec": spec.describe(),
+        "requested": requested.describe(),
+        "why": reason,
+        "folds": config.folds if spec.kind in ("random", "spatial", "group") else None,
+        "block_km": config.block_km if blocks else None,
+        "buffer_km": config.buffer_km,
+        "inner_folds": config.inner_folds,
+        "seed": config.seed,
+        **(
+            {"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)}
+            if spec.kind == "transfer"
+            else {}
+        ),
+    }
+
+
+def _target_info(plan: dict[str, Any]) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "task": plan["kind"],
+        "usable": int(len(plan["rows"])),
+        "dropped": plan["dropped"],
+        "folds": plan["fold_info"],
+    }
+    if plan["kind"] == "classification":
+        counts = np.bincount(plan["y"], minlength=len(plan["classes"]))
+        return info | {"classes": plan["classes"], "class_counts": dict(zip(plan["classes"], counts.tolist()))}
+    return info | {
+        "log_target": plan["log"],
+        "log_target_folds": {int(k): v for k, v in plan["log_folds"].items()},
+        "skewness": plan["skewness"],
+    }
+
+
+def _result(run: TargetRun, log_target: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "target": run.target,
+        "task": run.kind,
+        "embeddings": run.embeddings,
+        "model": run.head,
+        "n": run.n,
+        "metrics": run.metrics,
+        "pooled": run.pooled,
+        "folds": run.folds,
+    }
+    if run.kind == "classification":
+        out["classes"] = list(run.classes)
+        out["confusion"] = run.confusion().tolist()
+    else:
+        out["log_target"] = log_target
+    return out
 
 
 # ---------------------------------------------------------------- reading and joining
@@ -320,15 +342,10 @@ def _read_labels(path: Path):
 
 
 def _resolve_targets(text: str, labels, path: Path) -> list[str]:
-    import pandas as pd
-
     from urbanln_cli.config import suggest
 
-    available = [
-        c
-        for c in labels.columns
-        if c not in RESERVED and pd.api.types.is_numeric_dtype(labels[c]) and not pd.api.types.is_bool_dtype(labels[c])
-    ]
+    # numeric columns are regression targets, string columns class targets
+    available = [c for c in labels.columns if c not in RESERVED and target_kind(labels, c) is not None]
     if text.strip() == "all":
         if not available:
             raise InputError(
@@ -416,183 +433,3 @@ def _read_embeddings(path: Path, name: str, labels, config: ProbeConfig) -> Embe
         "model": meta.get("model"),
     }
     return Embeddings(name, Path(path), vectors, ids, label_row, info)
-
-
-# ---------------------------------------------------------------- fitting
-
-
-def _model_info(config: ProbeConfig) -> dict[str, Any]:
-    if config.model == "ridge":
-        return {
-            "kind": "ridge",
-            "standardise": True,
-            "alphas": list(config.alphas),
-            "alpha_search": f"{config.inner_folds}-fold inner CV, mean MSE",
-        }
-    return {
-        "kind": "mlp",
-        "layers": f"D->{config.hidden}->1",
-        "activation": "relu",
-        "dropout": 0.1,
-        "optimizer": f"adam lr {config.lr:g} weight_decay {config.weight_decay:g}",
-        "batch_size": 256,
-        "max_epochs": config.max_epochs,
-        "patience": config.patience,
-        "standardise": True,
-        "seed": config.seed,
-    }
-
-
-def _run_one(plan: dict[str, Any], src: Embeddings, config: ProbeConfig, step: Callable[[int], None]) -> TargetRun:
-    from urbanln_cli.evaluation.heads import mlp_cv, ridge_cv
-
-    rows_all = plan["rows"]
-    # rows of this target the embeddings file covers, and its vector for each
-    emb_row = _inverse(src.label_row, rows_all)
-    have = emb_row >= 0
-    rows, X = rows_all[have], src.vectors[emb_row[have]]
-    y = plan["y"][have]
-    fold, inner = plan["fold"][have], plan["inner"][have]
-    z = np.log1p(y) if plan["log"] else y
-    skipped = [k for k in plan["fold_ids"] if not (fold == k).any()]
-    if config.model == "ridge":
-        pred_z, records = ridge_cv(X, z, fold, inner, config.alphas, on_fold=step)
-    else:
-        pred_z, records = mlp_cv(
-            X,
-            z,
-            fold,
-            inner,
-            seed=config.seed,
-            hidden=config.hidden,
-            max_epochs=config.max_epochs,
-            patience=config.patience,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            on_fold=step,
-        )
-    for _ in skipped:
-        step(-1)
-    pred = np.full(len(y), np.nan)
-    per_fold = []
-    for record in records:
-        k = record["fold"]
-        test = fold == k
-        if plan["log"]:
-            # back to the target's units; a log1p-modelled target is >= 0, and the cap keeps expm1 finite
-            cap = float(z[fold != k].max()) + 1.0
-            pred[test] = np.expm1(np.clip(pred_z[test], 0.0, cap))
-        else:
-            pred[test] = pred_z[test]
-        scores = metrics.regression(y[test], pred[test])
-        record.update(scores)
-        test_group = plan["fold_info"].get("test_group", {}).get(k)
-        if test_group is not None:
-            record["test_group"] = test_group
-        per_fold.append(scores)
-    scored = fold != splits.TRAIN_ONLY
-    return TargetRun(
-        target=plan["target"],
-        embeddings=src.name,
-        rows=rows[scored],
-        fold=fold[scored],
-        y_true=y[scored],
-        y_pred=pred[scored],
-        folds=records,
-        metrics=metrics.summarise(per_fold),
-        pooled=metrics.regression(y[scored], pred[scored]),
-        n=int(len(y)),
-    )
-
-
-def _inverse(label_row: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each label row in ``rows``: the embeddings row that points at it, or -1."""
-    lookup = np.full(int(max(label_row.max(initial=-1), rows.max(initial=-1))) + 1, -1, np.int64)
-    hit = label_row >= 0
-    lookup[label_row[hit]] = np.flatnonzero(hit)
-    return lookup[rows]
-
-
-# ---------------------------------------------------------------- writing
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
-
-
-def _write(config: ProbeConfig, out: Path, result: Evaluation, run: artifacts.RunInfo) -> ProbeResult:
-    import pandas as pd
-
-    from urbanln_cli.evaluation import plots as plotting
-
-    labels = result.labels
-    frames = [
-        pd.DataFrame(
-            {
-                "tile_id": labels["tile_id"].to_numpy()[r.rows],
-                "target": r.target,
-                "embeddings": r.embeddings,
-                "fold": r.fold.astype(np.int64),
-                "y_true": r.y_true,
-                "y_pred": r.y_pred,
-            }
-        )
-        for r in result.runs
-    ]
-    predictions = pd.concat(frames, ignore_index=True)
-    report = dict(result.report)
-    plots: dict[str, dict[str, str]] = {}
-    with artifacts.staged_dir(out, config.overwrite) as staging:
-        predictions.to_parquet(staging / "predictions.parquet", index=False)
-        if config.plots:
-            lon, lat = labels["lon"].to_numpy(np.float64), labels["lat"].to_numpy(np.float64)
-            for target in report["targets"]:
-                runs = [r for r in result.runs if r.target == target]
-                log_scale = result.log_targets[target]
-                scatter = f"scatter_{_safe(target)}.png"
-                plotting.scatter_figure(
-                    staging / scatter,
-                    [
-                        (
-                            r.embeddings,
-                            r.y_true,
-                            r.y_pred,
-                            f"R2 {r.metrics['r2']['mean']:.3f} ± {r.metrics['r2']['std']:.3f}",
-                        )
-                        for r in runs
-                    ],
-                    target,
-                    log_scale=log_scale,
-                )
-                files = {"scatter": scatter}
-                rows = np.unique(np.concatenate([r.rows for r in runs]))
-                if np.isfinite(lon[rows]).any() and np.isfinite(lat[rows]).any():
-                    panel_rows = []
-                    for r in runs:
-                        y_true = labels[target].to_numpy(np.float64)[rows]
-                        y_pred = np.full(len(rows), np.nan)
-                        y_pred[np.searchsorted(rows, r.rows)] = r.y_pred
-                        panel_rows.append((r.embeddings, y_true, y_pred))
-                    name = f"map_{_safe(target)}.png"
-                    plotting.map_figure(staging / name, lon[rows], lat[rows], panel_rows, target, log_scale=log_scale)
-                    files["map"] = name
-                plots[target] = files
-        report["files"] = {"predictions": "predictions.parquet", "plots": plots}
-        report = metrics.json_finite(report)
-        artifacts.write_json_atomic(staging / "report.json", report)
-        inputs = [artifacts.fingerprint(p) for p in (*config.embeddings, config.labels)]
-        manifest = artifacts.new_manifest(
-            "probe",
-            run=run,
-            inputs=inputs,
-            rows=int(len(predictions)),
-            counts=result.counts,
-            extra={
-                "targets": report["targets"],
-                "model": report["model"],
-                "split": report["split"],
-                "table": report["table"],
-            },
-        )
-        artifacts.write_json_atomic(staging / artifacts.MANIFEST_NAME, manifest)
-    return ProbeResult(out, result.table, report, plots, result.counts, manifest)

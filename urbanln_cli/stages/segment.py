@@ -1,4 +1,4 @@
-"""Stage ``probe --task segmentation``: how well do a model's frozen patch tokens segment land cover?
+"""Stage ``evaluate segmentation``: how well do a model's frozen patch tokens segment land cover?
 
 The image tower of an open_clip ViT (a ``pretrain`` run, ``--pretrained`` weights
 or random weights) turns each tile, resized whole to the model's input size (no
@@ -74,7 +74,10 @@ class SegmentConfig:
                 "the pixel baseline has no patch tokens to segment with", hint="use --baseline random, or a model"
             )
         self.encoder().check()
-        splits.SplitSpec.parse(self.split)
+        if splits.SplitSpec.parse(self.split).kind == "auto":
+            raise UsageProblem(
+                "--split auto is for `urbanln probe`", hint="name the split: spatial, random, group, logo or transfer"
+            )
         if self.folds < 2:
             raise UsageProblem(f"--folds {self.folds} must be at least 2")
         if not self.block_km > 0:
@@ -190,10 +193,10 @@ def evaluate(config: SegmentConfig, progress: Callable[[int, int], None] | None 
         "split": {
             "kind": spec.kind,
             "spec": spec.describe(),
-            "folds": config.folds if spec.kind in ("random", "spatial") else None,
+            "folds": config.folds if spec.kind in ("random", "spatial", "group") else None,
             "block_km": config.block_km,
             "seed": config.seed,
-            **{k: v for k, v in data.fold_info.items() if k != "test_group"},
+            **{k: v for k, v in data.fold_info.items() if k not in ("test_group", "buffer_dropped")},
             **(
                 {"train_groups": list(spec.train_groups), "test_groups": list(spec.test_groups)}
                 if spec.kind == "transfer"
