@@ -101,10 +101,11 @@ def segmentation(
     split: Annotated[
         str,
         typer.Option(
-            help="random, spatial (k-fold over blocks of --block-km), group (leave one group out) or transfer:A->B."
+            help="random, spatial (k-fold over blocks of --block-km), group (grouped k-fold over --folds), logo (leave one "
+            "group out) or transfer:A->B."
         ),
     ] = "spatial",
-    folds: Annotated[int, typer.Option(help="Folds for random and spatial splits.")] = 5,
+    folds: Annotated[int, typer.Option(help="Folds for random, spatial and group splits.")] = 5,
     block_km: Annotated[float, typer.Option(help="Side of the spatial blocks in km.")] = 1.0,
     epochs: SEGMENT.epochs = 30,
     lr: Annotated[float, typer.Option(help="Learning rate of the head (AdamW).")] = 1e-2,
@@ -118,8 +119,8 @@ def segmentation(
 ) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a linear head on the model's frozen patch tokens.
 
-    The same as `urbanln probe --task segmentation`: writes report.json and examples.png
-    (held-out tiles: image, truth, prediction) and prints the table.
+    Writes report.json and examples.png (held-out tiles: image, truth, prediction)
+    and prints the table.
     """
     from urbanln_cli.stages.segment import SegmentConfig
 

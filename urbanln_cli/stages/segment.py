@@ -48,7 +48,7 @@ class SegmentConfig:
     arch: str | None = None  # with --pretrained or --baseline random
     pretrained: str | None = None
     baseline: str | None = None  # random
-    split: str = "spatial"  # random | spatial | group | transfer:A->B
+    split: str = "spatial"  # random | spatial | group | logo | transfer:A->B
     folds: int = 5
     block_km: float = 1.0
     epochs: int = 30
