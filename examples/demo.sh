@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pipeline stage by stage, on a synthetic city with known ground truth:
-# synth -> tile -> label -> caption (the simulated VLM panel) -> fuse -> pretrain (small model, CPU)
-# -> embed -> probe. Runs offline in about 3 minutes on 2 cores. (`urbanln demo` runs the same
+# synth -> tile -> label -> caption (the simulated VLM panel) -> fuse (image check, refinement) -> pretrain
+# (small model, CPU) -> embed -> probe. Runs offline in about 3 minutes on 2 cores. (`urbanln demo` runs the same
 # chain from Python, with the ablations and baselines, and prints the table; it probes log(1 + target),
 # this script the raw values, fitted and scored in their own units.)
 # A 12 km city at 4 m a pixel, cut into 576 tiles of 500 m: the cell of the GDP and night-light rasters.
@@ -22,9 +22,11 @@ urbanln label "$out/tiles" -o "$out/labels" --overwrite \
   --raster "nightlight=$out/city/nightlight.tif:sum" \
   --raster "landcover=$out/city/landcover.tif:fractions"
 urbanln caption "$out/tiles" --models sim:precise,sim:verbose,sim:hallucinating,sim:generic -o "$out/captions" --overwrite
-urbanln fuse "$out/captions" --tiles "$out/tiles" -o "$out/corpus" --overwrite
+# disputed claims go back to the panel as yes/no questions; sim:precise, the most accurate persona, captions each
+# quadrant and rewrites every model's caption with what it saw there
+urbanln fuse "$out/captions" --tiles "$out/tiles" -o "$out/corpus" --check vlm --refine sim:precise --overwrite
 urbanln pretrain --tiles "$out/tiles" --corpus "$out/corpus" -o "$out/run" --overwrite \
-  --arch urbanln-small --pretrained none --epochs 13 --batch-size 32 --queue-size 256 --lr 1e-3 --warmup-steps 20 \
+  --arch urbanln-small --pretrained none --epochs 13 --batch-size 64 --queue-size 512 --lr 1e-3 --warmup-steps 10 \
   --workers 0 --device cpu
 urbanln embed --tiles "$out/tiles" --model "$out/run" -o "$out/embeddings.safetensors" --overwrite
 urbanln probe --target population,carbon,gdp,nightlight --embeddings "$out/embeddings.safetensors" --labels "$out/labels" \

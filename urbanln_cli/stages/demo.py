@@ -1,10 +1,13 @@
 """The whole chain on a synthetic city, ending in the paper's ablation table.
 
-synth → tile → label → caption (simulated panel) → fuse → pretrain (small, CPU) →
-embed → probe on every indicator with a spatial split. Beside UrbanLN it trains
-and probes the ablations (no stretch, no distillation, one model's captions
-without fusion) and the random-weights and pixel baselines, so every number in
-the table comes from runs it just did.
+synth → tile → label → caption (the simulated panel) → fuse with the image check
+(``--check vlm``) and refinement (``--refine sim:precise``) → pretrain (small,
+CPU) → embed → probe on every indicator with a spatial split. Beside UrbanLN it
+trains and probes the ablations (no refinement, no stretch, no distillation, one
+model's captions without fusion) and the random-weights and pixel baselines, so
+every number in the table comes from runs it just did. Each ablation is compared
+with UrbanLN fold by fold (``stages/demo_report.py``, ``evaluation/paired.py``);
+``seeds`` repeats every training over that many seeds.
 
 Why the demo is shaped the way it is (docs/synthetic-city.md, "The demo"):
 
@@ -16,25 +19,31 @@ Why the demo is shaped the way it is (docs/synthetic-city.md, "The demo"):
   125 px, which the model sees at 64 px) in about 25 s.
 - Indicators are probed as log(1 + value), as UrbanCLIP's preprocessing does.
   Ridge fitted on log1p and scored in original units (the probe's ``auto``)
-  turns spatial extrapolation into exponential errors (the pixel baseline's
-  GDP R² is -1.75 ± 1.34 that way); ridge on raw values lets the few tower
-  tiles of the centre decide each fold's R² (-13 ± 12 with 2 km blocks). The
-  notes still compare UrbanLN with the baselines on the raw values.
+  turns spatial extrapolation into exponential errors; ridge on raw values lets
+  the few tower tiles of the centre decide each fold's R². The notes still
+  compare UrbanLN with the baselines on the raw values.
 - Spatial blocks of 1 km: the carbon cell, so tiles sharing a carbon value never
   straddle folds; 144 blocks in 5 folds.
 - ``urbanln-small``: the tiny text tower with a 3-layer, 128-wide vision tower
   over 8 px patches. ``urbanln-tiny``'s 16 patches of 16 px learn too little in
   this budget to beat colour statistics.
-- The four variants train side by side, one process per core with one torch
-  thread each, and no DataLoader processes. A second torch thread makes a step
-  1.6× faster on idle cores but 10–20× slower when other work shares them
-  (OpenMP threads spin); two single-thread runs side by side finish 1.5–2×
-  sooner than one after the other, busy cores or not.
+- Batch 64: the short-caption branch keeps 32 principal components of the batch's
+  image features, which a batch of 33 or fewer spans entirely (the branch would
+  then contrast unchanged features); 13 epochs, as at batch 32, so every variant
+  sees each tile as often for the same compute.
+- The refiner is ``sim:precise``, the panel's most accurate persona (fewest wrong
+  counts, land uses and invented objects, the fewest wrong "yes" answers, and no
+  unchecked quadrant claims carried into its rewrites): a rewrite adds what its
+  writer sees, errors included.
+- The variants train side by side, one process per core with one torch thread
+  each, and no DataLoader processes. A second torch thread makes a step 1.6×
+  faster on idle cores but 10–20× slower when other work shares them (OpenMP
+  threads spin); two single-thread runs side by side finish 1.5–2× sooner than
+  one after the other, busy cores or not.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -42,10 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from urbanln_cli import artifacts
-from urbanln_cli.errors import InputError, OutputExistsError
+from urbanln_cli.errors import InputError, OutputExistsError, UsageProblem
+from urbanln_cli.stages import demo_report
 
 TARGETS = ("population", "carbon", "gdp", "nightlight")
 PANEL = ("sim:precise", "sim:verbose", "sim:hallucinating", "sim:generic")
+REFINER = "sim:precise"  # the panel's most accurate persona writes the quadrant captions and the rewrites
+CHECK = "vlm"  # disputed claims are asked of the panel's own models, as yes/no questions about the tile
 SINGLE = "sim:verbose"  # the one model whose raw captions the no-fusion ablation trains on
 ARCH = "urbanln-small"
 LOG_PREFIX = "log_"  # targets are probed as log(1 + value), in columns named log_<target>
@@ -53,11 +65,13 @@ LOG_PREFIX = "log_"  # targets are probed as log(1 + value), in columns named lo
 # name in the table -> what differs from UrbanLN
 VARIANTS = {
     "UrbanLN": {},
+    "w/o refinement": {"corpus": "corpus_unrefined"},
     "w/o stretch (77 tokens)": {"context_length": 77},
     "w/o distillation": {"distill_weight": 0.0},
     "single model, no fusion": {"corpus": "corpus_single"},
 }
 BASELINES = {"random weights": "random", "pixels": "pixels"}
+SEEDED_BASELINES = {"random"}  # a baseline whose embeddings change with the seed (pixels do not)
 
 
 @dataclass(frozen=True)
@@ -83,47 +97,69 @@ class Scale:
         return self.tiles // self.batch * self.epochs
 
 
-FULL = Scale(size=3000, gsd=4.0, tile=125, epochs=13, batch=32, warmup=20)  # 12 km, 576 tiles, 234 steps a model
+FULL = Scale(size=3000, gsd=4.0, tile=125, epochs=13, batch=64, warmup=10)  # 12 km, 576 tiles, 117 steps a model
 QUICK = Scale(size=1000, gsd=4.0, tile=125, epochs=3, batch=16, warmup=3)  # 4 km, 64 tiles, 12 steps a model
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path = Path("demo")
-    quick: bool = False  # a smaller city and fewer epochs: about a minute
+    quick: bool = False  # a smaller city and fewer epochs: about 40 s
     seed: int = 0
+    seeds: int = 1  # every variant trained with seeds seed, seed + 1, …; paired differences pool them
     workers: int = 0  # DataLoader processes; 0 decodes in the training process (a tile decodes in under a millisecond)
     threads: int = 1  # torch threads of each training process
-    jobs: int | None = None  # variants trained at once, each in its own process; default one per core (at most 4)
+    jobs: int | None = None  # trainings at once, each in its own process; default one per core (at most 5)
+
+    def check(self) -> None:
+        if self.seeds < 1:
+            raise UsageProblem(f"--seeds {self.seeds} must be at least 1")
+        if self.workers < 0 or self.threads < 1 or (self.jobs is not None and self.jobs < 1):
+            raise UsageProblem("--workers must be at least 0, and --threads and --jobs at least 1")
 
     def parallel(self) -> int:
         if self.jobs is not None:
             return max(1, self.jobs)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(len(VARIANTS), cores // max(1, self.threads)))
+        return max(1, min(len(VARIANTS) * self.seeds, cores // max(1, self.threads)))
 
 
 @dataclass
 class DemoResult:
     out: Path
-    table: dict[str, dict[str, float]]  # variant -> target -> R² of log(1 + target) (mean over spatial folds)
+    table: dict[str, dict[str, float]]  # variant -> target -> R² of log(1 + target) (mean over folds and seeds)
     maps: dict[str, str]
     probe: Path
     notes: list[str] = field(default_factory=list)
-    std: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> target -> std of R² over the folds
+    std: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> target -> std over the folds
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time
     scale: Scale | None = None
     original_units: dict[str, dict[str, float]] = field(
         default_factory=dict
-    )  # the same, ridge on raw values, R² in their units
+    )  # the same, ridge on raw values, R² in their units (first seed)
+    paired: dict[str, dict[str, dict]] = field(default_factory=dict)  # variant -> target -> PairedDifference.as_dict
+    seed_std: dict[str, dict[str, float]] = field(default_factory=dict)  # std over seeds of the per-seed mean R²
+    tokens: dict[str, dict] = field(default_factory=dict)  # corpus -> its captions' CLIP token lengths
+    example: dict[str, str] | None = None  # one tile's refined caption beside its unrefined one
+    seeds: int = 1
+    report: Path | None = None  # report.json
+    fold_scores: dict = field(default_factory=dict)  # variant -> target -> seed index -> fold -> R² of log(1 + target)
 
 
 DEMO_MARK = ".urbanln-demo"  # marks a folder the demo made: it replaces its own artifacts there, and only there
+REPORT = "report.json"
+NOISE_RULE = (
+    "no detectable difference: |mean paired difference| < t(0.975, folds − 1) × se, se = √(se_folds² + se_seeds²): "
+    "se_folds over the folds of each fold's difference averaged over the seeds, se_seeds over the seeds of each "
+    "seed's difference averaged over the folds (0 with one seed, where a difference can still be one training run "
+    "against another); evaluation/paired.py"
+)
 
 
 def demo(config: DemoConfig, say: Callable[[str], None] = lambda _: None) -> DemoResult:
     import torch
 
+    config.check()
     out = Path(config.out)
     _check_folder(out)
     with artifacts.output_lock(out):
@@ -178,10 +214,7 @@ def _check_folder(out: Path) -> None:
 
 def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
     from urbanln_cli.stages.caption import CaptionConfig, caption
-    from urbanln_cli.stages.embed import EmbedConfig, embed
-    from urbanln_cli.stages.fuse import FuseConfig, fuse
     from urbanln_cli.stages.label import LabelConfig, RasterTarget, label
-    from urbanln_cli.stages.probe import ProbeConfig, probe, probe_metrics
     from urbanln_cli.stages.tile import TileConfig, tile
     from urbanln_cli.synth import SynthConfig, synth_city
     from urbanln_cli.synth.indicators import GRIDS_M
@@ -226,9 +259,101 @@ def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
         CaptionConfig(tiles=tiles, out=out / "captions_single", models=(SINGLE,), concurrency=8, overwrite=True)
     ).out
     lap("caption")
-    say("fuse")
-    corpora = {
-        "corpus": fuse(FuseConfig(captions=(captions,), tiles=tiles, out=out / "corpus", overwrite=True)).out,
+    corpora = _corpora(out, captions, single, tiles, say)
+    lap("fuse")
+    embeddings = _train_and_embed(config, scale, out, tiles, corpora, say, lap)
+    say(f"probe: ridge on log(1 + target), spatial blocks of {scale.block_km:g} km in {scale.folds} folds")
+    probed = _probe_all(config, scale, out, embeddings, labels, log_labels, targets)
+    lap("probe")
+    scores = demo_report.fold_scores(probed["runs"], probed["owners"], LOG_PREFIX)
+    table, std, seed_std = demo_report.summary(scores)
+    order = [*VARIANTS, *BASELINES]
+    table, std, seed_std, original_units = (
+        {v: t[v] for v in order if v in t} for t in (table, std, seed_std, probed["original_units"])
+    )
+    differences = demo_report.paired(scores, targets)
+    differences = {v: differences[v] for v in order if v in differences}
+    notes = demo_report.paired_notes(differences, "R² of log(1 + target)") + demo_report.verdicts(
+        original_units, targets, "R² in original units", list(BASELINES)
+    )
+    from urbanln_cli.stages.fuse import FuseConfig
+    from urbanln_cli.text.tokens import clip_counter
+
+    count = clip_counter(FuseConfig().tokenizer)
+    tokens = {name: demo_report.token_lengths(path, count) for name, path in corpora.items()}
+    example = demo_report.caption_pair(corpora["corpus"], corpora["corpus_unrefined"])
+    lap("report")
+    result = DemoResult(
+        out,
+        table,
+        probed["maps"],
+        probed["probe"],
+        notes,
+        std,
+        seconds,
+        scale,
+        original_units,
+        paired={v: {t: d.as_dict() for t, d in by_target.items()} for v, by_target in differences.items()},
+        seed_std=seed_std,
+        tokens=tokens,
+        example=example,
+        seeds=config.seeds,
+        fold_scores={v: scores[v] for v in order if v in scores},
+    )
+    result.report = demo_report.write_report(out / REPORT, report_dict(result, config))
+    return result
+
+
+def report_dict(result: DemoResult, config: DemoConfig) -> dict:
+    """What ``report.json`` (and ``urbanln demo --json``) holds."""
+    scale = result.scale
+    return {
+        "table": result.table,
+        "std": result.std,
+        "seed_std": result.seed_std,
+        "original_units": result.original_units,
+        "paired": result.paired,
+        "noise_rule": NOISE_RULE,
+        "fold_scores": result.fold_scores,
+        "notes": result.notes,
+        "tokens": result.tokens,
+        "example": result.example,
+        "maps": result.maps,
+        "probe": str(result.probe),
+        "seconds": result.seconds,
+        "settings": {
+            "seed": config.seed,
+            "seeds": config.seeds,
+            "panel": list(PANEL),
+            "check": CHECK,
+            "refine": REFINER,
+            "single": SINGLE,
+            "arch": ARCH,
+            "scale": {
+                "tiles": scale.tiles,
+                "tile_m": scale.tile * scale.gsd,
+                "epochs": scale.epochs,
+                "batch": scale.batch,
+                "steps": scale.steps,
+                "folds": scale.folds,
+                "block_km": scale.block_km,
+            }
+            if scale
+            else None,
+        },
+    }
+
+
+def _corpora(out: Path, captions: Path, single: Path, tiles: Path, say: Callable[[str], None]) -> dict[str, Path]:
+    """The fused corpora: the paper's chain (check, then refine), the same without refinement, and one model's raw
+    captions."""
+    from urbanln_cli.stages.fuse import FuseConfig, fuse
+
+    say(f"fuse: --check {CHECK} --refine {REFINER}, and without --refine")
+    checked = dict(captions=(captions,), tiles=tiles, image_check=CHECK, overwrite=True)
+    return {
+        "corpus": fuse(FuseConfig(out=out / "corpus", refine=REFINER, **checked)).out,
+        "corpus_unrefined": fuse(FuseConfig(out=out / "corpus_unrefined", **checked)).out,
         "corpus_single": fuse(
             FuseConfig(
                 captions=(single,),
@@ -242,110 +367,117 @@ def _demo(config: DemoConfig, say: Callable[[str], None]) -> DemoResult:
             )
         ).out,
     }
-    lap("fuse")
+
+
+def _train_and_embed(config, scale, out, tiles, corpora, say, lap) -> dict[tuple[str, int], Path]:
+    """(variant or baseline, seed index) -> its embeddings file: every variant trained once per seed."""
+    from urbanln_cli.stages.embed import EmbedConfig, embed
+
     jobs = config.parallel()
+    seeds = f" × {config.seeds} seeds" if config.seeds > 1 else ""
     say(
-        f"pretrain + embed: {', '.join(VARIANTS)}: {scale.steps} steps of {scale.batch} each"
+        f"pretrain + embed: {', '.join(VARIANTS)}{seeds}: {scale.steps} steps of {scale.batch} each"
         + (f", {jobs} at a time" if jobs > 1 else "")
     )
-    tasks = {}
-    for name, change in VARIANTS.items():
-        slug = _slug(name)
-        settings = dict(
-            tiles=tiles,
-            corpus=corpora[change.get("corpus", "corpus")],
-            out=out / "runs" / slug,
-            arch=ARCH,
-            pretrained="none",
-            epochs=scale.epochs,
-            batch_size=scale.batch,
-            queue_size=scale.batch * 8,
-            lr=scale.lr,
-            warmup_steps=scale.warmup,
-            workers=config.workers,
-            device="cpu",
-            seed=config.seed,
-            overwrite=True,
-        )
-        settings.update({k: v for k, v in change.items() if k != "corpus"})
-        tasks[name] = (settings, out / "embeddings" / f"{slug}.safetensors")
-    done = _train_all(tasks, jobs, config.threads, lambda name: say(f"trained and embedded: {name}"))
-    embeddings: dict[str, Path] = {name: done[name] for name in VARIANTS}
-    lap("pretrain + embed")
-    for name, baseline in BASELINES.items():
-        say(f"embed: {name} baseline")
-        embeddings[name] = embed(
-            EmbedConfig(
+    tasks, owner = {}, {}
+    for k in range(config.seeds):
+        for name, change in VARIANTS.items():
+            slug = _slug(name) + _seed_suffix(k)
+            settings = dict(
                 tiles=tiles,
-                baseline=baseline,
+                corpus=corpora[change.get("corpus", "corpus")],
+                out=out / "runs" / slug,
                 arch=ARCH,
-                seed=config.seed,
-                out=out / "embeddings" / f"{_slug(name)}.safetensors",
+                pretrained="none",
+                epochs=scale.epochs,
+                batch_size=scale.batch,
+                queue_size=scale.batch * 8,
+                lr=scale.lr,
+                warmup_steps=scale.warmup,
                 workers=config.workers,
                 device="cpu",
+                seed=config.seed + k,
                 overwrite=True,
             )
-        ).out
-        lap("embed")
-    say(f"probe: ridge on log(1 + target), spatial blocks of {scale.block_km:g} km in {scale.folds} folds")
+            settings.update({key: v for key, v in change.items() if key != "corpus"})
+            task = name + (f" (seed {config.seed + k})" if k else "")
+            tasks[task] = (settings, out / "embeddings" / f"{slug}.safetensors")
+            owner[task] = (name, k)
+    done = _train_all(tasks, jobs, config.threads, lambda task: say(f"trained and embedded: {task}"))
+    embeddings = {owner[task]: path for task, path in done.items()}
+    lap("pretrain + embed")
+    for name, baseline in BASELINES.items():
+        for k in range(config.seeds if baseline in SEEDED_BASELINES else 1):
+            say(f"embed: {name} baseline" + (f" (seed {config.seed + k})" if k else ""))
+            embeddings[(name, k)] = embed(
+                EmbedConfig(
+                    tiles=tiles,
+                    baseline=baseline,
+                    arch=ARCH,
+                    seed=config.seed + k,
+                    out=out / "embeddings" / f"{_slug(name)}{_seed_suffix(k)}.safetensors",
+                    workers=config.workers,
+                    device="cpu",
+                    overwrite=True,
+                )
+            ).out
+    lap("embed")
+    return embeddings
+
+
+def _seed_suffix(k: int) -> str:
+    return f"_seed{k}" if k else ""
+
+
+def _probe_all(config, scale, out, embeddings, labels, log_labels, targets) -> dict:
+    """Per-fold R² of every embeddings file on log(1 + target); the probe folder (maps) and the raw-value scores of
+    the first seed's."""
+    from urbanln_cli.stages.probe import ProbeConfig, evaluate, probe, probe_metrics
+
+    first = {name: path for (name, k), path in embeddings.items() if k == 0}
+    settings = dict(
+        split="spatial", block_km=scale.block_km, folds=scale.folds, log_target="no", seed=config.seed
+    )  # one probe seed: every variant and training seed is scored on the same folds
+    log_targets = ",".join(LOG_PREFIX + t for t in targets)
     result = probe(
         ProbeConfig(
-            target=",".join(LOG_PREFIX + t for t in targets),
-            embeddings=tuple(embeddings.values()),
+            target=log_targets,
+            embeddings=tuple(first.values()),
             labels=log_labels,
             out=out / "probe",
-            split="spatial",
-            block_km=scale.block_km,
-            folds=scale.folds,
-            log_target="no",
-            seed=config.seed,
             overwrite=True,
+            **settings,
         )
     )
+    every = sorted(set(embeddings.values()))
+    runs = evaluate(ProbeConfig(target=log_targets, embeddings=tuple(every), labels=log_labels, **settings)).runs
+    # the probe names a file by its stem (unique here: every file is in embeddings/)
+    owners: dict[str, list[tuple[str, int]]] = {}
+    for (name, k), path in embeddings.items():
+        owners.setdefault(Path(path).with_suffix("").name, []).append((name, k))
+    pixels_seeds = [
+        (name, k)
+        for name, baseline in BASELINES.items()
+        if baseline not in SEEDED_BASELINES
+        for k in range(1, config.seeds)
+    ]
+    for name, k in pixels_seeds:  # an unseeded baseline is the same file for every seed: pair it with each
+        owners[Path(embeddings[(name, 0)]).with_suffix("").name].append((name, k))
     # the same folds on the raw values (ridge on raw values, R² in their units), for the notes: it weighs the few
     # dense tiles of the centre far more, and can rank the representations differently
-    raw = probe_metrics(
-        list(embeddings.values()),
-        labels,
-        target=targets,
-        split="spatial",
-        block_km=scale.block_km,
-        folds=scale.folds,
-        log_target="no",
-        seed=config.seed,
-    )
-    lap("probe")
-    table, std = _by_variant(result.table, embeddings)
-    original_units, _ = _by_variant(raw, embeddings)
+    raw = probe_metrics(list(first.values()), labels, target=targets, **settings)
     maps = {
         t.removeprefix(LOG_PREFIX): str(result.out / files["map"])
         for t, files in result.plots.items()
         if "map" in files
     }
-    notes = _verdicts(table, targets, "R² of log(1 + target)") + _verdicts(
-        original_units, targets, "R² in original units"
-    )
-    return DemoResult(out, table, maps, result.out, notes, std, seconds, scale, original_units)
-
-
-def _by_variant(
-    rows: list[dict], embeddings: dict[str, Path]
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """The probe's rows as variant -> target -> mean R², and variant -> target -> its std over the folds."""
-    by_file: dict[str, dict[str, tuple[float, float]]] = {}
-    for row in rows:
-        by_file.setdefault(row["embeddings"], {})[row["target"].removeprefix(LOG_PREFIX)] = (
-            row["r2_mean"],
-            row["r2_std"],
-        )
-    table, std = {}, {}
-    for variant, path in embeddings.items():
-        stem = Path(path).with_suffix("").name
-        key = next((k for k in by_file if k == stem or k.endswith("/" + stem)), None)
-        scores = by_file.get(key, {})
-        table[variant] = {t: mean for t, (mean, _) in scores.items()}
-        std[variant] = {t: spread for t, (_, spread) in scores.items()}
-    return table, std
+    return {
+        "runs": runs,
+        "owners": owners,
+        "maps": maps,
+        "probe": result.out,
+        "original_units": demo_report.by_variant(raw, first, LOG_PREFIX),
+    }
 
 
 def _train_variant(settings: dict, embeddings: Path, threads: int) -> Path:
@@ -447,26 +579,6 @@ def _log_labels(labels: Path, out: Path, targets: list[str]) -> Path:
         },
     )
     return artifacts.write_dataset(ds, out, new, overwrite=True)
-
-
-def _verdicts(table: dict[str, dict[str, float]], targets: list[str], what: str) -> list[str]:
-    """One line per baseline: the targets on which UrbanLN's mean R² is higher, and those where it is not."""
-    ours = table.get("UrbanLN", {})
-    notes = []
-    for baseline in BASELINES:
-        theirs = table.get(baseline, {})
-        scored = [t for t in targets if _finite(ours.get(t)) and _finite(theirs.get(t))]
-        better = [t for t in scored if ours[t] > theirs[t]]
-        worse = [t for t in scored if t not in better]
-        notes.append(
-            f"{what}, UrbanLN vs {baseline}: higher on {', '.join(better) or 'no target'}"
-            + (f"; not on {', '.join(worse)}" if worse else "")
-        )
-    return notes
-
-
-def _finite(value) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _slug(name: str) -> str:
