@@ -21,6 +21,7 @@ COMMANDS = [
     "probe",
     "demo",
     "evaluate",
+    "export",
 ]
 
 

@@ -101,8 +101,8 @@ def segmentation(
     split: Annotated[
         str,
         typer.Option(
-            help="random, spatial (k-fold over blocks of --block-km), group (grouped k-fold over --folds), logo (leave one "
-            "group out) or transfer:A->B."
+            help="random, spatial (k-fold over blocks of --block-km), group (grouped k-fold over --folds), "
+            "logo (leave one group out) or transfer:A->B."
         ),
     ] = "spatial",
     folds: Annotated[int, typer.Option(help="Folds for random, spatial and group splits.")] = 5,
