@@ -89,6 +89,7 @@ def test_help_lists_the_commands_in_pipeline_order(cli):
         "embed",
         "probe",
         "evaluate",
+        "export",
         "inspect",
         "env",
         "synth",

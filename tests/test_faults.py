@@ -103,7 +103,18 @@ COMMANDS = {
         "data/tiles",
     ),
     "probe": (
-        ["probe", "--embeddings", "data/emb.safetensors", "--labels", "data/labels", "--target", "population"],
+        # the fixture city is 256 m across: too small for spatial blocks
+        [
+            "probe",
+            "--embeddings",
+            "data/emb.safetensors",
+            "--labels",
+            "data/labels",
+            "--target",
+            "population",
+            "--split",
+            "random",
+        ],
         "data/labels",
     ),
 }
@@ -680,6 +691,8 @@ def test_normal_runs_keep_stderr_to_urbanlns_own_lines(in_proj, cli, tmp_path):
             "data/labels",
             "--target",
             "population",
+            "--split",
+            "random",
             "-o",
             tmp_path / "probe",
         ],
