@@ -106,6 +106,31 @@ def test_logistic_probe_equals_sklearn_logistic_regression_cv(n_classes):
     assert (pred >= 0).all()
 
 
+def test_folds_in_worker_processes_equal_the_folds_in_order(monkeypatch):
+    """Large inputs fit their outer folds in forked workers; the result must not depend on it."""
+    from urbanln_cli.evaluation import classify
+
+    rng = np.random.default_rng(3)
+    n, p = 300, 8
+    X = rng.normal(size=(n, p))
+    y = (X @ rng.normal(size=(p, 3)) + rng.gumbel(size=(n, 3))).argmax(axis=1)
+    fold = splits.group_k_folds(rng.integers(0, 25, n), 4)
+    inner = splits.shuffled_unit_folds(rng.integers(0, 30, n), 3, 1)
+    monkeypatch.setattr(classify, "_FLOAT32_ABOVE", 0)  # every input counts as large (float32, and the pool)
+    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)  # two cores
+    contexts = []
+    real_context = classify.multiprocessing.get_context
+    monkeypatch.setattr(classify.multiprocessing, "get_context", lambda m: contexts.append(m) or real_context(m))
+    monkeypatch.setattr(classify, "_WORKERS", 1)
+    in_order = logistic_cv(X, y, fold, inner)
+    assert contexts == []
+    monkeypatch.setattr(classify, "_WORKERS", 3)
+    pooled = logistic_cv(X, y, fold, inner)
+    assert contexts == ["fork"]
+    np.testing.assert_array_equal(pooled[0], in_order[0])
+    assert pooled[1] == in_order[1]
+
+
 def test_classification_probe_end_to_end(data):
     from PIL import Image
 
