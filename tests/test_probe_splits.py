@@ -118,6 +118,14 @@ def test_buffer_removes_exactly_the_tiles_within_the_distance():
     assert list(at[0]) == [1]
 
 
+def test_a_buffer_that_leaves_a_fold_nothing_to_learn_from_is_an_input_error(grouped):
+    from urbanln_cli.errors import InputError
+
+    with pytest.raises(InputError, match="training tile") as caught:
+        evaluate(config(grouped, split="spatial", block_km=1.0, buffer_km=500.0))
+    assert "--buffer-km 500 removed" in caught.value.message and "smaller --buffer-km" in caught.value.hint
+
+
 def test_buffer_in_the_stage_shrinks_each_training_fold(grouped):
     plain = evaluate(config(grouped, split="spatial", block_km=1.0))
     buffered = evaluate(config(grouped, split="spatial", block_km=1.0, buffer_km=0.5))

@@ -98,7 +98,11 @@ def export(
     for line in result.warnings:
         _common.warn(line)
     files = ", ".join(result.files.values())
-    grid = f"; raster {result.grid['width']}×{result.grid['height']}" if result.grid else ""
+    grid = ""
+    if result.grid:  # the raster stays on the tiles' grid, in their CRS, whatever --crs did to the footprints
+        grid = f"; raster {result.grid['width']}×{result.grid['height']}"
+        if result.grid["crs"] != result.crs:
+            grid += f" in {result.grid['crs']}"
     _common.summary(f"wrote {result.rows} tiles' {result.kind} ({result.crs}{grid}) to {result.out}: {files}")
     _common.emit(
         {

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from urbanln_cli.errors import InputError
 from urbanln_cli.evaluation import metrics, splits
 
 
@@ -85,6 +86,18 @@ def run_one(plan: dict[str, Any], src: Embeddings, config: Any, step: Callable[[
     position = np.cumsum(have) - 1  # a plan row's position among the covered rows
     excluded = {k: position[v[have[v]]] for k, v in plan["excluded"].items()}
     present = {int(k) for k in np.unique(fold) if k != splits.TRAIN_ONLY}
+    for k in sorted(present):  # a buffer (or a file covering few tiles) can leave a fold nothing to learn from
+        left = np.setdiff1d(np.flatnonzero(fold != k), excluded.get(k, ()))
+        if len(left) < 2:
+            raise InputError(
+                f"target {plan['target']!r}, {src.name}: fold {k} has {len(left)} training tile(s) left"
+                + (
+                    f" after --buffer-km {config.buffer_km:g} removed {len(excluded[k])}"
+                    if len(excluded.get(k, ()))
+                    else ""
+                ),
+                hint="use a smaller --buffer-km, larger --block-km blocks, or embeddings that cover more tiles",
+            )
     head = head_name(config.model, plan["kind"])
     fit = _classify if plan["kind"] == "classification" else _regress
     pred, records = fit(plan, head, X, y, fold, inner, excluded, present, config, step)
