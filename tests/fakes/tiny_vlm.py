@@ -149,13 +149,7 @@ def make_tiny_vlm(
     generation = GenerationConfig(
         bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"], do_sample=False
     )
-    if only_words is not None:
-        keep = {vocab[w] for w in only_words}
-        generation.suppress_tokens = sorted(i for i in vocab.values() if i not in keep)
-    model.generation_config = generation
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return _save(path, model, processor, generation, vocab, only_words)
 
 
 def _tiny_qwen(path: Path, only_words: Sequence[str] | None, hidden: int, seed: int) -> Path:
@@ -237,6 +231,11 @@ def _tiny_qwen(path: Path, only_words: Sequence[str] | None, hidden: int, seed: 
     generation = GenerationConfig(
         eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<|endoftext|>"], do_sample=False
     )
+    return _save(path, model, processor, generation, vocab, only_words)
+
+
+def _save(path: Path, model, processor, generation, vocab: dict[str, int], only_words: Sequence[str] | None) -> Path:
+    """Write model and processor; ``only_words`` suppresses every other token, so the model says only those."""
     if only_words is not None:
         keep = {vocab[w] for w in only_words}
         generation.suppress_tokens = sorted(i for i in vocab.values() if i not in keep)

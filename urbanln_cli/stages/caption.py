@@ -391,32 +391,14 @@ class _Job:
         for other in self.backends.values():  # one model in memory: an hf: model done with leaves the GPU
             if other is not backend and hasattr(other, "unload"):
                 other.unload()
+        work = (backend, info.tag, todo, request_for, finish)
+        shared = {"policy": config.policy, "options": config.options, "content_problem": content_problem}
         if getattr(backend, "batched", False):  # hf: models: whole batches in this process
             from urbanln_cli.captioners.hf_batch import run_batches
 
-            run_batches(
-                backend,
-                info.tag,
-                todo,
-                request_for,
-                finish,
-                policy=config.policy,
-                options=config.options,
-                content_problem=content_problem,
-                batch_size=config.batch_size,
-            )
-            return
-        await run_requests(
-            backend,
-            info.tag,
-            todo,
-            request_for,
-            finish,
-            policy=config.policy,
-            options=config.options,
-            content_problem=content_problem,
-            what="captions",
-        )
+            run_batches(*work, **shared, batch_size=config.batch_size)
+        else:
+            await run_requests(*work, **shared, what="captions")
 
     # ------------------------------------------------------------ output
 

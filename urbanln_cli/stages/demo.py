@@ -450,8 +450,13 @@ def _probe_all(config, scale, out, embeddings, labels, log_labels, targets) -> d
             **settings,
         )
     )
-    every = sorted(set(embeddings.values()))
-    runs = evaluate(ProbeConfig(target=log_targets, embeddings=tuple(every), labels=log_labels, **settings)).runs
+    # the other seeds' files on the same folds (the folds depend on the labels and the probe seed only)
+    rest = sorted(set(embeddings.values()) - set(first.values()))
+    runs = result.runs + (
+        evaluate(ProbeConfig(target=log_targets, embeddings=tuple(rest), labels=log_labels, **settings)).runs
+        if rest
+        else []
+    )
     # the probe names a file by its stem (unique here: every file is in embeddings/)
     owners: dict[str, list[tuple[str, int]]] = {}
     for (name, k), path in embeddings.items():

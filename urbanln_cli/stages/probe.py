@@ -137,6 +137,7 @@ class ProbeResult:
     plots: dict[str, dict[str, str]]
     counts: dict[str, int]
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+    runs: list[TargetRun] = field(repr=False, default_factory=list)  # per-fold scores, as ``evaluate`` gives them
 
 
 # ---------------------------------------------------------------- public API
@@ -173,7 +174,7 @@ def probe(
     with artifacts.writing(out, "probe", overwrite=config.overwrite, inputs=(*config.embeddings, config.labels)):
         result = evaluate(config, progress)
         report, plots, manifest = write(config, out, result, run or artifacts.RunInfo.from_config(config))
-        return ProbeResult(out, result.table, report, plots, result.counts, manifest)
+        return ProbeResult(out, result.table, report, plots, result.counts, manifest, result.runs)
 
 
 def evaluate(config: ProbeConfig, progress: Callable[[int, int], None] | None = None) -> Evaluation:
